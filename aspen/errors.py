@@ -1,0 +1,103 @@
+"""The one error hierarchy of Aspen.
+
+Every failure that reaches a user carries a stable ``code`` string. The code
+crosses the wire unchanged (``{"type": "Error", "body": {"code", "message",
+"details"}}``), so clients, the CLI and plugins can branch on it. Add new codes
+here, never inline strings elsewhere.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class ErrorCode(StrEnum):
+    # storage: keys, values, limits
+    INVALID_KEY = "INVALID_KEY"
+    KEY_TOO_LARGE = "KEY_TOO_LARGE"
+    VALUE_TOO_LARGE = "VALUE_TOO_LARGE"
+    TOO_MANY_OPERATIONS = "TOO_MANY_OPERATIONS"
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    INVALID_CONTINUATION = "INVALID_CONTINUATION"
+    LEASE_NOT_FOUND = "LEASE_NOT_FOUND"
+    COMPACTED = "COMPACTED"
+    STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"
+    STORE_CLOSED = "STORE_CLOSED"
+    # blobs
+    BLOB_NOT_FOUND = "BLOB_NOT_FOUND"
+    BLOB_CORRUPT = "BLOB_CORRUPT"
+    BLOB_TOO_LARGE = "BLOB_TOO_LARGE"
+    INVALID_HASH = "INVALID_HASH"
+    INVALID_RANGE = "INVALID_RANGE"
+    BLOB_INCOMPLETE = "BLOB_INCOMPLETE"
+    BLOB_PROTECTED = "BLOB_PROTECTED"
+    # rpc / node
+    BAD_REQUEST = "BAD_REQUEST"
+    VALIDATION_ERROR = "VALIDATION_ERROR"
+    MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"
+    UNKNOWN_REQUEST = "UNKNOWN_REQUEST"
+    NO_HANDLER = "NO_HANDLER"
+    CAPABILITY_UNAVAILABLE = "CAPABILITY_UNAVAILABLE"
+    UNAUTHORIZED = "UNAUTHORIZED"
+    FORBIDDEN = "FORBIDDEN"
+    TIMEOUT = "TIMEOUT"
+    UNAVAILABLE = "UNAVAILABLE"
+    SHUTTING_DOWN = "SHUTTING_DOWN"
+    INTERNAL = "INTERNAL"
+    # plugins
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    KV_PREFIX_DENIED = "KV_PREFIX_DENIED"
+    PLUGIN_TRAP = "PLUGIN_TRAP"
+    PLUGIN_TIMEOUT = "PLUGIN_TIMEOUT"
+    PLUGIN_OOM = "PLUGIN_OOM"
+    PLUGIN_BAD_OUTPUT = "PLUGIN_BAD_OUTPUT"
+    PLUGIN_OVERLOADED = "PLUGIN_OVERLOADED"
+    PLUGIN_NOT_FOUND = "PLUGIN_NOT_FOUND"
+    PLUGIN_LOAD_FAILED = "PLUGIN_LOAD_FAILED"
+    INVALID_MANIFEST = "INVALID_MANIFEST"
+    # jobs
+    JOB_NOT_FOUND = "JOB_NOT_FOUND"
+    UNKNOWN_JOB_TYPE = "UNKNOWN_JOB_TYPE"
+    INVALID_JOB = "INVALID_JOB"
+    INVALID_STATE = "INVALID_STATE"
+    STALE_EXECUTION = "STALE_EXECUTION"
+    EXECUTOR_UNAVAILABLE = "EXECUTOR_UNAVAILABLE"
+    # cluster
+    ETCD_UNREACHABLE = "ETCD_UNREACHABLE"
+    PEER_UNAVAILABLE = "PEER_UNAVAILABLE"
+
+
+class AspenError(Exception):
+    """An error with a stable ``code``, a human ``message`` and optional details.
+
+    ``code`` may be an :class:`ErrorCode` or, for codes added by plugins, any
+    upper-case string. ``details`` must be JSON-serialisable.
+    """
+
+    def __init__(self, code: str, message: str, **details: Any) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = str(code)
+        self.message = message
+        self.details = details
+
+    def to_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> "AspenError":
+        return cls(
+            str(body.get("code", ErrorCode.INTERNAL)),
+            str(body.get("message", "")),
+            **dict(body.get("details") or {}),
+        )
+
+    def __reduce__(self):  # picklable across process pools
+        return (_rebuild, (self.code, self.message, self.details))
+
+
+def _rebuild(code: str, message: str, details: dict[str, Any]) -> AspenError:
+    return AspenError(code, message, **details)

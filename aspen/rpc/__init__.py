@@ -1,0 +1,1 @@
+"""RPC layer: the request envelope, the handler protocol and the registry."""

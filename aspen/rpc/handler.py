@@ -1,0 +1,55 @@
+"""What every request handler sees and implements, whatever its tier
+(native Python, WASM, IPC).
+
+A handler receives the decoded ``Request`` and a ``RequestContext``. The
+context carries who is calling and what they may do, so authentication and
+cross-cluster forwarding plug in without touching handlers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    type: str
+    body: dict[str, Any]
+    app: str | None = None  # set for requests that need an app (plugin-provided)
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    type: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """Per-request facts. ``node`` is the composition root's services object
+    (stores, registry, plugin host …); it is typed loosely so lower layers do
+    not import the node layer."""
+
+    node: Any = None
+    caller: str | None = None  # identity from a verified token, if any
+    capabilities: tuple[Any, ...] = ()
+    token: str | None = None
+    proxy_hops: int = 0
+    deadline: float = field(default_factory=lambda: time.monotonic() + 30.0)
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+
+@runtime_checkable
+class RequestHandler(Protocol):
+    """Handlers are tried lowest ``priority`` first: core 0–99, native
+    plugins 100–899, WASM plugins 900–999."""
+
+    name: str
+    request_types: frozenset[str]
+    priority: int
+
+    async def handle(self, request: Request, ctx: RequestContext) -> Response: ...

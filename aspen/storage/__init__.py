@@ -1,0 +1,37 @@
+"""Storage layer: the two primitives everything else builds on.
+
+This package imports nothing else of Aspen except :mod:`aspen.errors`.
+"""
+
+from aspen.storage.records import (
+    CasResult,
+    Compare,
+    DeleteOp,
+    GetOp,
+    KeyValue,
+    LeaseInfo,
+    PutOp,
+    RangeOp,
+    ScanPage,
+    TxnOpResult,
+    TxnResult,
+    WatchEvent,
+)
+from aspen.storage.protocol import BlobStore, KeyValueStore
+
+__all__ = [
+    "BlobStore",
+    "CasResult",
+    "Compare",
+    "DeleteOp",
+    "GetOp",
+    "KeyValue",
+    "KeyValueStore",
+    "LeaseInfo",
+    "PutOp",
+    "RangeOp",
+    "ScanPage",
+    "TxnOpResult",
+    "TxnResult",
+    "WatchEvent",
+]

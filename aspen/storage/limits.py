@@ -1,0 +1,120 @@
+"""Limits and input checks shared by every storage backend, so they all
+reject the same bad input with the same code."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+
+from aspen.errors import AspenError, ErrorCode
+
+MAX_KEY_BYTES = 1024
+MAX_VALUE_BYTES = 1 << 20
+MAX_OPERATIONS = 1000
+DEFAULT_SCAN_LIMIT = 1000
+MAX_SCAN_LIMIT = 10_000
+MAX_LEASE_TTL = 10 * 365 * 24 * 3600
+
+
+def check_key(key: object) -> bytes:
+    """Validate a key; returns its UTF-8 bytes."""
+    if not isinstance(key, str):
+        raise AspenError(ErrorCode.INVALID_KEY, f"key must be a string, got {type(key).__name__}")
+    if not key:
+        raise AspenError(ErrorCode.INVALID_KEY, "key must not be empty")
+    try:
+        raw = key.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise AspenError(ErrorCode.INVALID_KEY, "key is not valid UTF-8") from exc
+    if len(raw) > MAX_KEY_BYTES:
+        raise AspenError(
+            ErrorCode.KEY_TOO_LARGE,
+            f"key is {len(raw)} bytes, the limit is {MAX_KEY_BYTES}",
+            size=len(raw),
+            max=MAX_KEY_BYTES,
+        )
+    return raw
+
+
+def check_prefix(prefix: object, *, allow_empty: bool = True) -> bytes:
+    if not isinstance(prefix, str):
+        raise AspenError(ErrorCode.INVALID_KEY, f"prefix must be a string, got {type(prefix).__name__}")
+    if not prefix:
+        if allow_empty:
+            return b""
+        raise AspenError(ErrorCode.INVALID_KEY, "prefix must not be empty")
+    return check_key(prefix)
+
+
+def check_value(value: object) -> bytes:
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"value must be bytes, got {type(value).__name__}")
+    value = bytes(value)
+    if len(value) > MAX_VALUE_BYTES:
+        raise AspenError(
+            ErrorCode.VALUE_TOO_LARGE,
+            f"value is {len(value)} bytes, the limit is {MAX_VALUE_BYTES}",
+            size=len(value),
+            max=MAX_VALUE_BYTES,
+        )
+    return value
+
+
+def check_operation_count(n: int, what: str = "operations") -> None:
+    if n > MAX_OPERATIONS:
+        raise AspenError(
+            ErrorCode.TOO_MANY_OPERATIONS,
+            f"{n} {what}, the limit is {MAX_OPERATIONS}",
+            count=n,
+            max=MAX_OPERATIONS,
+        )
+
+
+def check_limit(limit: object) -> int:
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"limit must be a positive integer, got {limit!r}")
+    if limit > MAX_SCAN_LIMIT:
+        raise AspenError(
+            ErrorCode.TOO_MANY_OPERATIONS,
+            f"limit {limit} exceeds the maximum {MAX_SCAN_LIMIT}",
+            count=limit,
+            max=MAX_SCAN_LIMIT,
+        )
+    return limit
+
+
+def check_ttl(ttl: object) -> int:
+    if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= MAX_LEASE_TTL:
+        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"lease TTL must be 1..{MAX_LEASE_TTL} seconds, got {ttl!r}")
+    return ttl
+
+
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key greater than every key with ``prefix`` (etcd's
+    range_end); None when there is none (all 0xff, or the empty prefix)."""
+    p = bytearray(prefix)
+    while p:
+        if p[-1] < 0xFF:
+            p[-1] += 1
+            return bytes(p)
+        p.pop()
+    return None
+
+
+def encode_continuation(last_key: bytes) -> str:
+    return base64.urlsafe_b64encode(last_key).decode("ascii")
+
+
+def decode_continuation(token: str) -> bytes:
+    """The last key of the previous page; the next page starts after it."""
+    try:
+        raw = base64.urlsafe_b64decode(token.encode("ascii"))
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise AspenError(ErrorCode.INVALID_CONTINUATION, "continuation token is malformed") from exc
+    if not raw:
+        raise AspenError(ErrorCode.INVALID_CONTINUATION, "continuation token is empty")
+    return raw
+
+
+def check_ops_count(*groups: Sequence[object]) -> None:
+    check_operation_count(sum(len(g) for g in groups))

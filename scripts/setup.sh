@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs everything Aspen and its tests need on a fresh Debian machine:
+# system packages (etcd, bubblewrap), a virtualenv in .venv with the package
+# and its test extras, and the example/test WASM plugins built from source.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
+need=()
+command -v etcd >/dev/null || need+=(etcd-server)
+command -v bwrap >/dev/null || need+=(bubblewrap)
+if [ ${#need[@]} -gt 0 ]; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[test]'
+
+# Build every WASM plugin in the repository from source (Zig from PyPI).
+if [ -f aspen/plugins/build.py ]; then
+    .venv/bin/python -m aspen.plugins.build
+fi

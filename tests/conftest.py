@@ -1,0 +1,1 @@
+"""Shared test fixtures. Backend-specific fixtures live next to their tests."""
