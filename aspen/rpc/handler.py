@@ -53,3 +53,16 @@ class RequestHandler(Protocol):
     priority: int
 
     async def handle(self, request: Request, ctx: RequestContext) -> Response: ...
+
+
+# Extension contract (native tier). A distribution adds handlers through the
+# ``aspen.handlers`` entry-point group; each entry point names a factory
+#
+#     def factory(node) -> RequestHandler | list[RequestHandler]
+#
+# called once at node start with the node's services object (attributes
+# ``kv``, ``blobs``, ``node_id``, ``data_dir``, ``config``, ``registry``).
+# A returned handler may also define ``async start()`` and ``async stop()``,
+# which the node awaits after building the table and at shutdown.
+# The core handlers register through the same group.
+HANDLERS_ENTRY_POINT_GROUP = "aspen.handlers"
