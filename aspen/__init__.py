@@ -4,8 +4,9 @@ Two primitives at the bottom (an ordered transactional key-value store and a
 BLAKE3 content-addressed blob store); everything else is a stateless layer.
 """
 
-from aspen.errors import AspenError, ErrorCode
-
 __version__ = "0.1.0"
 
-__all__ = ["AspenError", "ErrorCode", "__version__"]
+from aspen.errors import AspenError, ErrorCode  # noqa: E402
+from aspen.client import Client, SyncClient  # noqa: E402
+
+__all__ = ["AspenError", "Client", "ErrorCode", "SyncClient", "__version__"]

@@ -89,6 +89,17 @@ def check_ttl(ttl: object) -> int:
     return ttl
 
 
+MAX_LEASE_ID = (1 << 63) - 1
+
+
+def check_lease_id(lease: object, *, allow_zero: bool = True) -> int:
+    """A lease id is a positive int64; 0 means "no lease" (or "pick one" on grant)."""
+    low = 0 if allow_zero else 1
+    if not isinstance(lease, int) or isinstance(lease, bool) or not low <= lease <= MAX_LEASE_ID:
+        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"lease id must be an integer {low}..2**63-1, got {lease!r}")
+    return lease
+
+
 def prefix_end(prefix: bytes) -> bytes | None:
     """The smallest key greater than every key with ``prefix`` (etcd's
     range_end); None when there is none (all 0xff, or the empty prefix)."""

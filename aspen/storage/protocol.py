@@ -91,6 +91,10 @@ class KeyValueStore(Protocol):
 
     async def current_revision(self) -> int: ...
 
+    async def compact(self, revision: int) -> None:
+        """Forget watch history before ``revision`` (etcd's compact); a watch
+        from an older revision then raises ``COMPACTED``."""
+
     async def close(self) -> None: ...
 
 

@@ -1,0 +1,1 @@
+"""The ``aspen`` command line (Typer + Rich)."""

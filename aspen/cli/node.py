@@ -1,0 +1,30 @@
+"""``aspen node …``: run a node."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated
+
+import typer
+
+from aspen.cli.common import reports_errors
+from aspen.node.config import load_config
+
+app = typer.Typer(help="Run an Aspen node.", no_args_is_help=True)
+
+
+@app.command()
+@reports_errors
+def start(
+    data_dir: Annotated[str | None, typer.Option(help="Where the KV file and blobs live. Default ./aspen-data.")] = None,
+    listen: Annotated[str | None, typer.Option(help="HOST:PORT to serve on. Default 127.0.0.1:7420.")] = None,
+    config: Annotated[str | None, typer.Option(help="aspen.toml; flags override it.")] = None,
+    log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error.")] = None,
+) -> None:
+    """Start a node on the embedded default (SQLite + blob directory); SIGTERM drains and stops it."""
+    from aspen.node.server import serve  # the server stack loads only for this command
+
+    cfg = load_config(config, data_dir=data_dir, listen=listen, log_level=log_level)
+    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(cfg))

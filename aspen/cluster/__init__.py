@@ -1,0 +1,1 @@
+"""Distributed mode: etcd launcher, node membership, cluster status."""

@@ -1,0 +1,1 @@
+"""Built-in job executors: ``shell``, ``wasm``, ``nix``."""

@@ -1,0 +1,1 @@
+"""The node: configuration, the composition root and the HTTP surface."""

@@ -1,0 +1,39 @@
+"""The node's ASGI app: RPC, blob streaming, watch streams, health, metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request as HttpRequest
+from starlette.responses import Response as HttpResponse
+from starlette.routing import Route
+
+from aspen.cluster.blob_routes import blob_http_routes
+from aspen.errors import AspenError
+from aspen.node.rpc_route import rpc_route
+from aspen.node.watch_routes import watch_routes
+
+
+def _error(exc: AspenError, status: int) -> HttpResponse:
+    return HttpResponse(msgspec.json.encode({"type": "Error", "body": exc.to_body()}), status, media_type="application/json")
+
+
+def build_app(services: Any) -> Starlette:
+    async def healthz(request: HttpRequest) -> HttpResponse:
+        draining = services.stopping.is_set()
+        body = {"status": "draining" if draining else "ok", "node_id": services.node_id}
+        return HttpResponse(msgspec.json.encode(body), 503 if draining else 200, media_type="application/json")
+
+    async def metrics(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(services.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    routes = [
+        rpc_route(services),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        *blob_http_routes(services.blobs),
+        *watch_routes(services, _error),
+    ]
+    return Starlette(routes=routes)

@@ -1,0 +1,74 @@
+"""Node configuration: one record, filled from ``aspen.toml`` then CLI flags.
+
+The file's ``[node]`` table fills :class:`NodeConfig`; every other table
+(``[plugins]``, ``[jobs]``, ``[cluster]`` …) is kept whole in ``sections``
+for the layer that owns it.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from aspen.errors import AspenError, ErrorCode
+
+DEFAULT_PORT = 7420
+
+
+class NodeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    data_dir: str = "./aspen-data"
+    listen: str = f"127.0.0.1:{DEFAULT_PORT}"
+    node_id: str | None = None  # None: generated once and kept in the data dir
+    kv_backend: Literal["sqlite"] = "sqlite"
+    max_request_seconds: float = 30.0  # cap on any caller's deadline
+    drain_seconds: float = 10.0  # how long SIGTERM waits for in-flight requests
+    log_level: str = "info"
+    sections: dict[str, dict[str, Any]] = {}
+
+    @property
+    def host(self) -> str:
+        return split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_listen(self.listen)[1]
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"listen address must be HOST:PORT, got {listen!r}")
+    return host.strip("[]"), int(port)
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> NodeConfig:
+    """Read ``path`` (if given), then apply the non-None ``overrides``."""
+    raw: dict[str, Any] = {}
+    sections: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        try:
+            doc = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"config file {path} is not valid TOML: {exc}") from None
+        for name, value in doc.items():
+            if name == "node" and isinstance(value, dict):
+                raw.update(value)
+            elif isinstance(value, dict):
+                sections[name] = value
+            else:
+                raise AspenError(
+                    ErrorCode.INVALID_ARGUMENT, f"config file {path}: top-level key {name!r} belongs in a [node] table"
+                )
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    raw["sections"] = sections
+    try:
+        config = msgspec.convert(raw, NodeConfig)
+    except msgspec.ValidationError as exc:
+        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"invalid node config: {exc}") from None
+    split_listen(config.listen)
+    return config

@@ -1,0 +1,59 @@
+"""A loaded WASM plugin as a :class:`~aspen.rpc.handler.RequestHandler`,
+so the ``HandlerRegistry`` routes to it like to any native handler
+(priority 900–999, request types from the manifest's ``handles``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from aspen.errors import AspenError, ErrorCode
+from aspen.plugins.manifest import PluginManifest
+from aspen.plugins.runtime import PluginRuntime, bad_output, decode_json_object
+from aspen.rpc.handler import Request, RequestContext, Response
+
+_encode = msgspec.json.Encoder().encode
+MAX_ERROR_CODE_CHARS = 64
+
+
+class WasmPluginHandler:
+    def __init__(self, manifest: PluginManifest, runtime: PluginRuntime) -> None:
+        self.manifest = manifest
+        self.runtime = runtime
+        self.name = manifest.name
+        self.request_types = frozenset(manifest.handles)
+        self.priority = manifest.priority
+        self.app_id = manifest.app_id  # the registry maps request types to it
+
+    def can_handle(self, request: Request) -> bool:
+        return request.type in self.request_types
+
+    def _decode(self, raw: bytes) -> Response:
+        """Runs on the worker thread: anything but ``{"type": str, "body": {...}}``
+        is ``PLUGIN_BAD_OUTPUT``."""
+        reply = decode_json_object(self.name, "handle_request", raw)
+        rtype, body = reply.get("type"), reply.get("body", {})
+        if not isinstance(rtype, str) or not rtype or not isinstance(body, dict):
+            raise bad_output(self.name, 'handle_request must return {"type": string, "body": object}')
+        if rtype == "Error":
+            code = body.get("code")
+            if not isinstance(code, str) or not 0 < len(code) <= MAX_ERROR_CODE_CHARS:
+                raise bad_output(self.name, "an Error reply needs a string code")
+        return Response(rtype, body)
+
+    async def handle(self, request: Request, ctx: RequestContext) -> Response:
+        if request.type not in self.request_types:
+            raise AspenError(ErrorCode.UNKNOWN_REQUEST, f"plugin '{self.name}' does not handle {request.type}")
+        message: dict[str, Any] = {"type": request.type, "body": request.body, "app": request.app}
+        if ctx.caller is not None:
+            message["caller"] = ctx.caller
+        try:
+            payload = _encode(message)
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise AspenError(ErrorCode.BAD_REQUEST, f"request body is not JSON-serialisable: {exc}") from exc
+        response = await self.runtime.call("handle_request", payload, self._decode, deadline=ctx.deadline)
+        if response.type == "Error":
+            body = response.body
+            raise AspenError(str(body["code"]), str(body.get("message", "")), plugin=self.name)
+        return response

@@ -1,0 +1,292 @@
+"""Running one plugin: a compiled module, a pool of instances on worker
+threads, fault classification and the health state.
+
+Extism releases the GIL while the guest runs, so the pool's threads give a
+CPU-bound plugin every core; each worker thread owns its instance, so an
+instance is never used by two threads.
+The wall-clock limit is Extism's ``timeout_ms``, which really interrupts a
+looping guest; memory is capped with ``max_pages``. A faulted instance is
+dropped and replaced, so the next call starts clean.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import extism
+import msgspec
+
+from aspen.errors import AspenError, ErrorCode
+from aspen.plugins.host_functions import HOST_FUNCTIONS, CallContext, HostEnv
+from aspen.plugins.manifest import EffectiveLimits
+
+log = logging.getLogger("aspen.plugins")
+
+FAULT_CODES = frozenset(
+    {ErrorCode.PLUGIN_TRAP, ErrorCode.PLUGIN_TIMEOUT, ErrorCode.PLUGIN_OOM, ErrorCode.PLUGIN_BAD_OUTPUT}
+)
+# Faults after which the instance's state is suspect; BAD_OUTPUT leaves it sound.
+INSTANCE_FAULTS = frozenset({ErrorCode.PLUGIN_TRAP, ErrorCode.PLUGIN_TIMEOUT, ErrorCode.PLUGIN_OOM})
+DEGRADED_AFTER = 3  # consecutive faults
+QUEUED_PER_INSTANCE = 16  # calls waiting for a free instance before PLUGIN_OVERLOADED
+
+
+class PluginState(enum.StrEnum):
+    LOADING = "loading"
+    READY = "ready"
+    DEGRADED = "degraded"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+def classify(plugin: str, export: str, exc: extism.Error) -> AspenError:
+    """Map an Extism call failure to a stable plugin error code."""
+    text = str(exc)
+    if text == "timeout":
+        return AspenError(ErrorCode.PLUGIN_TIMEOUT, f"plugin '{plugin}' {export} exceeded its time limit", plugin=plugin)
+    if text == "oom":
+        return AspenError(ErrorCode.PLUGIN_OOM, f"plugin '{plugin}' {export} ran out of memory", plugin=plugin)
+    return AspenError(
+        ErrorCode.PLUGIN_TRAP, f"plugin '{plugin}' {export} failed: {text[:500]}", plugin=plugin
+    )
+
+
+def bad_output(plugin: str, message: str) -> AspenError:
+    return AspenError(ErrorCode.PLUGIN_BAD_OUTPUT, f"plugin '{plugin}': {message}", plugin=plugin)
+
+
+_decode_json = msgspec.json.Decoder().decode
+
+
+def decode_json_object(plugin: str, export: str, raw: bytes) -> dict[str, Any]:
+    try:
+        value = _decode_json(raw)
+    except msgspec.DecodeError:
+        raise bad_output(plugin, f"{export} returned output that is not JSON") from None
+    if not isinstance(value, dict):
+        raise bad_output(plugin, f"{export} must return a JSON object")
+    return value
+
+
+class _Job:
+    __slots__ = ("loop", "future", "export", "data", "deadline", "decode")
+
+    def __init__(self, loop, future, export, data, deadline, decode) -> None:
+        self.loop = loop
+        self.future = future
+        self.export = export
+        self.data = data
+        self.deadline = deadline
+        self.decode = decode
+
+
+def _settle(future: asyncio.Future, ok: bool, value: Any) -> None:
+    if not future.done():  # the caller may have given up (cancelled)
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
+class PluginRuntime:
+    """A plugin's instances and worker threads. Each worker thread owns one
+    instance for its whole life (replaced after a fault), so an instance is
+    never touched by two threads; jobs reach the workers through one queue
+    and results come back with ``call_soon_threadsafe`` — the loop only ever
+    awaits a future."""
+
+    def __init__(self, name: str, wasm: bytes, env: HostEnv, limits: EffectiveLimits) -> None:
+        self.name = name
+        self.env = env
+        self.limits = limits
+        self.state = PluginState.LOADING
+        self.consecutive_faults = 0
+        self.calls = 0
+        self.faults = 0
+        self.last_fault: str | None = None
+        self._compiled = extism.extism.CompiledPlugin(
+            {"wasm": [{"data": wasm}], "timeout_ms": limits.timeout_ms, "memory": {"max_pages": limits.memory_pages}},
+            functions=HOST_FUNCTIONS,
+        )
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._workers: list[threading.Thread] = []
+        self._pending = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        first = self._new_instance()
+        self._exports = {
+            export: bool(first.function_exists(export))
+            for export in ("plugin_info", "handle_request", "plugin_init", "plugin_health", "plugin_shutdown")
+        }
+        self._spare: queue.SimpleQueue[extism.Plugin] = queue.SimpleQueue()
+        self._spare.put(first)  # the first worker adopts it
+
+    def _new_instance(self) -> extism.Plugin:
+        try:
+            return extism.Plugin(self._compiled)
+        except extism.Error as exc:
+            raise AspenError(
+                ErrorCode.PLUGIN_LOAD_FAILED, f"plugin '{self.name}' cannot be instantiated: {exc}", plugin=self.name
+            ) from exc
+
+    def has_export(self, export: str) -> bool:
+        return self._exports.get(export, False)
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    @property
+    def worker_count(self) -> int:
+        return len(self._workers)
+
+    # --- on a worker thread ---------------------------------------------------
+
+    def _work(self) -> None:
+        try:
+            instance: extism.Plugin | None = self._spare.get_nowait()
+        except queue.Empty:
+            instance = None
+        while (job := self._jobs.get()) is not None:
+            if job.future.done():
+                continue
+            try:
+                if instance is None:
+                    instance = self._new_instance()
+                ok, value = True, self._run(instance, job)
+            except AspenError as exc:
+                ok, value = False, exc
+                if exc.code in INSTANCE_FAULTS:
+                    instance = None  # a faulted instance is never reused
+            except Exception as exc:  # a host bug: report it, keep the worker alive
+                log.exception("plugin %s: worker failed", self.name)
+                ok, value = False, AspenError(ErrorCode.INTERNAL, f"plugin '{self.name}': internal error: {exc}")
+            try:
+                job.loop.call_soon_threadsafe(_settle, job.future, ok, value)
+            except RuntimeError:  # the loop is gone; nobody is waiting
+                pass
+
+    def _run(self, instance: extism.Plugin, job: _Job) -> Any:
+        if time.monotonic() >= job.deadline:
+            raise AspenError(ErrorCode.TIMEOUT, f"plugin '{self.name}': the request expired while queued")
+        try:
+            buf = instance.call(job.export, job.data, parse=None, host_context=CallContext(self.env, job.deadline))
+        except extism.Error as exc:
+            raise classify(self.name, job.export, exc) from None
+        if len(buf) > self.limits.max_output_bytes:
+            raise bad_output(
+                self.name, f"{job.export} output is {len(buf)} bytes, the limit is {self.limits.max_output_bytes}"
+            )
+        return job.decode(bytes(buf))
+
+    # --- on the event loop ----------------------------------------------------
+
+    async def call(
+        self,
+        export: str,
+        data: bytes,
+        decode: Callable[[bytes], Any],
+        *,
+        deadline: float | None = None,
+        lifecycle: bool = False,
+    ) -> Any:
+        """Run ``export`` on a pooled instance; ``decode`` turns the output into
+        the result on the worker thread. A fault raises its ``PLUGIN_*`` error
+        and counts toward Degraded, a clean call restores Ready. ``lifecycle``
+        calls (info, init, shutdown) pass while the plugin is loading or stopping."""
+        if not lifecycle and self.state not in (PluginState.READY, PluginState.DEGRADED):
+            raise AspenError(ErrorCode.UNAVAILABLE, f"plugin '{self.name}' is {self.state}", plugin=self.name)
+        if len(data) > self.limits.max_input_bytes:
+            raise AspenError(
+                ErrorCode.MESSAGE_TOO_LARGE,
+                f"input to plugin '{self.name}' is {len(data)} bytes, the limit is {self.limits.max_input_bytes}",
+                size=len(data),
+                max=self.limits.max_input_bytes,
+            )
+        if self._pending >= self.limits.concurrency * (1 + QUEUED_PER_INSTANCE):
+            raise AspenError(ErrorCode.PLUGIN_OVERLOADED, f"plugin '{self.name}' has too many calls waiting")
+        limit = time.monotonic() + self.limits.timeout_ms / 1000 + 1.0
+        deadline = limit if deadline is None else min(deadline, limit)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending += 1
+        self._idle.clear()
+        if self._pending > len(self._workers) < self.limits.concurrency:
+            worker = threading.Thread(target=self._work, name=f"plugin-{self.name}", daemon=True)
+            self._workers.append(worker)
+            worker.start()
+        self._jobs.put(_Job(loop, future, export, data, deadline, decode))
+        try:
+            result = await future
+        except AspenError as exc:
+            if exc.code in FAULT_CODES:
+                self._record_fault(exc)
+            raise
+        finally:
+            self._pending -= 1
+            if not self._pending:
+                self._idle.set()
+        self._record_ok()
+        return result
+
+    def _record_ok(self) -> None:
+        self.calls += 1
+        self.consecutive_faults = 0
+        if self.state is PluginState.DEGRADED:
+            log.info("plugin %s is ready again", self.name)
+            self.state = PluginState.READY
+
+    def _record_fault(self, exc: AspenError) -> None:
+        self.calls += 1
+        self.faults += 1
+        self.consecutive_faults += 1
+        self.last_fault = exc.code
+        log.warning("plugin %s fault %s: %s", self.name, exc.code, exc.message)
+        if self.consecutive_faults >= DEGRADED_AFTER and self.state is PluginState.READY:
+            log.warning("plugin %s is degraded after %d consecutive faults", self.name, self.consecutive_faults)
+            self.state = PluginState.DEGRADED
+
+    async def probe(self) -> bool:
+        """Health probe: ``plugin_health`` when exported (must answer ``{"ok": true}``),
+        otherwise ``plugin_info``. Success restores Ready."""
+        export = "plugin_health" if self.has_export("plugin_health") else "plugin_info"
+
+        def check(raw: bytes) -> None:
+            reply = decode_json_object(self.name, export, raw)
+            if export == "plugin_health" and reply.get("ok") is not True:
+                raise bad_output(self.name, f"plugin_health reported {reply!r}"[:300])
+
+        try:
+            await self.call(export, b"", check)
+        except AspenError:
+            return False
+        return True
+
+    async def stop(self, drain_seconds: float) -> None:
+        """Refuse new calls, let running ones finish, call ``plugin_shutdown``."""
+        if self.state in (PluginState.STOPPING, PluginState.STOPPED):
+            return
+        previous, self.state = self.state, PluginState.STOPPING
+        try:
+            await asyncio.wait_for(self._idle.wait(), drain_seconds)
+        except TimeoutError:
+            log.warning("plugin %s: %d calls still running at shutdown", self.name, self._pending)
+        if previous in (PluginState.READY, PluginState.DEGRADED) and self.has_export("plugin_shutdown"):
+            try:
+                await self.call("plugin_shutdown", b"", lambda raw: raw, lifecycle=True)
+            except AspenError as exc:
+                log.warning("plugin %s: plugin_shutdown failed: %s", self.name, exc.message)
+        self.state = PluginState.STOPPED
+        for _ in self._workers:
+            self._jobs.put(None)
+        for worker in self._workers:
+            await asyncio.to_thread(worker.join)
+        self._workers.clear()

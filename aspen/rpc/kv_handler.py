@@ -1,0 +1,100 @@
+"""Core handlers for the key-value store: reads, writes, CAS, batches,
+transactions and leases. Validation of keys, values and limits is the
+store's (``aspen.storage.limits``), so every backend answers alike."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aspen.rpc import catalog as c
+from aspen.rpc.handler import RequestContext
+from aspen.rpc.typed_handler import TypedHandler
+
+
+class KvHandler(TypedHandler):
+    name = "core.kv"
+    priority = 20
+    handles = (
+        "ReadKey", "WriteKey", "WriteKeyWithLease", "DeleteKey", "ScanKeys",
+        "CompareAndSwapKey", "CompareAndDeleteKey", "BatchRead", "BatchWrite",
+        "ConditionalBatchWrite",
+    )  # fmt: skip
+
+    async def read_key(self, body: c.ReadKey, ctx: RequestContext) -> c.ReadResult:
+        kv = await self.node.kv.get(body.key)
+        if kv is None:
+            return c.ReadResult(was_found=False)
+        return c.ReadResult(was_found=True, value=kv.value, kv=kv)
+
+    async def write_key(self, body: c.WriteKey, ctx: RequestContext) -> c.WriteResult:
+        revision = await self.node.kv.put(body.key, body.value, lease=body.lease_id)
+        return c.WriteResult(is_success=True, revision=revision)
+
+    write_key_with_lease = write_key
+
+    async def delete_key(self, body: c.DeleteKey, ctx: RequestContext) -> c.DeleteResult:
+        return c.DeleteResult(key=body.key, was_deleted=await self.node.kv.delete(body.key))
+
+    async def scan_keys(self, body: c.ScanKeys, ctx: RequestContext) -> c.ScanResult:
+        page = await self.node.kv.scan(body.prefix, limit=body.limit, continuation=body.continuation_token)
+        return c.ScanResult(
+            entries=page.entries,
+            count=len(page.entries),
+            is_truncated=page.is_truncated,
+            continuation_token=page.continuation_token,
+            revision=page.revision,
+        )
+
+    async def compare_and_swap_key(self, body: c.CompareAndSwapKey, ctx: RequestContext) -> c.CompareAndSwapResult:
+        r = await self.node.kv.compare_and_swap(body.key, body.expected, body.new_value)
+        return c.CompareAndSwapResult(is_success=r.succeeded, actual=r.actual, revision=r.revision)
+
+    async def compare_and_delete_key(self, body: c.CompareAndDeleteKey, ctx: RequestContext) -> c.CompareAndSwapResult:
+        r = await self.node.kv.compare_and_delete(body.key, body.expected)
+        return c.CompareAndSwapResult(is_success=r.succeeded, actual=r.actual, revision=r.revision)
+
+    async def batch_read(self, body: c.BatchRead, ctx: RequestContext) -> c.BatchReadResult:
+        return c.BatchReadResult(entries=await self.node.kv.batch_read(body.keys))
+
+    async def batch_write(self, body: c.BatchWrite, ctx: RequestContext) -> c.BatchWriteResult:
+        revision = await self.node.kv.batch_write(body.operations)
+        return c.BatchWriteResult(is_success=True, operations_applied=len(body.operations), revision=revision)
+
+    async def conditional_batch_write(
+        self, body: c.ConditionalBatchWrite, ctx: RequestContext
+    ) -> c.ConditionalBatchWriteResult:
+        r = await self.node.kv.transaction(body.conditions, body.operations, body.else_operations)
+        return c.ConditionalBatchWriteResult(
+            is_success=r.succeeded, failed_condition_index=r.failed_compare, results=r.results, revision=r.revision
+        )
+
+
+class LeaseHandler(TypedHandler):
+    name = "core.lease"
+    priority = 30
+    handles = ("LeaseGrant", "LeaseRevoke", "LeaseKeepalive", "LeaseTimeToLive", "LeaseList")
+
+    async def lease_grant(self, body: c.LeaseGrant, ctx: RequestContext) -> c.LeaseGrantResult:
+        info = await self.node.kv.lease_grant(body.ttl_seconds, body.lease_id)
+        return c.LeaseGrantResult(lease_id=info.id, ttl_seconds=info.granted_ttl)
+
+    async def lease_revoke(self, body: c.LeaseRevoke, ctx: RequestContext) -> c.LeaseRevokeResult:
+        deleted = await self.node.kv.lease_revoke(body.lease_id)
+        return c.LeaseRevokeResult(lease_id=body.lease_id, keys_deleted=deleted)
+
+    async def lease_keepalive(self, body: c.LeaseKeepalive, ctx: RequestContext) -> c.LeaseKeepaliveResult:
+        info = await self.node.kv.lease_keepalive(body.lease_id)
+        return c.LeaseKeepaliveResult(lease_id=info.id, ttl_seconds=info.remaining_ttl)
+
+    async def lease_time_to_live(self, body: c.LeaseTimeToLive, ctx: RequestContext) -> c.LeaseTimeToLiveResult:
+        info = await self.node.kv.lease_time_to_live(body.lease_id)
+        if not body.include_keys and info.keys:
+            info = type(info)(id=info.id, granted_ttl=info.granted_ttl, remaining_ttl=info.remaining_ttl)
+        return c.LeaseTimeToLiveResult(lease=info)
+
+    async def lease_list(self, body: c.LeaseList, ctx: RequestContext) -> c.LeaseListResult:
+        return c.LeaseListResult(leases=await self.node.kv.lease_list())
+
+
+def create(node: Any) -> list[TypedHandler]:
+    return [KvHandler(node), LeaseHandler(node)]

@@ -1,0 +1,535 @@
+"""The etcd backend of :class:`~aspen.storage.protocol.KeyValueStore`.
+
+Everything maps onto etcd v3's own machinery, so Aspen adds no consensus:
+revisions, versions and create/mod revisions are etcd's; a batch or a
+transaction is one etcd ``Txn`` (one revision); leases are etcd leases;
+watches are etcd watches resumed from the last seen revision when a member
+dies. Inputs go through :mod:`aspen.storage.limits` first, so etcd rejects
+exactly what SQLite rejects, with the same codes.
+
+etcd does not say *which* compare of a failed transaction failed, so the
+failure branch first reads the compared keys (in the same ``Txn``, at the
+revision the compares saw) and the index is computed from them.
+
+The etcd cluster needs ``--max-txn-ops`` ≥ 2 000 (1 000 ops plus the reads
+added above) and a ``--max-request-bytes`` large enough for the batches you
+send (etcd's default of 1.5 MiB fits one 1 MiB value).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
+from aetcd import rpc
+
+from aspen.errors import AspenError, ErrorCode
+from aspen.storage import limits
+from aspen.storage.etcd_endpoints import EndpointPool, Stubs, map_rpc_error, transient
+from aspen.storage.records import (
+    CasResult,
+    Compare,
+    DeleteOp,
+    GetOp,
+    KeyValue,
+    LeaseInfo,
+    PutOp,
+    RangeOp,
+    ScanPage,
+    TxnOp,
+    TxnOpResult,
+    TxnResult,
+    WatchEvent,
+    WriteOp,
+)
+
+_ALL = b"\0"  # etcd: key "\0" with range_end "\0" means every key
+_COMPARE_OPS = {"==": rpc.Compare.EQUAL, "!=": rpc.Compare.NOT_EQUAL, ">": rpc.Compare.GREATER, "<": rpc.Compare.LESS}
+_RPC_TARGETS = {
+    "version": rpc.Compare.VERSION,
+    "create_revision": rpc.Compare.CREATE,
+    "mod_revision": rpc.Compare.MOD,
+}
+
+
+def _kv(m) -> KeyValue:
+    return KeyValue(
+        key=m.key.decode("utf-8", "surrogateescape"),
+        value=bytes(m.value),
+        version=m.version,
+        create_revision=m.create_revision,
+        mod_revision=m.mod_revision,
+        lease=m.lease,
+    )
+
+
+def _range_bounds(prefix: bytes) -> tuple[bytes, bytes]:
+    if not prefix:
+        return _ALL, _ALL
+    return prefix, limits.prefix_end(prefix) or _ALL
+
+
+def _check_compare(c: object) -> Compare:
+    if not isinstance(c, Compare):
+        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"compare must be a Compare, got {type(c).__name__}")
+    limits.check_key(c.key)
+    if c.op not in _COMPARE_OPS:
+        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"unknown compare op {c.op!r}")
+    if c.target == "value":
+        ok = isinstance(c.value, bytes)
+    elif c.target == "exists":
+        ok = isinstance(c.value, bool) and c.op in ("==", "!=")
+    elif c.target in _RPC_TARGETS:
+        ok = isinstance(c.value, int) and not isinstance(c.value, bool)
+    else:
+        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"unknown compare target {c.target!r}")
+    if not ok:
+        raise AspenError(
+            ErrorCode.INVALID_ARGUMENT, f"compare on {c.target} with {c.op} cannot take {c.value!r}", target=c.target
+        )
+    return c
+
+
+def _holds(c: Compare, kv: KeyValue | None) -> bool:
+    """Aspen's compare semantics on a snapshot of the key (to name the
+    compare that failed): as in etcd, a value compare on a missing key
+    never holds; versions and revisions of a missing key are 0."""
+    if c.target == "exists":
+        actual: object = kv is not None
+    elif c.target == "value":
+        if kv is None:
+            return False
+        actual = kv.value
+    else:
+        actual = getattr(kv, c.target) if kv is not None else 0
+    want = bytes(c.value) if c.target == "value" else c.value
+    if c.op == "==":
+        return actual == want
+    if c.op == "!=":
+        return actual != want
+    if c.op == ">":
+        return actual > want  # type: ignore[operator]
+    return actual < want  # type: ignore[operator]
+
+
+def _native_compare(c: Compare) -> rpc.Compare:
+    """The etcd compare with the same meaning."""
+    key = c.key.encode()
+    if c.target == "exists":  # exists <=> create_revision > 0
+        present = c.value == (c.op == "==")
+        return rpc.Compare(
+            key=key,
+            target=rpc.Compare.CREATE,
+            result=rpc.Compare.GREATER if present else rpc.Compare.EQUAL,
+            create_revision=0,
+        )
+    if c.target == "value":
+        return rpc.Compare(key=key, target=rpc.Compare.VALUE, result=_COMPARE_OPS[c.op], value=bytes(c.value))
+    # the proto field is named like the target
+    return rpc.Compare(key=key, target=_RPC_TARGETS[c.target], result=_COMPARE_OPS[c.op], **{c.target: c.value})
+
+
+def _scan_bounds(
+    prefix: str | None, start: str | None, end: str | None, continuation: str | None
+) -> tuple[bytes, bytes]:
+    """[lo, hi) of a scan as etcd range bounds: prefix, start/end and the
+    continuation all narrow the range (as the SQLite backend does)."""
+    lo, hi = _ALL, _ALL
+    if prefix is not None:
+        lo, hi = _range_bounds(limits.check_prefix(prefix))
+    if start is not None:
+        lo = max(lo, limits.check_key(start))
+    if end is not None:
+        e = limits.check_key(end)
+        hi = e if hi == _ALL else min(hi, e)
+    if continuation is not None:
+        if not isinstance(continuation, str):
+            raise AspenError(ErrorCode.INVALID_CONTINUATION, "continuation token must be a string")
+        lo = max(lo, limits.decode_continuation(continuation) + b"\0")
+    return lo, hi
+
+
+def _get_request(key: bytes) -> rpc.RequestOp:
+    return rpc.RequestOp(request_range=rpc.RangeRequest(key=key))
+
+
+def _op_request(op: object, *, writes_only: bool = False) -> rpc.RequestOp:
+    if isinstance(op, PutOp):
+        key = limits.check_key(op.key)
+        value = limits.check_value(op.value)
+        lease = limits.check_lease_id(op.lease)
+        return rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value, lease=lease))
+    if isinstance(op, DeleteOp):
+        if op.prefix:
+            start, end = _range_bounds(limits.check_prefix(op.key, allow_empty=False))
+            return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=start, range_end=end))
+        return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=limits.check_key(op.key)))
+    if not writes_only:
+        if isinstance(op, GetOp):
+            return _get_request(limits.check_key(op.key))
+        if isinstance(op, RangeOp):
+            start, end = _range_bounds(limits.check_prefix(op.prefix))
+            limit = limits.check_limit(op.limit)
+            return rpc.RequestOp(request_range=rpc.RangeRequest(key=start, range_end=end, limit=limit))
+    raise AspenError(ErrorCode.INVALID_ARGUMENT, f"unsupported operation {type(op).__name__}")
+
+
+def _op_result(resp: rpc.ResponseOp, revision: int) -> TxnOpResult:
+    kind = resp.WhichOneof("response")
+    if kind == "response_put":
+        return TxnOpResult(op="put", revision=revision)
+    if kind == "response_delete_range":
+        return TxnOpResult(op="delete", deleted=resp.response_delete_range.deleted)
+    rr = resp.response_range
+    return TxnOpResult(op="range", kvs=[_kv(m) for m in rr.kvs], more=rr.more)
+
+
+def _results(ops: Sequence[TxnOp], responses, revision: int) -> list[TxnOpResult]:
+    out = []
+    for op, resp in zip(ops, responses):
+        r = _op_result(resp, revision)
+        if isinstance(op, GetOp):
+            kvs = r.kvs
+            r = TxnOpResult(op="get", kv=kvs[0] if kvs else None)
+        out.append(r)
+    return out
+
+
+def _first_kv(resp: rpc.ResponseOp) -> KeyValue | None:
+    kvs = resp.response_range.kvs
+    return _kv(kvs[0]) if kvs else None
+
+
+class EtcdKeyValueStore:
+    """KeyValueStore on an etcd v3 cluster. Open with :meth:`open`."""
+
+    def __init__(self, pool: EndpointPool) -> None:
+        self._pool = pool
+        self._closed = False
+        self._revision_seen = 0  # highest revision any response showed: "now" for a new watch
+
+    @classmethod
+    async def open(
+        cls,
+        endpoints: str | Sequence[str],
+        *,
+        request_timeout: float = 5.0,
+        failover_timeout: float = 20.0,
+        connect_timeout: float = 3.0,
+    ) -> "EtcdKeyValueStore":
+        """Connect to the first member that answers; ``ETCD_UNREACHABLE``
+        within ``connect_timeout`` when none does."""
+        pool = EndpointPool(
+            endpoints,
+            request_timeout=request_timeout,
+            failover_timeout=failover_timeout,
+            connect_timeout=connect_timeout,
+        )
+        try:
+            revision = await pool.connect()
+        except BaseException:
+            await pool.close()
+            raise
+        store = cls(pool)
+        store._revision_seen = revision
+        return store
+
+    @property
+    def endpoints(self) -> list[str]:
+        return self._pool.names()
+
+    @property
+    def pool(self) -> EndpointPool:
+        return self._pool
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise AspenError(ErrorCode.STORE_CLOSED, "the etcd store is closed")
+
+    async def _kv(self, method: str, request, *, idempotent: bool = True):
+        self._check_open()
+
+        async def call(s: Stubs, timeout: float):
+            return await getattr(s.kv, method)(request, timeout=timeout)
+
+        resp = await self._pool.call(call, idempotent=idempotent)
+        self._revision_seen = max(self._revision_seen, resp.header.revision)
+        return resp
+
+    async def _lease(self, method: str, request, *, idempotent: bool = True):
+        self._check_open()
+
+        async def call(s: Stubs, timeout: float):
+            return await getattr(s.lease, method)(request, timeout=timeout)
+
+        resp = await self._pool.call(call, idempotent=idempotent)
+        self._revision_seen = max(self._revision_seen, resp.header.revision)
+        return resp
+
+    # --- single keys ----------------------------------------------------------
+
+    async def get(self, key: str) -> KeyValue | None:
+        resp = await self._kv("Range", rpc.RangeRequest(key=limits.check_key(key)))
+        return _kv(resp.kvs[0]) if resp.kvs else None
+
+    async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
+        req = _op_request(PutOp(key=key, value=value, lease=lease)).request_put
+        # a put applied twice leaves the same value: safe to retry elsewhere
+        resp = await self._kv("Put", req)
+        return resp.header.revision
+
+    async def delete(self, key: str) -> bool:
+        resp = await self._kv("DeleteRange", rpc.DeleteRangeRequest(key=limits.check_key(key)))
+        return resp.deleted > 0
+
+    async def delete_prefix(self, prefix: str) -> int:
+        start, end = _range_bounds(limits.check_prefix(prefix, allow_empty=False))
+        resp = await self._kv("DeleteRange", rpc.DeleteRangeRequest(key=start, range_end=end))
+        return resp.deleted
+
+    # --- ranges ------------------------------------------------------------------
+
+    async def scan(
+        self,
+        prefix: str | None = None,
+        *,
+        start: str | None = None,
+        end: str | None = None,
+        limit: int = limits.DEFAULT_SCAN_LIMIT,
+        continuation: str | None = None,
+    ) -> ScanPage:
+        limit = limits.check_limit(limit)
+        lo, hi = _scan_bounds(prefix, start, end, continuation)
+        if hi != _ALL and lo >= hi:
+            return ScanPage(entries=[], is_truncated=False, continuation_token=None, revision=await self.current_revision())
+        resp = await self._kv("Range", rpc.RangeRequest(key=lo, range_end=hi, limit=limit))
+        entries = [_kv(m) for m in resp.kvs]
+        token = limits.encode_continuation(resp.kvs[-1].key) if resp.more and entries else None
+        return ScanPage(entries=entries, is_truncated=bool(resp.more), continuation_token=token, revision=resp.header.revision)
+
+    async def batch_read(self, keys: Sequence[str]) -> list[KeyValue | None]:
+        limits.check_operation_count(len(keys), "keys")
+        ops = [_get_request(limits.check_key(k)) for k in keys]
+        if not ops:
+            return []
+        resp = await self._kv("Txn", rpc.TxnRequest(success=ops))
+        return [_first_kv(r) for r in resp.responses]
+
+    async def current_revision(self) -> int:
+        resp = await self._kv("Range", rpc.RangeRequest(key=_ALL, limit=1, count_only=True))
+        return resp.header.revision
+
+    # --- writes with conditions ------------------------------------------------
+
+    async def compare_and_swap(self, key: str, expected: bytes | None, new: bytes) -> CasResult:
+        raw = limits.check_key(key)
+        new = limits.check_value(new)
+        if expected is None:
+            cmp = rpc.Compare(key=raw, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=0)
+        else:
+            cmp = rpc.Compare(key=raw, target=rpc.Compare.VALUE, result=rpc.Compare.EQUAL, value=limits.check_value(expected))
+        req = rpc.TxnRequest(
+            compare=[cmp],
+            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=raw, value=new)), _get_request(raw)],
+            failure=[_get_request(raw)],
+        )
+        resp = await self._kv("Txn", req, idempotent=False)
+        return CasResult(succeeded=resp.succeeded, actual=_first_kv(resp.responses[-1]), revision=resp.header.revision)
+
+    async def compare_and_delete(self, key: str, expected: bytes) -> CasResult:
+        raw = limits.check_key(key)
+        cmp = rpc.Compare(key=raw, target=rpc.Compare.VALUE, result=rpc.Compare.EQUAL, value=limits.check_value(expected))
+        req = rpc.TxnRequest(
+            compare=[cmp],
+            success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=raw))],
+            failure=[_get_request(raw)],
+        )
+        resp = await self._kv("Txn", req, idempotent=False)
+        actual = None if resp.succeeded else _first_kv(resp.responses[0])
+        return CasResult(succeeded=resp.succeeded, actual=actual, revision=resp.header.revision)
+
+    async def batch_write(self, ops: Sequence[WriteOp]) -> int:
+        limits.check_operation_count(len(ops))
+        requests = [_op_request(op, writes_only=True) for op in ops]
+        if not requests:
+            return await self.current_revision()
+        # puts and deletes only: applying the batch twice leaves the same state
+        resp = await self._kv("Txn", rpc.TxnRequest(success=requests))
+        return resp.header.revision
+
+    async def transaction(
+        self,
+        compares: Sequence[Compare],
+        on_success: Sequence[TxnOp] = (),
+        on_failure: Sequence[TxnOp] = (),
+    ) -> TxnResult:
+        limits.check_ops_count(compares, on_success, on_failure)
+        compares = [_check_compare(c) for c in compares]
+        success = [_op_request(op) for op in on_success]
+        failure = [_op_request(op) for op in on_failure]
+        native = [_native_compare(c) for c in compares]
+        # the failure branch first reads the compared keys, at the revision
+        # the compares saw, to tell which compare failed
+        probe_keys = list(dict.fromkeys(c.key for c in compares))
+        probes = [_get_request(k.encode()) for k in probe_keys]
+        read_only = not any(op.HasField("request_put") or op.HasField("request_delete_range") for op in success + failure)
+        resp = await self._kv(
+            "Txn", rpc.TxnRequest(compare=native, success=success, failure=probes + failure), idempotent=read_only
+        )
+        rev = resp.header.revision
+        if resp.succeeded:
+            return TxnResult(succeeded=True, failed_compare=None, results=_results(on_success, resp.responses, rev), revision=rev)
+        seen = {k: _first_kv(r) for k, r in zip(probe_keys, resp.responses)}
+        failed = next((i for i, c in enumerate(compares) if not _holds(c, seen[c.key])), None)
+        results = _results(on_failure, resp.responses[len(probes) :], rev)
+        return TxnResult(succeeded=False, failed_compare=failed, results=results, revision=rev)
+
+    async def compact(self, revision: int) -> None:
+        """Forget history before ``revision`` (etcd compaction); watching from
+        an older revision then raises COMPACTED. Compacting to a revision
+        that is already compacted is a no-op, as in the SQLite backend."""
+        if not isinstance(revision, int) or isinstance(revision, bool) or revision < 1:
+            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"revision must be a positive integer, got {revision!r}")
+        try:
+            await self._kv("Compact", rpc.CompactionRequest(revision=revision, physical=True))
+        except AspenError as exc:
+            if exc.code != ErrorCode.COMPACTED:
+                raise
+
+    # --- watch ------------------------------------------------------------------
+
+    def watch(self, prefix: str, start_revision: int | None = None) -> AsyncIterator[WatchEvent]:
+        lo, hi = _range_bounds(limits.check_prefix(prefix))
+        if start_revision is not None and (
+            not isinstance(start_revision, int) or isinstance(start_revision, bool) or start_revision < 1
+        ):
+            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"start_revision must be a positive integer, got {start_revision!r}")
+        self._check_open()
+        # "only new events" = after the newest revision this store has seen,
+        # so a write acknowledged before watch() returned is never reported
+        start = self._revision_seen + 1 if start_revision is None else start_revision
+        return self._watch(lo, hi, start)
+
+    async def _watch(self, lo: bytes, hi: bytes, next_rev: int) -> AsyncIterator[WatchEvent]:
+        while True:
+            index = self._pool.current
+            stubs = self._pool.stubs(index)
+            stop = asyncio.Event()
+
+            async def requests(next_rev=next_rev, stop=stop):
+                yield rpc.WatchRequest(
+                    create_request=rpc.WatchCreateRequest(key=lo, range_end=hi, start_revision=next_rev)
+                )
+                await stop.wait()
+
+            call = stubs.watch.Watch(requests())
+            try:
+                async for resp in call:
+                    if resp.compact_revision:
+                        raise AspenError(
+                            ErrorCode.COMPACTED,
+                            f"revision {next_rev} has been compacted; the oldest retained revision is {resp.compact_revision}",
+                            revision=next_rev,
+                            compact_revision=resp.compact_revision,
+                        )
+                    if resp.canceled:
+                        raise AspenError(ErrorCode.STORAGE_UNAVAILABLE, f"etcd cancelled the watch: {resp.cancel_reason}")
+                    for ev in resp.events:
+                        kv = _kv(ev.kv)
+                        kind = "delete" if ev.type == rpc.Event.DELETE else "put"
+                        next_rev = kv.mod_revision + 1
+                        yield WatchEvent(type=kind, kv=kv, revision=kv.mod_revision)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not self._closed or (task is not None and task.cancelling()):
+                    raise
+                # close() cancelled the stream under us, not our caller
+                raise AspenError(ErrorCode.STORE_CLOSED, "the etcd store is closed") from None
+            except grpc.aio.AioRpcError as exc:
+                if self._closed:
+                    raise AspenError(ErrorCode.STORE_CLOSED, "the etcd store is closed") from exc
+                if not transient(exc):
+                    raise map_rpc_error(exc) from exc
+            finally:
+                stop.set()
+                call.cancel()
+            if self._closed:
+                raise AspenError(ErrorCode.STORE_CLOSED, "the etcd store is closed")
+            # the member went away: resume on the next one from the next revision
+            self._pool.rotate(index)
+            await asyncio.sleep(0.05)
+
+    # --- leases -----------------------------------------------------------------
+
+    async def lease_grant(self, ttl: int, lease_id: int = 0) -> LeaseInfo:
+        ttl = limits.check_ttl(ttl)
+        lease_id = limits.check_lease_id(lease_id)
+        # an auto-id grant repeated after a lost reply only leaves an unused
+        # lease that expires on its own; an explicit id must not be retried
+        resp = await self._lease("LeaseGrant", rpc.LeaseGrantRequest(TTL=ttl, ID=lease_id), idempotent=lease_id == 0)
+        if resp.error:
+            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"etcd: {resp.error}")
+        return LeaseInfo(id=resp.ID, granted_ttl=resp.TTL, remaining_ttl=resp.TTL, keys=[])
+
+    async def lease_keepalive(self, lease_id: int) -> LeaseInfo:
+        lease_id = limits.check_lease_id(lease_id, allow_zero=False)
+        self._check_open()
+
+        async def call(s: Stubs, timeout: float):
+            stream = s.lease.LeaseKeepAlive(iter([rpc.LeaseKeepAliveRequest(ID=lease_id)]), timeout=timeout)
+            try:
+                async for reply in stream:
+                    return reply
+            finally:
+                stream.cancel()
+            return None
+
+        reply = await self._pool.call(call, idempotent=True)
+        if reply is None or reply.TTL <= 0:
+            raise AspenError(ErrorCode.LEASE_NOT_FOUND, f"lease {lease_id} does not exist", lease=lease_id)
+        # a keep-alive renews to the granted TTL, which it reports
+        return LeaseInfo(id=lease_id, granted_ttl=reply.TTL, remaining_ttl=reply.TTL)
+
+    async def lease_time_to_live(self, lease_id: int) -> LeaseInfo:
+        lease_id = limits.check_lease_id(lease_id, allow_zero=False)
+        resp = await self._lease("LeaseTimeToLive", rpc.LeaseTimeToLiveRequest(ID=lease_id, keys=True))
+        if resp.TTL < 0:
+            raise AspenError(ErrorCode.LEASE_NOT_FOUND, f"lease {lease_id} does not exist", lease=lease_id)
+        keys = sorted(k.decode("utf-8", "surrogateescape") for k in resp.keys)
+        return LeaseInfo(id=lease_id, granted_ttl=resp.grantedTTL, remaining_ttl=resp.TTL, keys=keys)
+
+    async def lease_revoke(self, lease_id: int) -> int:
+        info = await self.lease_time_to_live(lease_id)
+        try:
+            await self._lease("LeaseRevoke", rpc.LeaseRevokeRequest(ID=lease_id))
+        except AspenError as exc:
+            if exc.code != ErrorCode.LEASE_NOT_FOUND:
+                raise
+            # a retried revoke whose first attempt landed: the keys are gone
+        return len(info.keys)
+
+    async def lease_list(self) -> list[LeaseInfo]:
+        resp = await self._lease("LeaseLeases", rpc.LeaseLeasesRequest())
+        out = []
+        for status in resp.leases:
+            try:
+                out.append(await self.lease_time_to_live(status.ID))
+            except AspenError as exc:
+                if exc.code != ErrorCode.LEASE_NOT_FOUND:  # expired meanwhile
+                    raise
+        return sorted(out, key=lambda i: i.id)
+
+    # --- lifecycle --------------------------------------------------------------
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._pool.close()
+
+    async def __aenter__(self) -> "EtcdKeyValueStore":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,133 @@
+"""WASM plugin overhead and parallelism.
+
+1. Echo dispatched through ``HandlerRegistry`` to the echo plugin, against a
+   raw ``extism.Plugin.call`` of the same export with the same payload bytes
+   (goal: ≤ 1.3× the raw time per call).
+2. The same for a request that makes one ``aspen_kv_get`` (EchoRead against
+   a real SQLite store); the raw call gets the same host functions and host
+   context, so both pay the same host-function cost.
+3. The CPU-bound ``cpu-burn`` plugin: throughput with 2 concurrent callers
+   (2 pooled instances on 2 threads) against 1 (goal: ≥ 1.7×).
+
+Run: ``.venv/bin/python benchmarks/bench_plugin.py [--calls N] [--rounds R]``.
+Rounds alternate the two sides so load from other processes hits both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import extism
+import msgspec
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from aspen.plugins.build import build_all  # noqa: E402
+from aspen.plugins.host import PluginHost  # noqa: E402
+from aspen.plugins.host_functions import HOST_FUNCTIONS, CallContext  # noqa: E402
+from aspen.plugins.manifest import parse_manifest  # noqa: E402
+from aspen.rpc.handler import Request, RequestContext  # noqa: E402
+from aspen.rpc.registry import HandlerRegistry  # noqa: E402
+from aspen.storage.sqlite import SqliteKeyValueStore  # noqa: E402
+
+
+async def load(host: PluginHost, rel: str):
+    d = REPO / "plugins" / rel
+    return await host.load(parse_manifest((d / "plugin.json").read_bytes()), (d / "plugin.wasm").read_bytes())
+
+
+async def per_call(registry, handler, request: Request, calls: int, rounds: int) -> tuple[float, float]:
+    """Median µs per call: (registry path, raw Plugin.call)."""
+    payload = msgspec.json.encode({"type": request.type, "body": request.body, "app": request.app})
+    rt = handler.runtime
+    wasm = (REPO / "plugins" / "echo" / "plugin.wasm").read_bytes()
+    extism_manifest = {"wasm": [{"data": wasm}], "timeout_ms": rt.limits.timeout_ms, "memory": {"max_pages": rt.limits.memory_pages}}
+    raw = extism.Plugin(extism_manifest, functions=HOST_FUNCTIONS)  # same module, limits and host functions
+    ctx = CallContext(handler.runtime.env, 0.0)
+
+    def raw_loop() -> float:
+        ctx.deadline = time.monotonic() + 3600
+        start = time.perf_counter()
+        for _ in range(calls):
+            raw.call("handle_request", payload, host_context=ctx)
+        return (time.perf_counter() - start) / calls * 1e6
+
+    async def registry_loop() -> float:
+        rctx = RequestContext(deadline=time.monotonic() + 3600)
+        start = time.perf_counter()
+        for _ in range(calls):
+            reply = await registry.dispatch(request, rctx)
+        assert reply.type != "Error", reply
+        return (time.perf_counter() - start) / calls * 1e6
+
+    ours, base = [], []
+    for _ in range(rounds):
+        ours.append(await registry_loop())
+        base.append(await asyncio.to_thread(raw_loop))  # off the loop: host functions reach it
+    return statistics.median(ours), statistics.median(base)
+
+
+async def pipelined(registry, request: Request, calls: int, in_flight: int) -> float:
+    """µs per call with ``in_flight`` requests outstanding (loop and workers overlap)."""
+    start = time.perf_counter()
+    await throughput(registry, in_flight, calls, request)
+    return (time.perf_counter() - start) / calls * 1e6
+
+
+async def throughput(registry, callers: int, calls: int, request: Request = Request("Burn", {})) -> float:
+    rctx = RequestContext(deadline=time.monotonic() + 3600)
+
+    async def caller(n: int) -> None:
+        for _ in range(n):
+            reply = await registry.dispatch(request, rctx)
+            assert reply.type != "Error", reply
+
+    start = time.perf_counter()
+    await asyncio.gather(*(caller(calls // callers) for _ in range(callers)))
+    return calls / (time.perf_counter() - start)
+
+
+async def main(calls: int, rounds: int) -> None:
+    build_all(REPO)
+    with tempfile.TemporaryDirectory() as tmp:
+        kv = await SqliteKeyValueStore.open(Path(tmp) / "kv.sqlite", durable=False)
+        host = PluginHost(kv=kv)
+        try:
+            echo = await load(host, "echo")
+            burn = await load(host, "cpu-burn")
+            registry = HandlerRegistry(host.handlers())
+            await kv.put("__plugin:echo:greeting", b"hello")
+
+            echo_req = Request("Echo", {"message": "x" * 64, "n": 1})
+            ours, base = await per_call(registry, echo, echo_req, calls, rounds)
+            print(f"echo      registry {ours:8.1f} µs/call   raw Plugin.call {base:8.1f} µs/call   ratio {ours / base:.2f}x (goal <= 1.3x)")
+            piped = statistics.median([await pipelined(registry, echo_req, calls, 8) for _ in range(rounds)])
+            print(f"echo      registry, 8 in flight {piped:8.1f} µs/call   ratio to raw {piped / base:.2f}x")
+            ours_kv, base_kv = await per_call(registry, echo, Request("EchoRead", {"key": "greeting"}), calls, rounds)
+            print(f"kv_get    registry {ours_kv:8.1f} µs/call   raw Plugin.call {base_kv:8.1f} µs/call   ratio {ours_kv / base_kv:.2f}x (goal <= 1.3x)")
+
+            burn_calls = max(20, calls // 50)
+            one, two = [], []
+            for _ in range(rounds):
+                one.append(await throughput(registry, 1, burn_calls))
+                two.append(await throughput(registry, 2, burn_calls))
+            t1, t2 = statistics.median(one), statistics.median(two)
+            print(f"cpu-burn  1 caller {t1:8.1f} calls/s   2 callers {t2:8.1f} calls/s   ratio {t2 / t1:.2f}x (goal >= 1.7x)")
+        finally:
+            await host.close()
+            await kv.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    asyncio.run(main(args.calls, args.rounds))

@@ -1,0 +1,30 @@
+"""/healthz and /metrics of a running node."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+
+def test_healthz(node):
+    r = httpx.get(f"{node.url}/healthz")
+    assert r.status_code == 200 and r.json()["status"] == "ok"
+
+
+def test_metrics_count_requests_by_type_and_outcome(node):
+    def count(text: str, type_: str, outcome: str) -> float:
+        m = re.search(rf'aspen_rpc_requests_total{{outcome="{outcome}",type="{type_}"}} (\S+)', text)
+        return float(m.group(1)) if m else 0.0
+
+    before = httpx.get(f"{node.url}/metrics").text
+    for _ in range(3):
+        httpx.post(f"{node.url}/v1/rpc", json={"type": "Ping"})
+    httpx.post(f"{node.url}/v1/rpc", json={"type": "ReadKey", "body": {"key": ""}})
+    httpx.post(f"{node.url}/v1/rpc", json={"type": "Nope"})
+    after = httpx.get(f"{node.url}/metrics").text
+    assert count(after, "Ping", "ok") - count(before, "Ping", "ok") == 3
+    assert count(after, "ReadKey", "INVALID_KEY") - count(before, "ReadKey", "INVALID_KEY") == 1
+    assert count(after, "other", "UNKNOWN_REQUEST") - count(before, "other", "UNKNOWN_REQUEST") == 1
+    assert 'aspen_rpc_request_seconds_bucket{le="0.001",type="Ping"}' in after
+    assert "aspen_rpc_in_flight" in after

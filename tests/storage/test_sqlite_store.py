@@ -1,0 +1,210 @@
+"""What only the embedded SQLite backend promises: acknowledged writes survive
+a SIGKILL, two processes can share one file, history retention, reopening."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from aspen.errors import AspenError, ErrorCode
+from aspen.storage.sqlite import SqliteKeyValueStore
+
+REPO = Path(__file__).resolve().parents[2]
+
+CRASH_WRITER = """
+import asyncio, sys
+from aspen.storage.sqlite import SqliteKeyValueStore
+
+async def main(path):
+    store = await SqliteKeyValueStore.open(path)
+    async def writer(w):
+        i = 0
+        while True:
+            key = f"w{w}/{i:06d}"
+            await store.put(key, key.encode() * 20)
+            sys.stdout.write(key + "\\n")
+            sys.stdout.flush()
+            i += 1
+    await asyncio.gather(*(writer(w) for w in range(8)))
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+PEER = """
+import asyncio, sys
+from aspen.storage.sqlite import SqliteKeyValueStore
+
+async def main(path, start, n):
+    store = await SqliteKeyValueStore.open(path)
+    seen = 0
+    async def write():
+        await asyncio.gather(*(store.put(f"child/{i:03d}", b"c") for i in range(n)))
+    task = asyncio.ensure_future(write())
+    async for event in store.watch("parent/", start):
+        seen += 1
+        if seen == n:
+            break
+    await task
+    print(f"saw {seen}", flush=True)
+    await store.close()
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+"""
+
+
+async def _spawn(tmp_path: Path, source: str, *args: str) -> asyncio.subprocess.Process:
+    script = tmp_path / "child.py"
+    script.write_text(textwrap.dedent(source))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return await asyncio.create_subprocess_exec(
+        sys.executable, str(script), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
+    )
+
+
+def _integrity(path: Path) -> str:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        conn.close()
+
+
+async def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
+    db = tmp_path / "kv.db"
+    proc = await _spawn(tmp_path, CRASH_WRITER, str(db))
+    acked: list[str] = []
+    try:
+        while len(acked) < 400:
+            line = await asyncio.wait_for(proc.stdout.readline(), 60)
+            assert line, (await proc.stderr.read()).decode()
+            acked.append(line.decode().strip())
+    finally:
+        proc.send_signal(signal.SIGKILL)
+    acked += (await proc.stdout.read()).decode().split()  # printed before the kill landed
+    assert await proc.wait() == -signal.SIGKILL
+
+    assert await asyncio.to_thread(_integrity, db) == "ok"
+    store = await SqliteKeyValueStore.open(db)
+    try:
+        for i in range(0, len(acked), 1000):
+            chunk = acked[i : i + 1000]
+            found = await store.batch_read(chunk)
+            missing = [k for k, kv in zip(chunk, found) if kv is None]
+            assert not missing, f"{len(missing)} acknowledged writes lost, e.g. {missing[:3]}"
+            assert all(kv.value == kv.key.encode() * 20 for kv in found)
+        revs = [kv.mod_revision for kv in (await store.scan(limit=10_000)).entries]
+        assert len(revs) == len(set(revs))  # one revision per put, none reused
+        assert await store.put("after", b"crash") > max(revs)
+    finally:
+        await store.close()
+
+
+async def test_two_processes_share_one_file(tmp_path: Path) -> None:
+    db = tmp_path / "kv.db"
+    n = 40
+    store = await SqliteKeyValueStore.open(db)
+    try:
+        start = await store.current_revision() + 1
+        child_events = store.watch("child/", start)
+        proc = await _spawn(tmp_path, PEER, str(db), str(start), str(n))
+        mine = await asyncio.gather(*(store.put(f"parent/{i:03d}", b"p") for i in range(n)))
+        got = [await asyncio.wait_for(anext(child_events), 30) for _ in range(n)]
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+        assert out.decode().strip() == f"saw {n}"  # the child watched our writes
+        await child_events.aclose()
+
+        assert sorted(e.kv.key for e in got) == [f"child/{i:03d}" for i in range(n)]
+        theirs = [e.revision for e in got]
+        assert theirs == sorted(theirs)
+        # both processes allocated revisions from one counter: no clash, no gap
+        assert sorted(mine + theirs) == list(range(start, start + 2 * n))
+        assert await store.current_revision() == start + 2 * n - 1
+        assert len((await store.scan("child/")).entries) == n
+    finally:
+        await store.close()
+    assert await asyncio.to_thread(_integrity, db) == "ok"
+
+
+async def test_data_revision_and_leases_survive_reopen(tmp_path: Path) -> None:
+    db = tmp_path / "kv.db"
+    store = await SqliteKeyValueStore.open(db)
+    lease = await store.lease_grant(300)
+    await store.put("a", b"1", lease=lease.id)
+    rev = await store.put("a", b"2", lease=lease.id)
+    await store.close()
+    store = await SqliteKeyValueStore.open(db)
+    try:
+        kv = await store.get("a")
+        assert (kv.value, kv.version, kv.mod_revision, kv.lease) == (b"2", 2, rev, lease.id)
+        assert await store.current_revision() == rev
+        assert (await store.lease_time_to_live(lease.id)).keys == ["a"]
+        assert await store.put("b", b"") == rev + 1
+        assert [e.revision for e in [await anext(store.watch("", rev))]] == [rev]
+    finally:
+        await store.close()
+
+
+async def test_history_beyond_retention_is_compacted(tmp_path: Path) -> None:
+    store = await SqliteKeyValueStore.open(tmp_path / "kv.db", event_retention=10)
+    try:
+        revs = [await store.put(f"k{i}", b"v") for i in range(30)]
+        with pytest.raises(AspenError) as info:
+            await anext(store.watch("", revs[0]))
+        assert info.value.code == ErrorCode.COMPACTED
+        recent = store.watch("", revs[-10])
+        assert [(await anext(recent)).revision for _ in range(10)] == revs[-10:]
+        await recent.aclose()
+    finally:
+        await store.close()
+
+
+async def test_watcher_that_falls_behind_compaction_gets_compacted_not_a_gap(tmp_path: Path) -> None:
+    store = await SqliteKeyValueStore.open(tmp_path / "kv.db", event_retention=10)
+    try:
+        first = await store.put("k", b"0")
+        events = store.watch("", first)
+        assert (await anext(events)).revision == first
+        for i in range(40):
+            await store.put("k", str(i).encode())
+        with pytest.raises(AspenError) as info:
+            while True:  # whatever was fetched before compaction may still arrive, then the error
+                await asyncio.wait_for(anext(events), 10)
+        assert info.value.code == ErrorCode.COMPACTED
+    finally:
+        await store.close()
+
+
+async def test_watch_ends_with_store_closed(tmp_path: Path) -> None:
+    store = await SqliteKeyValueStore.open(tmp_path / "kv.db")
+    events = store.watch("", 1)
+    pending = asyncio.ensure_future(anext(events))
+    await asyncio.sleep(0.1)
+    await store.close()
+    with pytest.raises(AspenError) as info:
+        await asyncio.wait_for(pending, 5)
+    assert info.value.code == ErrorCode.STORE_CLOSED
+
+
+async def test_non_durable_mode_and_bad_open_arguments(tmp_path: Path) -> None:
+    store = await SqliteKeyValueStore.open(tmp_path / "fast.db", durable=False)
+    try:
+        assert (await store.get("k")) is None
+        await store.put("k", b"v")
+        assert (await store.get("k")).value == b"v"
+    finally:
+        await store.close()
+    with pytest.raises(AspenError) as info:
+        await SqliteKeyValueStore.open(tmp_path / "x.db", event_retention=0)
+    assert info.value.code == ErrorCode.INVALID_ARGUMENT
+    (tmp_path / "dir.db").mkdir()
+    with pytest.raises(AspenError) as info:
+        await SqliteKeyValueStore.open(tmp_path / "dir.db")
+    assert info.value.code == ErrorCode.STORAGE_UNAVAILABLE
