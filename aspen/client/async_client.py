@@ -319,6 +319,13 @@ class Client:
     ) -> int:
         """Stream a blob (or a byte range) from ``GET /v1/blobs/{hash}`` into
         ``dest``; a whole blob is checked against its hash. Returns the size."""
+        if offset < 0 or (length is not None and length < 0):
+            raise AspenError(ErrorCode.INVALID_RANGE, "offset and length must not be negative")
+        if length == 0:  # an empty range has no HTTP form: validate over RPC
+            if not (await self.get_blob(hash, offset=offset, length=0)).was_found:
+                raise AspenError(ErrorCode.BLOB_NOT_FOUND, f"blob {hash} not found", hash=hash)
+            Path(dest).write_bytes(b"")
+            return 0
         headers = {}
         if offset or length is not None:
             end = "" if length is None else str(offset + length - 1)

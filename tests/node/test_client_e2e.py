@@ -128,6 +128,15 @@ async def test_large_blob_streams_with_ranges(client, tmp_path):
     part = tmp_path / "part.bin"
     await client.download_blob(added.hash, part, offset=1000, length=300)
     assert part.read_bytes() == src.read_bytes()[1000:1300]
+    empty = tmp_path / "empty.bin"
+    assert await client.download_blob(added.hash, empty, offset=5, length=0) == 0
+    assert empty.read_bytes() == b""
+    with pytest.raises(AspenError) as err:
+        await client.download_blob("0" * 64, empty, length=0)
+    assert err.value.code == ErrorCode.BLOB_NOT_FOUND
+    with pytest.raises(AspenError) as err:
+        await client.download_blob(added.hash, empty, offset=-1)
+    assert err.value.code == ErrorCode.INVALID_RANGE
     with pytest.raises(AspenError) as err:
         await client.download_blob("0" * 64, tmp_path / "none")
     assert err.value.code == ErrorCode.BLOB_NOT_FOUND
