@@ -64,6 +64,8 @@ class JobsHandler:
         self._remote_types: tuple[float, frozenset[str]] = (0.0, frozenset())
 
     async def start(self) -> None:
+        if hasattr(self.node, "jobs"):
+            self.node.jobs = self  # the node's slot for the job system
         if not self.options.get("workers", True):
             return
         data_dir = getattr(self.node, "data_dir", None)

@@ -88,10 +88,6 @@ class WorkerPool:
     def job_types(self) -> frozenset[str]:
         return frozenset(self._routes)
 
-    def validator(self, job_type: str):
-        worker = self._routes.get(job_type)
-        return getattr(worker, "validate", None) if worker else None
-
     # --- lifecycle ----------------------------------------------------------
 
     async def start(self) -> None:
@@ -111,6 +107,11 @@ class WorkerPool:
         them; revoking the lease hands unfinished jobs back at once."""
         self._stopping = True
         self._wake.set()
+        claim_loop = self._loops[0] if self._loops else None
+        if claim_loop is not None:  # no new claims from here on
+            claim_loop.cancel()
+            with suppress(asyncio.CancelledError, Exception):
+                await claim_loop
         if self._tasks:
             await asyncio.wait(list(self._tasks.values()), timeout=grace)
         for task in list(self._tasks.values()):

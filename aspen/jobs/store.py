@@ -10,6 +10,7 @@ else) cannot complete the job a second time.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
 import secrets
@@ -179,8 +180,13 @@ class JobStore:
         job_id = new_job_id()
         run_at = spec.run_at_ms if spec.run_at_ms is not None else now
         for _ in range(MAX_CAS_ATTEMPTS):
-            deps = await self.kv.batch_read([keys.job(d) for d in spec.depends_on])
-            dep_lists = await self.kv.batch_read([keys.dependents(d) for d in spec.depends_on])
+            n = len(spec.depends_on)
+            found = (
+                await self.kv.batch_read([keys.job(d) for d in spec.depends_on] + [keys.dependents(d) for d in spec.depends_on])
+                if n
+                else []
+            )
+            deps, dep_lists = found[:n], found[n:]
             blocked_by: list[str] = []
             failed_dep: Job | None = None
             for dep_id, kv in zip(spec.depends_on, deps):
@@ -206,7 +212,7 @@ class JobStore:
                 blocked_by=blocked_by,
                 tags=list(spec.tags),
             )
-            compares = [_unchanged(keys.job(d), kv) for d, kv in zip(spec.depends_on, deps)]
+            compares = [_absent(keys.job(job_id)), *(_unchanged(keys.job(d), kv) for d, kv in zip(spec.depends_on, deps))]
             ops: list[PutOp | DeleteOp] = []
             if failed_dep is not None:
                 job = msgspec.structs.replace(
@@ -265,37 +271,43 @@ class JobStore:
     async def claim(self, worker_id: str, lease: int, wants: dict[str, int]) -> list[Job]:
         """Claim up to ``wants[type]`` due jobs per type, highest priority
         first. Each claim is one transaction that deletes the ready key, so
-        exactly one pool wins it."""
+        exactly one pool wins it; a batch of claims is sent concurrently
+        (the embedded store commits them together)."""
         claimed: list[Job] = []
         wants = {t: n for t, n in wants.items() if n > 0}
         now = now_ms()
         for rank in RANKS:
             for job_type in list(wants):
-                want = wants.get(job_type, 0)
-                if want <= 0:
+                if wants[job_type] <= 0:
                     continue
                 page = await self.kv.scan(
                     start=keys.ready_prefix(job_type, rank),
                     end=keys.ready_until(job_type, rank, now),
-                    limit=want + 8,
+                    limit=wants[job_type] + 8,
                 )
-                entries = list(page.entries)
+                entries = [e.key for e in page.entries]
                 while entries and wants[job_type] > 0:
-                    job = await self._claim_one(entries.pop(0).key, worker_id, lease)
-                    if job is not None:
-                        claimed.append(job)
-                        wants[job_type] -= 1
-                    else:
-                        # Lost a race: another pool works the head of this queue,
+                    batch, entries = entries[: wants[job_type]], entries[wants[job_type] :]
+                    records = await self.kv.batch_read([keys.job(keys.parse_ready(k)[3]) for k in batch])
+                    won = [
+                        job
+                        for job in await asyncio.gather(
+                            *(self._claim_one(k, kv, worker_id, lease) for k, kv in zip(batch, records))
+                        )
+                        if job is not None
+                    ]
+                    claimed += won
+                    wants[job_type] -= len(won)
+                    if len(won) < len(batch):
+                        # Lost races: another pool works the head of this queue,
                         # so spread out instead of following it key by key.
                         random.shuffle(entries)
         return claimed
 
-    async def _claim_one(self, ready_key: str, worker_id: str, lease: int) -> Job | None:
+    async def _claim_one(self, ready_key: str, kv: KeyValue | None, worker_id: str, lease: int) -> Job | None:
         job_id = keys.parse_ready(ready_key)[3]
-        kv = await self.kv.get(keys.job(job_id))
         if kv is None:
-            await self.kv.transaction([_exists(ready_key)], [DeleteOp(ready_key)])
+            await self.kv.transaction([_exists(ready_key), _absent(keys.job(job_id))], [DeleteOp(ready_key)])
             return None
         old = decode_job(kv.value)
         if old.state not in (JobState.PENDING, JobState.SCHEDULED, JobState.RETRYING) or _ready_key(old) != ready_key:
