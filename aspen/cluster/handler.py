@@ -27,7 +27,7 @@ class ClusterStatusResult(msgspec.Struct, frozen=True):
     """The answer to ``ClusterStatus``; the CLI decodes into the same record."""
 
     node_id: str  # the node that answered
-    backend: str  # "etcd" or "sqlite"
+    backend: str  # "etcd" or "embedded"
     nodes: list[NodeRecord]
     etcd: EtcdClusterStatus | None = None
     etcd_endpoints: list[str] = []
@@ -41,22 +41,19 @@ class ClusterHandler:
     def __init__(self, node: Any) -> None:
         self.node = node
         section = (getattr(node.config, "sections", None) or {}).get("cluster", {})
-        url = section.get("advertise_url") or f"http://{node.config.listen}"
         self.registration = NodeRegistration(
-            node.kv, node.node_id, url, __version__, ttl=int(section.get("registration_ttl", 10))
+            node.kv, node.node_id, node.config.advertise_url, __version__, ttl=int(section.get("registration_ttl", 10))
         )
 
     async def start(self) -> None:
         await self.registration.start()
-        if getattr(self.node, "cluster", None) is None:
-            self.node.cluster = self.registration
 
     async def stop(self) -> None:
         await self.registration.stop()
 
     async def handle(self, request: Request, ctx: RequestContext) -> Response:
         kv = self.node.kv
-        result = ClusterStatusResult(node_id=self.node.node_id, backend="sqlite", nodes=await list_nodes(kv))
+        result = ClusterStatusResult(node_id=self.node.node_id, backend="embedded", nodes=await list_nodes(kv))
         if isinstance(kv, EtcdKeyValueStore):
             result = msgspec.structs.replace(
                 result, backend="etcd", etcd=await etcd_cluster_status(kv.pool), etcd_endpoints=kv.endpoints

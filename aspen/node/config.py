@@ -23,6 +23,7 @@ class NodeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     listen: str = f"127.0.0.1:{DEFAULT_PORT}"
     node_id: str | None = None  # None: generated once and kept in the data dir
     kv_backend: Literal["sqlite"] = "sqlite"
+    etcd: list[str] = []  # etcd endpoints (host:port): when set, KV lives in etcd instead of SQLite
     max_request_seconds: float = 30.0  # cap on any caller's deadline
     drain_seconds: float = 10.0  # how long SIGTERM waits for in-flight requests
     log_level: str = "info"
@@ -35,6 +36,13 @@ class NodeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     @property
     def port(self) -> int:
         return split_listen(self.listen)[1]
+
+    @property
+    def advertise_url(self) -> str:
+        """The URL peers use to reach this node: ``[cluster] advertise_url``,
+        else ``http://{listen}``."""
+        url = self.sections.get("cluster", {}).get("advertise_url")
+        return str(url).rstrip("/") if url else f"http://{self.listen}"
 
 
 def split_listen(listen: str) -> tuple[str, int]:

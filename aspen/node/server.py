@@ -23,6 +23,7 @@ from aspen.node.config import NodeConfig
 from aspen.node.services import NodeServices
 from aspen.node.watches import WatchHub
 from aspen.rpc.handler import HANDLERS_ENTRY_POINT_GROUP
+from aspen.cluster.blob_replication import ReplicatedBlobStore
 from aspen.rpc.registry import HandlerRegistry, load_entry_point_handlers
 from aspen.storage.blobs import LocalBlobStore
 from aspen.storage.sqlite import SqliteKeyValueStore
@@ -34,12 +35,15 @@ log = logging.getLogger(__name__)
 class Node:
     services: NodeServices
     app: Starlette
+    local_blobs: LocalBlobStore  # ``services.blobs`` itself, or the store it replicates
 
     async def close(self) -> None:
         s = self.services
         s.stopping.set()
         await s.registry.stop()
         await s.blobs.close()
+        if s.blobs is not self.local_blobs:
+            await self.local_blobs.close()
         await s.kv.close()
         log.info("node %s stopped; stores closed", s.node_id)
 
@@ -59,12 +63,27 @@ def node_id_for(config: NodeConfig, data_dir: Path) -> str:
 async def open_node(config: NodeConfig) -> Node:
     data_dir = Path(config.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    kv = await SqliteKeyValueStore.open(data_dir / "kv.sqlite3")
-    blobs = await LocalBlobStore.open(data_dir / "blobs")
+    if config.etcd:
+        from aspen.storage.etcd import EtcdKeyValueStore  # fails fast (ETCD_UNREACHABLE) when no member answers
+
+        kv = await EtcdKeyValueStore.open(config.etcd)
+    else:
+        kv = await SqliteKeyValueStore.open(data_dir / "kv.sqlite3")
+    local_blobs = await LocalBlobStore.open(data_dir / "blobs")
+    blobs = local_blobs
+    node_id = node_id_for(config, data_dir)
+    if config.etcd:  # several nodes: a blob lives where it was added, peers fetch it by hash
+        blobs = ReplicatedBlobStore(
+            local_blobs,
+            kv,
+            node_id=node_id,
+            url=config.advertise_url,
+            replication_factor=int(config.sections.get("cluster", {}).get("blob_replication_factor", 1)),
+        )
     stopping = asyncio.Event()
     services = NodeServices(
         config=config,
-        node_id=node_id_for(config, data_dir),
+        node_id=node_id,
         data_dir=data_dir,
         kv=kv,
         blobs=blobs,
@@ -77,9 +96,11 @@ async def open_node(config: NodeConfig) -> Node:
         await services.registry.start()
     except BaseException:
         await blobs.close()
+        if blobs is not local_blobs:
+            await local_blobs.close()
         await kv.close()
         raise
-    return Node(services, build_app(services))
+    return Node(services, build_app(services), local_blobs)
 
 
 class _Server(uvicorn.Server):

@@ -375,6 +375,8 @@ IDEMPOTENT_REQUESTS = frozenset(
     {
         "Ping", "GetHealth", "GetNodeInfo", "ReadKey", "ScanKeys", "BatchRead",
         "LeaseTimeToLive", "LeaseList", "GetBlob", "HasBlob", "ListBlobs",
+        # read-only requests of the layers above (retried by the client too)
+        "ClusterStatus", "JobStatus", "JobList", "JobLogs", "JobWorkers", "JobStats",
     }
 )  # fmt: skip
 

@@ -11,6 +11,10 @@ etcd does not say *which* compare of a failed transaction failed, so the
 failure branch first reads the compared keys (in the same ``Txn``, at the
 revision the compares saw) and the index is computed from them.
 
+One difference remains, from etcd itself: a batch or transaction branch that
+writes the same key twice (or puts a key that a prefix delete in it covers)
+is refused with ``INVALID_ARGUMENT``; SQLite applies such ops in order.
+
 The etcd cluster needs ``--max-txn-ops`` ≥ 2 000 (1 000 ops plus the reads
 added above) and a ``--max-request-bytes`` large enough for the batches you
 send (etcd's default of 1.5 MiB fits one 1 MiB value).

@@ -50,6 +50,10 @@ _TRANSIENT_DETAILS = (
     "not capable",
     "too many requests",
     "raft: stopped",
+    "proposal dropped",  # a follower without a leader drops proposals (during an election)
+    "context canceled",
+    "deadline exceeded",
+    "unhealthy cluster",
 )
 
 
