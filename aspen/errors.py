@@ -50,6 +50,7 @@ class ErrorCode(StrEnum):
     # plugins
     PERMISSION_DENIED = "PERMISSION_DENIED"
     KV_PREFIX_DENIED = "KV_PREFIX_DENIED"
+    RESERVED_KEY = "RESERVED_KEY"  # a client write under system key space
     PLUGIN_TRAP = "PLUGIN_TRAP"
     PLUGIN_TIMEOUT = "PLUGIN_TIMEOUT"
     PLUGIN_OOM = "PLUGIN_OOM"

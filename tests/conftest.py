@@ -1,1 +1,25 @@
-"""Shared test fixtures. Backend-specific fixtures live next to their tests."""
+"""Fixtures shared by the suites that need *a* store rather than every
+backend (the storage conformance suite overrides ``kv`` with its own,
+parametrised over all backends)."""
+
+from __future__ import annotations
+
+import pytest
+
+from aspen.storage.blobs import LocalBlobStore
+from aspen.storage.sqlite import SqliteKeyValueStore
+
+
+@pytest.fixture
+async def kv(tmp_path):
+    """A fresh embedded KV store (fsync off: tests do not test durability through it)."""
+    store = await SqliteKeyValueStore.open(tmp_path / "kv.sqlite3", durable=False)
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def blobs(tmp_path):
+    store = await LocalBlobStore.open(tmp_path / "blobs")
+    yield store
+    await store.close()

@@ -21,10 +21,20 @@ def start(
     listen: Annotated[str | None, typer.Option(help="HOST:PORT to serve on. Default 127.0.0.1:7420.")] = None,
     config: Annotated[str | None, typer.Option(help="aspen.toml; flags override it.")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error.")] = None,
+    etcd: Annotated[
+        str | None, typer.Option(help="etcd endpoints HOST:PORT[,HOST:PORT…]: keep KV in etcd instead of SQLite.")
+    ] = None,
+    allow_unsigned_plugins: Annotated[
+        bool, typer.Option(help="Load plugins without a trusted signature (local development only).")
+    ] = False,
 ) -> None:
     """Start a node on the embedded default (SQLite + blob directory); SIGTERM drains and stops it."""
     from aspen.node.server import serve  # the server stack loads only for this command
 
-    cfg = load_config(config, data_dir=data_dir, listen=listen, log_level=log_level)
+    cfg = load_config(
+        config, data_dir=data_dir, listen=listen, log_level=log_level, etcd=etcd.split(",") if etcd else None
+    )
+    if allow_unsigned_plugins:
+        cfg.sections.setdefault("plugins", {})["allow_unsigned"] = True
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(serve(cfg))

@@ -285,7 +285,8 @@ class WorkerPool:
                     if due is not None:
                         timeout = min(timeout, max(0.0, (due - now_ms()) / 1000))
             with suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):  # not wait_for: it can swallow a cancel in 3.11
+                    await self._wake.wait()
 
     def _start(self, job: Job) -> None:
         worker = self._routes[job.type]

@@ -13,26 +13,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from aspen.errors import AspenError, ErrorCode
+from aspen.storage.keyspace import RESERVED_PREFIXES, overlaps
 from aspen.storage.limits import MAX_KEY_BYTES
 
-RESERVED_PREFIXES: tuple[str, ...] = (
-    "__plugins:",
-    "__apps:",
-    "__jobs:",
-    "__cluster:",
-    "__federation:",
-    "__auth:",
-)
 DEFAULT_NAMESPACE_ROOT = "__plugin:"
 MAX_KV_PREFIXES = 16
 
 
 def default_prefix(name: str) -> str:
     return f"{DEFAULT_NAMESPACE_ROOT}{name}:"
-
-
-def overlaps(a: str, b: str) -> bool:
-    return a.startswith(b) or b.startswith(a)
 
 
 def effective_prefixes(name: str, declared: Sequence[str]) -> tuple[str, ...]:

@@ -11,9 +11,9 @@ etcd does not say *which* compare of a failed transaction failed, so the
 failure branch first reads the compared keys (in the same ``Txn``, at the
 revision the compares saw) and the index is computed from them.
 
-One difference remains, from etcd itself: a batch or transaction branch that
-writes the same key twice (or puts a key that a prefix delete in it covers)
-is refused with ``INVALID_ARGUMENT``; SQLite applies such ops in order.
+A batch or transaction branch that writes the same key twice (or puts a key
+that a delete in it covers) is refused with ``INVALID_ARGUMENT`` before it is
+sent, by the check every backend shares (``limits.check_distinct_writes``).
 
 The etcd cluster needs ``--max-txn-ops`` ≥ 2 000 (1 000 ops plus the reads
 added above) and a ``--max-request-bytes`` large enough for the batches you
@@ -355,6 +355,7 @@ class EtcdKeyValueStore:
 
     async def batch_write(self, ops: Sequence[WriteOp]) -> int:
         limits.check_operation_count(len(ops))
+        limits.check_distinct_writes(ops)
         requests = [_op_request(op, writes_only=True) for op in ops]
         if not requests:
             return await self.current_revision()
@@ -369,6 +370,8 @@ class EtcdKeyValueStore:
         on_failure: Sequence[TxnOp] = (),
     ) -> TxnResult:
         limits.check_ops_count(compares, on_success, on_failure)
+        limits.check_distinct_writes(on_success)
+        limits.check_distinct_writes(on_failure)
         compares = [_check_compare(c) for c in compares]
         success = [_op_request(op) for op in on_success]
         failure = [_op_request(op) for op in on_failure]

@@ -7,6 +7,7 @@ import base64
 from collections.abc import Sequence
 
 from aspen.errors import AspenError, ErrorCode
+from aspen.storage.records import DeleteOp, PutOp
 
 MAX_KEY_BYTES = 1024
 MAX_VALUE_BYTES = 1 << 20
@@ -129,3 +130,25 @@ def decode_continuation(token: str) -> bytes:
 
 def check_ops_count(*groups: Sequence[object]) -> None:
     check_operation_count(sum(len(g) for g in groups))
+
+
+def check_distinct_writes(ops: Sequence[object]) -> None:
+    """One batch (or one transaction branch) writes each key at most once:
+    two puts of one key, or a put inside a key or prefix the same batch
+    deletes, are refused, as etcd refuses them. Every backend checks this so
+    a batch means the same thing everywhere. Deletes may overlap each other."""
+    puts: set[str] = set()
+    deleted_keys: set[str] = set()
+    deleted_prefixes: list[str] = []
+    for op in ops:
+        if isinstance(op, PutOp):
+            if op.key in puts:
+                raise AspenError(ErrorCode.INVALID_ARGUMENT, f"key {op.key!r} is written twice in one batch", key=op.key)
+            puts.add(op.key)
+        elif isinstance(op, DeleteOp):
+            (deleted_prefixes.append if op.prefix else deleted_keys.add)(op.key)
+    for key in puts:
+        if key in deleted_keys or any(isinstance(p, str) and key.startswith(p) for p in deleted_prefixes):
+            raise AspenError(
+                ErrorCode.INVALID_ARGUMENT, f"key {key!r} is both written and deleted in one batch", key=key
+            )

@@ -13,9 +13,11 @@ delete events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -59,20 +61,28 @@ class SqliteKeyValueStore:
 
     def __init__(
         self,
-        writer: GroupCommitWriter | None,
-        reader: ReadThread,
+        wconn: sqlite3.Connection,
+        rconn: sqlite3.Connection,
         revision: int,
         *,
+        event_retention: int,
         watch_poll_interval: float,
         lease_check_interval: float,
     ) -> None:
-        self._writer = writer
-        self._reader = reader
         self._revision_seen = revision  # the newest revision this process knows of
         self._revision_committed = revision  # the newest revision this process wrote
         self._watch_wakeups: set[asyncio.Event] = set()
         self._poll = watch_poll_interval
         self._closed = False
+        self._reader = ReadThread("aspen-kv-read", rconn, max_group=256)
+        self._writer = GroupCommitWriter(
+            "aspen-kv-write",
+            wconn,
+            max_group=512,
+            read_revision=ops.read_revision,
+            finish_group=ops.FinishGroup(event_retention),
+            after_commit=self._after_commit,
+        )
         self._expiry = asyncio.get_running_loop().create_task(self._expire_leases_forever(lease_check_interval))
 
     @classmethod
@@ -90,36 +100,39 @@ class SqliteKeyValueStore:
 
         ``durable=False`` trades the fsync per commit for speed (a crash may
         lose the last writes, never corrupt the file). ``event_retention`` is
-        how many recent revisions of watch history are kept."""
+        how many recent revisions of watch history are kept. Watchers poll
+        the file every ``watch_poll_interval`` seconds for other processes'
+        writes; leases are checked for expiry every ``lease_check_interval``."""
         if not isinstance(event_retention, int) or event_retention < 1:
             raise AspenError(ErrorCode.INVALID_ARGUMENT, "event_retention must be a positive integer")
         path = os.fspath(path)
 
-        def setup() -> tuple[Any, Any, int]:
-            parent = os.path.dirname(os.path.abspath(path))
-            os.makedirs(parent, exist_ok=True)
-            wconn = connect(path, durable=durable, busy_timeout_s=busy_timeout)
-            ops.create_schema(wconn)
-            rconn = connect(path, durable=durable, busy_timeout_s=busy_timeout)
-            return wconn, rconn, ops.read_revision(rconn)
+        def setup() -> tuple[sqlite3.Connection, sqlite3.Connection, int]:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            conns: list[sqlite3.Connection] = []
+            try:
+                conns.append(connect(path, durable=durable, busy_timeout_s=busy_timeout))
+                ops.create_schema(conns[0])
+                conns.append(connect(path, durable=durable, busy_timeout_s=busy_timeout))
+                conns[1].execute("PRAGMA query_only=1")  # the read thread never writes
+                return conns[0], conns[1], ops.read_revision(conns[1])
+            except BaseException:
+                for conn in conns:
+                    conn.close()
+                raise
 
         try:
             wconn, rconn, revision = await asyncio.to_thread(setup)
         except Exception as exc:
             raise AspenError(ErrorCode.STORAGE_UNAVAILABLE, f"cannot open {path}: {exc}", path=path) from exc
-        reader = ReadThread("aspen-kv-read", rconn, max_group=256)
-        store = cls(
-            None, reader, revision, watch_poll_interval=watch_poll_interval, lease_check_interval=lease_check_interval
-        )
-        store._writer = GroupCommitWriter(
-            "aspen-kv-write",
+        return cls(
             wconn,
-            max_group=512,
-            read_revision=ops.read_revision,
-            finish_group=ops.FinishGroup(event_retention),
-            after_commit=store._after_commit,
+            rconn,
+            revision,
+            event_retention=event_retention,
+            watch_poll_interval=watch_poll_interval,
+            lease_check_interval=lease_check_interval,
         )
-        return store
 
     # --- plumbing -------------------------------------------------------------
 
@@ -129,7 +142,6 @@ class SqliteKeyValueStore:
 
     async def _write(self, fn: Any, *args: Any) -> Any:
         self._check_open()
-        assert self._writer is not None
         return await self._writer.submit(fn, *args)
 
     async def _read(self, fn: Any, *args: Any) -> Any:
@@ -157,13 +169,18 @@ class SqliteKeyValueStore:
 
     # --- reads ----------------------------------------------------------------
 
+    # get and batch_read submit directly (no _read frame): they are the hot path.
     async def get(self, key: str) -> KeyValue | None:
-        return await self._read(ops.get, limits.check_key(key))
+        kb = limits.check_key(key)
+        self._check_open()
+        return await self._reader.submit(ops.get, kb)
 
     async def batch_read(self, keys: Sequence[str]) -> list[KeyValue | None]:
         keys = list(keys)
         limits.check_operation_count(len(keys), "keys")
-        return await self._read(ops.get_many, [limits.check_key(k) for k in keys])
+        kbs = [limits.check_key(k) for k in keys]
+        self._check_open()
+        return await self._reader.submit(ops.get_many, kbs)
 
     async def scan(
         self,
@@ -212,6 +229,7 @@ class SqliteKeyValueStore:
     async def batch_write(self, ops_: Sequence[WriteOp]) -> int:
         items = list(ops_)
         limits.check_operation_count(len(items))
+        limits.check_distinct_writes(items)
         prepared = []
         for op in items:
             if isinstance(op, PutOp):
@@ -234,6 +252,8 @@ class SqliteKeyValueStore:
     ) -> TxnResult:
         compares, on_success, on_failure = list(compares), list(on_success), list(on_failure)
         limits.check_ops_count(compares, on_success, on_failure)
+        limits.check_distinct_writes(on_success)
+        limits.check_distinct_writes(on_failure)
         checked = [(_check_compare(c), limits.check_key(c.key)) for c in compares]
         return await self._write(ops.transaction, checked, _txn_ops(on_success), _txn_ops(on_failure))
 
@@ -279,6 +299,10 @@ class SqliteKeyValueStore:
     # --- watch ----------------------------------------------------------------
 
     def watch(self, prefix: str, start_revision: int | None = None) -> AsyncIterator[WatchEvent]:
+        """Arguments are checked at once; ``COMPACTED`` comes from the first
+        ``anext``. ``None`` starts after the newest revision this process has
+        written or read, fixed when ``watch`` is called, so a write awaited
+        before the call is never delivered and one made after it always is."""
         lo = limits.check_prefix(prefix)
         if start_revision is not None and (
             not isinstance(start_revision, int) or isinstance(start_revision, bool) or start_revision < 1
@@ -300,10 +324,12 @@ class SqliteKeyValueStore:
                 for event in events:
                     yield event
                 if len(events) < _WATCH_BATCH:
-                    try:
-                        await asyncio.wait_for(wake.wait(), self._poll)
-                    except TimeoutError:
-                        pass
+                    # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
+                    # cancellation that races the wake-up, and a watch must stop
+                    # when its consumer is cancelled.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self._poll):
+                            await wake.wait()
         finally:
             self._watch_wakeups.discard(wake)
 
@@ -319,7 +345,6 @@ class SqliteKeyValueStore:
             await self._expiry
         except asyncio.CancelledError:
             pass
-        assert self._writer is not None
         await asyncio.to_thread(self._writer.stop)
         await asyncio.to_thread(self._reader.stop)
         for wake in self._watch_wakeups:

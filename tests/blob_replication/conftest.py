@@ -18,7 +18,6 @@ from starlette.routing import Route
 from aspen.cluster.blob_replication import NODES_PREFIX, ReplicatedBlobStore
 from aspen.cluster.blob_routes import blob_http_routes
 from aspen.storage.blobs import LocalBlobStore
-from aspen.storage.sqlite import SqliteKeyValueStore
 
 
 def bound_socket() -> socket.socket:
@@ -67,12 +66,6 @@ class Node:
 async def register(kv, node_id: str, url: str) -> None:
     await kv.put(f"{NODES_PREFIX}{node_id}", json.dumps({"node_id": node_id, "url": url}).encode())
 
-
-@pytest.fixture
-async def kv(tmp_path):
-    store = await SqliteKeyValueStore.open(tmp_path / "kv.sqlite3", durable=False)
-    yield store
-    await store.close()
 
 
 @pytest.fixture

@@ -160,13 +160,3 @@ async def test_lease_expiry_deletes_keys_and_emits_deletes(etcd_store: EtcdKeyVa
     with pytest.raises(AspenError) as err:
         await etcd_store.lease_time_to_live(lease.id)
     assert err.value.code == ErrorCode.LEASE_NOT_FOUND
-
-
-async def test_writing_one_key_twice_in_a_batch_is_refused_clearly(etcd_store: EtcdKeyValueStore) -> None:
-    # etcd refuses overlapping writes in one txn; the backend says so with a stable code
-    for ops in ([PutOp("d/a", b"1"), PutOp("d/a", b"2")], [PutOp("d/a", b"1"), DeleteOp("d/", prefix=True)]):
-        with pytest.raises(AspenError) as err:
-            await etcd_store.batch_write(ops)
-        assert err.value.code == ErrorCode.INVALID_ARGUMENT
-        assert "once" in err.value.message
-    assert await etcd_store.get("d/a") is None

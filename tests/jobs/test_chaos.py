@@ -87,6 +87,5 @@ async def test_chaos_500_jobs_3_processes_random_sigkill(tmp_path):
 
 @pytest.mark.soak
 @pytest.mark.timeout(900)
-@pytest.mark.skipif(not os.environ.get("ASPEN_SOAK"), reason="soak test: set ASPEN_SOAK=1 (about 4 minutes)")
 async def test_chaos_soak(tmp_path):
     await run_chaos(tmp_path, jobs=5000, chaos_seconds=240, deadline=600)

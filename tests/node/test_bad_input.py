@@ -133,3 +133,29 @@ def test_bad_watch_parameters(node):
     r = httpx.get(f"{node.url}/v1/watch/999999")
     assert r.status_code == 404 and error(r)["code"] == "WATCH_NOT_FOUND"
     assert_serving(node)
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        {"type": "WriteKey", "body": {"key": "__plugins:manifests:evil", "value": "eA=="}},
+        {"type": "DeleteKey", "body": {"key": "__auth:root"}},
+        {"type": "CompareAndSwapKey", "body": {"key": "__jobs:x", "expected": None, "new_value": "eA=="}},
+        {"type": "CompareAndDeleteKey", "body": {"key": "__cluster:nodes:n1", "expected": "eA=="}},
+        {"type": "BatchWrite", "body": {"operations": [
+            {"type": "put", "key": "ok/1", "value": "eA=="},
+            {"type": "put", "key": "__apps:x", "value": "eA=="}]}},
+        {"type": "BatchWrite", "body": {"operations": [{"type": "delete", "key": "__", "prefix": True}]}},
+        {"type": "ConditionalBatchWrite", "body": {"conditions": [], "operations": [],
+            "else_operations": [{"type": "delete", "key": "__federation:peer"}]}},
+    ],
+    ids=["put", "delete", "cas", "cad", "batch-put", "batch-prefix-delete", "txn-else"],
+)
+def test_client_writes_into_reserved_key_space_are_refused(node, request_):
+    r = rpc(node, msgspec.json.encode(request_))
+    assert error(r)["code"] == "RESERVED_KEY"
+    read = rpc(node, b'{"type": "ReadKey", "body": {"key": "ok/1"}}').json()
+    assert read["body"]["was_found"] is False, "nothing of a refused batch is applied"
+    reserved_read = rpc(node, b'{"type": "ReadKey", "body": {"key": "__cluster:nodes:none"}}').json()
+    assert reserved_read["type"] == "ReadResult", "reads of system state stay allowed"
+    assert_serving(node)

@@ -63,7 +63,8 @@ async def test_compare_and_swap_and_delete(client):
 
 async def test_batches_and_transactions(client):
     p = f"batch/{client._msgpack}/"
-    applied = await client.batch_write([PutOp(p + "a", b"1"), PutOp(p + "b", b"2"), DeleteOp(p + "b")])
+    await client.write_key(p + "b", b"old")
+    applied = await client.batch_write([PutOp(p + "a", b"1"), PutOp(p + "z", b"2"), DeleteOp(p + "b")])
     assert applied.operations_applied == 3
     got = await client.batch_read([p + "a", p + "b"])
     assert got.entries[0].value == b"1" and got.entries[1] is None
@@ -154,9 +155,7 @@ async def test_generic_call_and_missing_capabilities(client):
     with pytest.raises(AspenError) as err:
         await client.call("NoSuchRequest")
     assert err.value.code == ErrorCode.UNKNOWN_REQUEST
-    with pytest.raises(AspenError) as err:
-        await client.plugin_reload()
-    assert err.value.code == ErrorCode.NO_HANDLER
+    assert (await client.plugin_reload()).is_success  # the plugin reconciler answers it
 
 
 async def test_fails_over_to_a_live_node(node):

@@ -12,8 +12,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from aspen.plugins.build import REPO, build_all
 from aspen.plugins.host import PluginHost
 from aspen.plugins.manifest import PluginManifest, parse_manifest
-from aspen.storage.blobs import LocalBlobStore
-from aspen.storage.sqlite import SqliteKeyValueStore
 
 PLUGINS = REPO / "plugins"
 
@@ -29,18 +27,6 @@ def plugin_files(built: Path, rel: str) -> tuple[PluginManifest, bytes]:
     return parse_manifest((d / "plugin.json").read_bytes()), (d / "plugin.wasm").read_bytes()
 
 
-@pytest.fixture
-async def kv(tmp_path):
-    store = await SqliteKeyValueStore.open(tmp_path / "kv.sqlite", durable=False)
-    yield store
-    await store.close()
-
-
-@pytest.fixture
-async def blobs(tmp_path):
-    store = await LocalBlobStore.open(tmp_path / "blobs")
-    yield store
-    await store.close()
 
 
 @pytest.fixture

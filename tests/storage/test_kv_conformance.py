@@ -269,6 +269,27 @@ async def test_batch_write_is_atomic_when_an_op_fails(kv: KeyValueStore) -> None
     assert await kv.current_revision() == before
 
 
+@pytest.mark.parametrize(
+    "ops",
+    [
+        [PutOp("d/a", b"1"), PutOp("d/a", b"2")],
+        [PutOp("d/a", b"1"), DeleteOp("d/a")],
+        [PutOp("d/a", b"1"), DeleteOp("d/", prefix=True)],
+    ],
+    ids=["put-put", "put-delete", "put-under-prefix-delete"],
+)
+async def test_a_batch_writes_each_key_once(kv: KeyValueStore, ops) -> None:
+    before = await kv.current_revision()
+    await expect(ErrorCode.INVALID_ARGUMENT, kv.batch_write(ops))
+    await expect(ErrorCode.INVALID_ARGUMENT, kv.transaction([], ops))
+    await expect(ErrorCode.INVALID_ARGUMENT, kv.transaction([], [], ops))
+    assert await kv.get("d/a") is None and await kv.current_revision() == before
+    # overlapping deletes are fine, and each branch is checked on its own
+    await kv.batch_write([DeleteOp("d/a"), DeleteOp("d/", prefix=True)])
+    assert (await kv.transaction([], [PutOp("d/a", b"1")], [PutOp("d/a", b"2")])).succeeded
+    assert (await kv.get("d/a")).value == b"1"
+
+
 async def test_concurrent_writes_all_land_with_distinct_revisions(kv: KeyValueStore) -> None:
     revs = await asyncio.gather(*(kv.put(f"c{i}", str(i).encode()) for i in range(64)))
     assert len(set(revs)) == 64

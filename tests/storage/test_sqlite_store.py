@@ -208,3 +208,43 @@ async def test_non_durable_mode_and_bad_open_arguments(tmp_path: Path) -> None:
     with pytest.raises(AspenError) as info:
         await SqliteKeyValueStore.open(tmp_path / "dir.db")
     assert info.value.code == ErrorCode.STORAGE_UNAVAILABLE
+
+
+async def test_concurrent_reads_are_merged_and_each_gets_its_own_answer(tmp_path: Path) -> None:
+    """Concurrent gets share one IN query per drained group; every caller still
+    gets its own entry (or None), and a failing read in the same group fails alone."""
+    from aspen.storage.records import PutOp
+
+    store = await SqliteKeyValueStore.open(tmp_path / "kv.db", durable=False)
+    try:
+        keys = [f"k/{i:04d}" for i in range(600)] + ["k/é", "k/日本"]
+        for start in range(0, len(keys), 500):
+            await store.batch_write([PutOp(k, k.encode()) for k in keys[start : start + 500]])
+        asked = keys + [f"missing/{i}" for i in range(100)] + keys[:50]  # more than one group, with repeats
+        statements: list[str] = []
+        store._reader._conn.set_trace_callback(statements.append)  # noqa: SLF001 - count the real statements
+        got = await asyncio.gather(
+            *(store.get(k) for k in asked),
+            store.lease_time_to_live(12345),
+            store.scan("k/", limit=10),
+            return_exceptions=True,
+        )
+        store._reader._conn.set_trace_callback(None)  # noqa: SLF001
+        *entries, lease_error, page = got
+        for key, kv in zip(asked, entries):
+            if key.startswith("missing/"):
+                assert kv is None
+            else:
+                assert kv is not None and kv.key == key and kv.value == key.encode() and kv.version == 1
+        assert isinstance(lease_error, AspenError) and lease_error.code == ErrorCode.LEASE_NOT_FOUND
+        assert [kv.key for kv in page.entries] == keys[:10]
+        point_reads = [s for s in statements if "FROM kv WHERE key" in s and "LIMIT" not in s]
+        assert 1 <= len(point_reads) <= len(asked) // 8, len(point_reads)
+
+        # batch_read crosses the 512-key statement chunk, keeps order, repeats and gaps
+        wanted = keys[::-1] + ["missing/x"] + keys[:397]
+        assert len(wanted) == 1000
+        found = await store.batch_read(wanted)
+        assert [kv.key if kv else None for kv in found] == [None if k.startswith("missing/") else k for k in wanted]
+    finally:
+        await store.close()

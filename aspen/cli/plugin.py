@@ -1,0 +1,439 @@
+"""``aspen plugin …``: sign, install and manage WASM plugins on a cluster.
+
+``keygen``/``sign``/``verify`` work offline on files; every other command
+talks to a node. A change made through one node reaches every node (they
+reconcile from the install records), and the command returns once the
+answering node serves it — or prints why it did not come up.
+"""
+
+from __future__ import annotations
+
+import json as jsonlib
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+import typer
+from rich.table import Table
+
+from aspen.cli.common import JsonOpt, UrlOpt, connect, console, fail, print_json, reports_errors
+from aspen.errors import AspenError, ErrorCode
+from aspen.plugins import requests as r
+from aspen.plugins.lifecycle import PluginStatus
+from aspen.plugins.manifest import PluginManifest, PluginSignature
+from aspen.plugins.signing import (
+    default_key_path,
+    generate_key,
+    public_key_hex,
+    read_key,
+    sign_wasm,
+    verify_wasm,
+    write_key,
+)
+from aspen.rpc.catalog import PluginReloadResult
+
+app = typer.Typer(help="Install, sign and manage WASM plugins.", no_args_is_help=True)
+trust_app = typer.Typer(help="The cluster's trusted plugin authors.", no_args_is_help=True)
+app.add_typer(trust_app, name="trust")
+
+KeyOpt = Annotated[
+    Path | None, typer.Option("--key", help="Signing key file. Default ~/.config/aspen/plugin-signing-key.")
+]
+ManifestOpt = Annotated[Path | None, typer.Option("--manifest", help="plugin.json of the module.")]
+WaitOpt = Annotated[float, typer.Option("--wait", help="Seconds to wait for the node to serve the change.")]
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        doc = jsonlib.loads(path.read_text())
+    except OSError as exc:
+        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"cannot read {path}: {exc.strerror}") from None
+    except jsonlib.JSONDecodeError as exc:
+        raise AspenError(ErrorCode.INVALID_MANIFEST, f"{path} is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise AspenError(ErrorCode.INVALID_MANIFEST, f"{path} must hold a JSON object")
+    return doc
+
+
+def _read_wasm(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"cannot read {path}: {exc.strerror}") from None
+
+
+def _dependency(spec: str) -> dict[str, Any]:
+    """``name``, ``name>=1.2.0`` or ``name?`` (optional)."""
+    optional = spec.endswith("?")
+    spec = spec.rstrip("?")
+    name, _, minimum = spec.partition(">=")
+    return {"name": name.strip(), "min_version": minimum.strip() or None, "optional": optional}
+
+
+def _status_line(s: PluginStatus) -> str:
+    text = s.state + (f" {s.version}" if s.version else "")
+    if s.wanted_version and s.wanted_version != s.version:
+        text += f" (wants {s.wanted_version})"
+    if s.error:
+        text += f" — {s.error.code}: {s.error.message}"
+    return text
+
+
+def _print_change(result: r.PluginChangeResult, json: bool) -> None:
+    if json:
+        print_json(result)
+        return
+    state = "enabled" if result.enabled else "disabled"
+    console.print(f"{result.name} {result.version} (generation {result.generation}, {state})", highlight=False)
+    if result.status is not None:
+        console.print(f"  this node: {_status_line(result.status)}", highlight=False)
+    if result.affected:
+        console.print(f"  also changed: {', '.join(result.affected)}")
+    if result.status is not None and result.status.error is not None:
+        raise typer.Exit(1)
+
+
+# --- offline: keys and signatures ---------------------------------------------------
+
+
+@app.command()
+@reports_errors
+def keygen(output: Annotated[Path | None, typer.Option(help="Where to write the key.")] = None) -> None:
+    """Create an Ed25519 signing key (never overwrites one); prints the public key."""
+    path = output or default_key_path()
+    key = generate_key()
+    write_key(path, key)
+    console.print(f"wrote {path}", highlight=False)
+    print(public_key_hex(key))
+
+
+@app.command()
+@reports_errors
+def sign(wasm: Path, key: KeyOpt = None, manifest: ManifestOpt = None, json: JsonOpt = False) -> None:
+    """Sign WASM; with --manifest, write the signature into that plugin.json."""
+    sig = sign_wasm(read_key(key or default_key_path()), _read_wasm(wasm))
+    if manifest is not None:
+        doc = _read_json(manifest)
+        doc["signature"] = msgspec.to_builtins(sig)
+        manifest.write_text(jsonlib.dumps(doc, indent=2) + "\n")
+    if json or manifest is None:
+        print_json(sig)
+    else:
+        console.print(f"signed {wasm.name} as {sig.author_pubkey} into {manifest}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@reports_errors
+def verify(
+    wasm: Path,
+    manifest: ManifestOpt = None,
+    signature: Annotated[Path | None, typer.Option(help="A signature JSON file (instead of --manifest).")] = None,
+    author: Annotated[str | None, typer.Option(help="Also require this author key (hex).")] = None,
+) -> None:
+    """Check a module's signature (from plugin.json or a signature file)."""
+    source = manifest or signature
+    if source is None:
+        raise fail(ErrorCode.INVALID_ARGUMENT, "give --manifest or --signature")
+    doc = _read_json(source)
+    raw = doc.get("signature") if manifest is not None else doc
+    try:
+        sig = None if raw is None else msgspec.convert(raw, PluginSignature)
+    except msgspec.ValidationError as exc:
+        raise fail(ErrorCode.PLUGIN_SIGNATURE_MALFORMED, str(exc)) from None
+    verify_wasm(sig, _read_wasm(wasm), plugin=str(doc.get("name", "")))
+    assert sig is not None
+    if author is not None and author != sig.author_pubkey:
+        raise fail(ErrorCode.PLUGIN_SIGNATURE_INVALID, f"signed by {sig.author_pubkey}, not by {author}")
+    console.print(f"OK: signed by {sig.author_pubkey}", highlight=False)
+
+
+# --- install / upgrade -------------------------------------------------------------------
+
+
+def build_manifest(wasm: bytes, manifest: Path | None, flags: dict[str, Any], key: Path | None) -> PluginManifest:
+    """plugin.json (if any) with the flags on top; signed with ``key`` when given."""
+    doc = _read_json(manifest) if manifest is not None else {}
+    doc.update({k: v for k, v in flags.items() if v is not None})
+    doc.setdefault("version", "0.1.0")
+    doc.pop("wasm_hash", None)
+    missing = [f for f in ("name", "handles") if not doc.get(f)]
+    if missing:
+        raise AspenError(ErrorCode.INVALID_MANIFEST, f"give {' and '.join('--' + f for f in missing)} or a --manifest")
+    try:
+        m = msgspec.convert(doc, PluginManifest)
+    except msgspec.ValidationError as exc:
+        raise AspenError(ErrorCode.INVALID_MANIFEST, f"plugin manifest: {exc}") from None
+    if key is not None:
+        m = msgspec.structs.replace(m, signature=sign_wasm(read_key(key), wasm))
+    return m
+
+
+@app.command("install")
+@app.command("upgrade")
+@reports_errors
+def install(
+    ctx: typer.Context,
+    wasm: Path,
+    manifest: ManifestOpt = None,
+    name: Annotated[str | None, typer.Option(help="Plugin name (overrides plugin.json).")] = None,
+    handles: Annotated[str | None, typer.Option(help="Request types, comma-separated.")] = None,
+    priority: Annotated[int | None, typer.Option(help="900-999; default 950.")] = None,
+    plugin_version: Annotated[str | None, typer.Option("--plugin-version", help="Semver; default 0.1.0.")] = None,
+    kv_prefixes: Annotated[str | None, typer.Option(help="KV prefixes, comma-separated.")] = None,
+    permissions: Annotated[str | None, typer.Option(help="Granted permissions, comma-separated (kv_read,…).")] = None,
+    depends: Annotated[
+        str | None, typer.Option(help="Dependencies: name, name>=1.2.0, name? (optional); comma-separated.")
+    ] = None,
+    app_id: Annotated[str | None, typer.Option(help="App this plugin provides.")] = None,
+    description: Annotated[str | None, typer.Option()] = None,
+    author: Annotated[str | None, typer.Option()] = None,
+    tags: Annotated[str | None, typer.Option(help="Comma-separated.")] = None,
+    min_api_version: Annotated[str | None, typer.Option(help="Lowest host API version it needs.")] = None,
+    memory_limit: Annotated[int | None, typer.Option(help="Bytes; capped by the node.")] = None,
+    timeout_ms: Annotated[int | None, typer.Option(help="Per call; capped by the node.")] = None,
+    key: Annotated[Path | None, typer.Option("--sign-key", help="Sign the module with this key file first.")] = None,
+    force: Annotated[bool, typer.Option(help="upgrade: allow a version that is not newer.")] = False,
+    wait: WaitOpt = r.DEFAULT_WAIT_SECONDS,
+    url: UrlOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Install (or upgrade) a plugin; flags override plugin.json."""
+    upgrade = ctx.info_name == "upgrade"
+    data = _read_wasm(wasm)
+    limits = {k: v for k, v in (("memory_bytes", memory_limit), ("timeout_ms", timeout_ms)) if v is not None}
+    flags: dict[str, Any] = {
+        "name": name,
+        "handles": _csv(handles),
+        "priority": priority,
+        "version": plugin_version,
+        "kv_prefixes": _csv(kv_prefixes),
+        "permissions": None if permissions is None else {p: True for p in _csv(permissions) or []},
+        "dependencies": None if depends is None else [_dependency(d) for d in _csv(depends) or []],
+        "app_id": app_id,
+        "description": description,
+        "author": author,
+        "tags": _csv(tags),
+        "min_api_version": min_api_version,
+        "limits": limits or None,
+    }
+    m = build_manifest(data, manifest, flags, key)
+    with connect(url) as client:
+        uploaded = client.upload_blob(wasm)
+        body = r.PluginInstall(manifest=m, wasm_hash=uploaded.hash, force=force, wait_seconds=wait)
+        kind = "PluginUpgrade" if upgrade else "PluginInstall"
+        result = msgspec.convert(client.call(kind, _body(body), timeout=wait + 30), r.PluginChangeResult)
+    _print_change(result, json)
+
+
+def _body(struct: msgspec.Struct) -> dict[str, Any]:
+    return msgspec.to_builtins(struct)
+
+
+def _call(url: str | None, kind: str, body: msgspec.Struct, wait: float = 0.0) -> Any:
+    _, _, response = r.LIFECYCLE_REQUESTS[kind]
+    with connect(url) as client:
+        return msgspec.convert(client.call(kind, _body(body), timeout=wait + 30), response)
+
+
+# --- other changes ------------------------------------------------------------------------
+
+
+@app.command()
+@reports_errors
+def rollback(
+    name: str,
+    to: Annotated[str | None, typer.Option("--to", help="The version to go back to; default the previous one.")] = None,
+    wait: WaitOpt = r.DEFAULT_WAIT_SECONDS,
+    url: UrlOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Go back to an earlier version (the previous ones are kept)."""
+    _print_change(_call(url, "PluginRollback", r.PluginRollback(name=name, version=to, wait_seconds=wait), wait), json)
+
+
+@app.command()
+@reports_errors
+def enable(name: str, wait: WaitOpt = r.DEFAULT_WAIT_SECONDS, url: UrlOpt = None, json: JsonOpt = False) -> None:
+    """Enable a plugin on every node."""
+    _print_change(_call(url, "PluginEnable", r.PluginEnable(name=name, wait_seconds=wait), wait), json)
+
+
+@app.command()
+@reports_errors
+def disable(
+    name: str,
+    cascade: Annotated[bool, typer.Option(help="Also disable the plugins that depend on it.")] = False,
+    wait: WaitOpt = r.DEFAULT_WAIT_SECONDS,
+    url: UrlOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Disable a plugin on every node (refused while enabled plugins depend on it)."""
+    body = r.PluginDisable(name=name, cascade=cascade, wait_seconds=wait)
+    _print_change(_call(url, "PluginDisable", body, wait), json)
+
+
+@app.command()
+@reports_errors
+def remove(
+    name: str,
+    force: Annotated[bool, typer.Option(help="Remove although others depend on it (they stop loading).")] = False,
+    cascade: Annotated[bool, typer.Option(help="Remove the plugins that depend on it too.")] = False,
+    wait: WaitOpt = r.DEFAULT_WAIT_SECONDS,
+    url: UrlOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Uninstall a plugin (refused while other plugins depend on it)."""
+    result = _call(url, "PluginRemove", r.PluginRemove(name=name, force=force, cascade=cascade, wait_seconds=wait), wait)
+    print_json(result) if json else console.print(f"removed {', '.join(result.removed)}")
+
+
+@app.command()
+@reports_errors
+def reload(
+    name: Annotated[
+        str | None, typer.Argument(help="One plugin (restarted on every node); none: retry on this node.")
+    ] = None,
+    url: UrlOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Restart a plugin blue/green everywhere, or force this node to reconcile."""
+    with connect(url) as client:
+        result: PluginReloadResult = client.plugin_reload(name)
+    if json:
+        print_json(result)
+    else:
+        console.print(result.message, highlight=False)
+    if not result.is_success:
+        raise typer.Exit(1)
+
+
+# --- reading ------------------------------------------------------------------------------
+
+
+@app.command("list")
+@reports_errors
+def list_(url: UrlOpt = None, json: JsonOpt = False) -> None:
+    """Installed plugins with their state, health and metrics on the answering node."""
+    result: r.PluginListResult = _call(url, "PluginList", r.PluginList())
+    if json:
+        print_json(result)
+        return
+    table = Table("name", "version", "enabled", "prio", "state", "calls", "errors", "p50 ms", "p99 ms", "in flight")
+    for p in result.plugins:
+        s, mt = p.status, p.status.metrics
+        table.add_row(
+            p.name, p.version, "yes" if p.enabled else "no", str(p.priority), _status_line(s),
+            str(mt.calls), str(mt.errors), f"{mt.p50_ms:.2f}", f"{mt.p99_ms:.2f}", str(mt.in_flight),
+        )  # fmt: skip
+    console.print(table)
+
+
+@app.command()
+@reports_errors
+def info(name: str, url: UrlOpt = None, json: JsonOpt = False) -> None:
+    """A plugin's manifest, versions kept, dependents, and its state on every node."""
+    result: r.PluginInfoResult = _call(url, "PluginInfo", r.PluginInfo(name=name))
+    if json:
+        print_json(result)
+        return
+    m = result.record.manifest
+    state = "enabled" if m.enabled else "disabled"
+    console.print(f"[bold]{m.name}[/] {m.version}  generation {result.record.generation}  {state}")
+    console.print(f"  handles: {', '.join(m.handles)}  priority {m.priority}", highlight=False)
+    console.print(f"  module: {m.wasm_hash}", highlight=False)
+    console.print(f"  signed by: {m.signature.author_pubkey if m.signature else '(unsigned)'}", highlight=False)
+    console.print(f"  kept for rollback: {', '.join(h.version for h in result.record.history) or '-'}", highlight=False)
+    console.print(f"  dependents: {', '.join(result.dependents) or '-'}", highlight=False)
+    mt = result.status.metrics
+    console.print(
+        f"  this node: {_status_line(result.status)}; calls {mt.calls}, errors {mt.errors}, "
+        f"p50 {mt.p50_ms:.2f} ms, p99 {mt.p99_ms:.2f} ms, in flight {mt.in_flight}",
+        highlight=False,
+    )
+    for s in result.nodes:
+        console.print(f"  node {s.node_id}: {_status_line(s)}", highlight=False)
+
+
+@app.command()
+@reports_errors
+def deps(
+    name: Annotated[str | None, typer.Argument(help="One plugin; none: the load order.")] = None,
+    reverse: Annotated[bool, typer.Option(help="Show what depends on NAME.")] = False,
+    url: UrlOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """The load order, or one plugin's dependencies (--reverse: its dependents)."""
+    result: r.PluginDepsResult = _call(url, "PluginDeps", r.PluginDeps(name=name, reverse=reverse))
+    if json:
+        print_json(result)
+        return
+    if name is None:
+        console.print("load order: " + (" → ".join(result.load_order) or "(none)"), highlight=False)
+    elif reverse:
+        console.print(f"depend on {name}: {', '.join(result.dependents) or '-'}", highlight=False)
+    else:
+        for d in result.dependencies:
+            need = f">= {d.min_version}" if d.min_version else "any"
+            mark = "ok" if d.is_satisfied else "MISSING"
+            console.print(f"{d.name} {need}{' (optional)' if d.optional else ''}: {d.installed_version or '-'} {mark}")
+    for p in result.problems:
+        console.print(f"[red]{p.plugin}: {p.code}: {p.message}[/]", highlight=False)
+
+
+@app.command()
+@reports_errors
+def check(url: UrlOpt = None, json: JsonOpt = False) -> None:
+    """Re-validate every installed plugin (rules, dependencies, signatures, trust); exit 1 if any fails."""
+    result: r.PluginCheckResult = _call(url, "PluginCheck", r.PluginCheck())
+    if json:
+        print_json(result)
+    else:
+        for p in result.problems:
+            console.print(f"{p.plugin}: {p.code}: {p.message}", highlight=False)
+        console.print(f"{result.checked} plugin(s) checked: {'valid' if result.is_valid else 'INVALID'}")
+    if not result.is_valid:
+        raise typer.Exit(1)
+
+
+# --- trust --------------------------------------------------------------------------------
+
+
+@trust_app.command("add")
+@reports_errors
+def trust_add(
+    pubkey: Annotated[str | None, typer.Argument(help="Author public key (64 hex).")] = None,
+    name: Annotated[str, typer.Option(help="Who this key belongs to.")] = "",
+    key_file: Annotated[Path | None, typer.Option(help="Trust the public half of this signing key file.")] = None,
+    url: UrlOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Trust an author's key cluster-wide."""
+    if (pubkey is None) == (key_file is None):
+        raise fail(ErrorCode.INVALID_ARGUMENT, "give a PUBKEY or --key-file")
+    key = pubkey if pubkey is not None else public_key_hex(read_key(key_file))  # type: ignore[arg-type]
+    result = _call(url, "PluginTrustAdd", r.PluginTrustAdd(pubkey=key, name=name))
+    print_json(result) if json else console.print(f"trusted {result.pubkey}", highlight=False)
+
+
+@trust_app.command("remove")
+@reports_errors
+def trust_remove(pubkey: str, url: UrlOpt = None, json: JsonOpt = False) -> None:
+    """Stop trusting an author (their plugins no longer load anywhere)."""
+    result = _call(url, "PluginTrustRemove", r.PluginTrustRemove(pubkey=pubkey))
+    print_json(result) if json else console.print(f"removed {result.pubkey}", highlight=False)
+
+
+@trust_app.command("list")
+@reports_errors
+def trust_list(url: UrlOpt = None, json: JsonOpt = False) -> None:
+    """The trusted author keys."""
+    result: r.PluginTrustListResult = _call(url, "PluginTrustList", r.PluginTrustList())
+    if json:
+        print_json(result)
+        return
+    for a in result.authors:
+        console.print(f"{a.pubkey}  {a.name}", highlight=False)

@@ -1,0 +1,144 @@
+"""One plugin version running on this node: its lifecycle state, its metrics,
+and the handler the registry routes to.
+
+States: Loading (module fetched, hash and signature checked) → Initializing
+(instantiated, ``plugin_info``/``plugin_init`` running) → Ready ⇄ Degraded
+(the runtime's fault counter and health probes) → Stopping (draining) →
+Stopped; or Failed when any step before Ready fails. The runtime itself
+knows Loading/Ready/Degraded/Stopping/Stopped; this layer adds the steps
+before the runtime exists and the per-version metrics.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import deque
+
+import msgspec
+
+from aspen.errors import AspenError
+from aspen.plugins.handler import WasmPluginHandler
+from aspen.plugins.manifest import PluginManifest
+from aspen.plugins.runtime import PluginState
+from aspen.rpc.handler import Request, RequestContext, Response
+
+LATENCY_WINDOW = 1024  # most recent calls the percentiles are taken over
+
+
+class LifecycleState(enum.StrEnum):
+    LOADING = "loading"
+    INITIALIZING = "initializing"
+    READY = "ready"
+    DEGRADED = "degraded"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+class MetricsSnapshot(msgspec.Struct, frozen=True):
+    calls: int = 0
+    errors: int = 0
+    in_flight: int = 0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+
+
+class PluginMetrics:
+    """Calls, errors, in-flight count and latency percentiles over the last
+    LATENCY_WINDOW calls (a plugin's recent behaviour is what an operator
+    looking at ``plugin info`` wants)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.errors = 0
+        self.in_flight = 0
+        self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+
+    def record(self, seconds: float, ok: bool) -> None:
+        self.calls += 1
+        if not ok:
+            self.errors += 1
+        self._latencies.append(seconds)
+
+    def snapshot(self) -> MetricsSnapshot:
+        ordered = sorted(self._latencies)
+
+        def pct(p: float) -> float:
+            if not ordered:
+                return 0.0
+            return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000, 3)
+
+        return MetricsSnapshot(self.calls, self.errors, self.in_flight, pct(0.50), pct(0.99))
+
+
+class ErrorInfo(msgspec.Struct, frozen=True):
+    code: str
+    message: str
+
+    @classmethod
+    def of(cls, exc: AspenError) -> ErrorInfo:
+        return cls(exc.code, exc.message)
+
+
+class PluginStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """What one node reports about one plugin (``plugin list``/``info``)."""
+
+    name: str
+    node_id: str
+    state: str  # LifecycleState, or "absent" when nothing runs
+    version: str | None = None  # the version serving requests, if any
+    generation: int = 0
+    wanted_version: str | None = None  # the version the install record asks for
+    wanted_generation: int = 0
+    error: ErrorInfo | None = None  # why the wanted version is not the one serving
+    metrics: MetricsSnapshot = MetricsSnapshot()
+    updated_at_ms: int = 0
+
+
+_RUNTIME_STATES = {
+    PluginState.LOADING: LifecycleState.INITIALIZING,
+    PluginState.READY: LifecycleState.READY,
+    PluginState.DEGRADED: LifecycleState.DEGRADED,
+    PluginState.STOPPING: LifecycleState.STOPPING,
+    PluginState.STOPPED: LifecycleState.STOPPED,
+    PluginState.FAILED: LifecycleState.FAILED,
+}
+
+
+class ManagedPlugin:
+    """The registry's handler for one running plugin version: routes to the
+    WASM handler and records metrics. A request that picked this handler
+    from a registry snapshot finishes on it even after a swap — the old
+    runtime drains before it stops."""
+
+    def __init__(self, handler: WasmPluginHandler, generation: int) -> None:
+        self.inner = handler
+        self.manifest: PluginManifest = handler.manifest
+        self.generation = generation
+        self.name = handler.name
+        self.request_types = handler.request_types
+        self.priority = handler.priority
+        self.app_id = handler.app_id
+        self.metrics = PluginMetrics()
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        return (self.manifest.version, self.manifest.wasm_hash, self.generation)
+
+    @property
+    def state(self) -> LifecycleState:
+        return _RUNTIME_STATES[self.inner.runtime.state]
+
+    async def handle(self, request: Request, ctx: RequestContext) -> Response:
+        m = self.metrics
+        m.in_flight += 1
+        started = time.perf_counter()
+        ok = False
+        try:
+            response = await self.inner.handle(request, ctx)
+            ok = True
+            return response
+        finally:
+            m.in_flight -= 1
+            m.record(time.perf_counter() - started, ok)

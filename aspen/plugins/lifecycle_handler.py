@@ -1,0 +1,110 @@
+"""The node's plugin lifecycle: the RPC handler for ``Plugin*`` requests and
+the factory that wires the reconciler into a node.
+
+Entry point (``aspen.handlers`` group)::
+
+    plugins = "aspen.plugins.lifecycle_handler:create"
+
+Node configuration, ``[plugins]`` table of ``aspen.toml``:
+``allow_unsigned`` (default false; also ``ASPEN_ALLOW_UNSIGNED_PLUGINS=1``,
+set by ``aspen node start --allow-unsigned-plugins``), ``drain_seconds``
+(30), ``resync_seconds`` (30), ``health_seconds`` (10).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from aspen.errors import AspenError, ErrorCode
+from aspen.plugins import requests as r
+from aspen.plugins.admin import PluginAdmin
+from aspen.plugins.reconciler import PluginReconciler
+from aspen.rpc.catalog import parse_body, to_body
+from aspen.rpc.handler import Request, RequestContext, Response
+
+ALLOW_UNSIGNED_ENV = "ASPEN_ALLOW_UNSIGNED_PLUGINS"
+
+
+class LifecycleHandler:
+    name = "core.plugins"
+    priority = 150  # above the core store handlers' 0-99: runs under the request deadline
+    request_types = frozenset(r.LIFECYCLE_REQUESTS)
+
+    def __init__(self, reconciler: PluginReconciler) -> None:
+        self.reconciler = reconciler
+        self.admin = PluginAdmin(reconciler)
+
+    async def start(self) -> None:
+        await self.reconciler.start()
+
+    async def stop(self) -> None:
+        await self.reconciler.stop()
+
+    async def handle(self, request: Request, ctx: RequestContext) -> Response:
+        body_cls, response_type, _ = r.LIFECYCLE_REQUESTS[request.type]
+        body = parse_body(request.body, body_cls)
+        result = await self._run(request.type, body)
+        return Response(response_type, to_body(result))
+
+    async def _run(self, kind: str, body: Any) -> Any:
+        admin = self.admin
+        if kind in ("PluginInstall", "PluginUpgrade"):
+            return await admin.install(body, upgrade=kind == "PluginUpgrade")
+        if kind == "PluginRollback":
+            return await admin.rollback(body)
+        if kind == "PluginEnable":
+            return await admin.enable(body)
+        if kind == "PluginDisable":
+            return await admin.disable(body)
+        if kind == "PluginRemove":
+            return await admin.remove(body)
+        if kind == "PluginList":
+            return await admin.list()
+        if kind == "PluginInfo":
+            return await admin.info(body)
+        if kind == "PluginDeps":
+            return await admin.deps(body)
+        if kind == "PluginCheck":
+            return await admin.check()
+        if kind == "PluginTrustAdd":
+            return await admin.trust.add(body.pubkey, body.name)
+        if kind == "PluginTrustRemove":
+            await admin.trust.remove(body.pubkey)
+            return r.PluginTrustRemoveResult(pubkey=body.pubkey, was_removed=True)
+        if kind == "PluginTrustList":
+            return r.PluginTrustListResult(authors=await admin.trust.list())
+        raise AspenError(ErrorCode.UNKNOWN_REQUEST, f"unknown plugin request {kind}")
+
+
+def _flag(value: object) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def _seconds(section: dict[str, Any], name: str, default: float) -> float:
+    value = section.get(name, default)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"[plugins] {name} must be a positive number of seconds")
+    return float(value)
+
+
+def create(node: Any) -> LifecycleHandler:
+    """Build the node's reconciler (``node.plugins``), register it for
+    ``PluginReload``, and return the handler whose start/stop run it."""
+    section = dict(node.config.sections.get("plugins", {}))
+    reconciler = PluginReconciler(
+        kv=node.kv,
+        blobs=node.blobs,
+        registry=node.registry,
+        node_id=node.node_id,
+        allow_unsigned=_flag(section.get("allow_unsigned", False)) or _flag(os.environ.get(ALLOW_UNSIGNED_ENV, "")),
+        node_info={"node_id": node.node_id},
+        drain_seconds=_seconds(section, "drain_seconds", 30.0),
+        resync_seconds=_seconds(section, "resync_seconds", 30.0),
+        health_seconds=_seconds(section, "health_seconds", 10.0),
+    )
+    node.plugins = reconciler
+    node.registry.set_reload_callback(reconciler.reload)
+    return LifecycleHandler(reconciler)
