@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import queue
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -94,6 +96,31 @@ async def throughput(registry, callers: int, calls: int, request: Request = Requ
     return calls / (time.perf_counter() - start)
 
 
+async def bare_handoff(calls: int) -> float:
+    """µs for an empty event loop → worker thread → event loop round trip,
+    the same handoff the runtime uses (SimpleQueue + call_soon_threadsafe):
+    the floor that "no WASM call on the event loop" puts under every call."""
+    jobs: queue.SimpleQueue = queue.SimpleQueue()
+
+    def worker() -> None:
+        while (job := jobs.get()) is not None:
+            loop, future = job
+            loop.call_soon_threadsafe(future.set_result, None)
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    loop = asyncio.get_running_loop()
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        future = loop.create_future()
+        jobs.put((loop, future))
+        await future
+    elapsed = time.perf_counter() - t0
+    jobs.put(None)
+    thread.join()
+    return elapsed / calls * 1e6
+
+
 def extism_manifest(rel: str, limits) -> dict:
     """The Extism manifest the runtime builds: same module, same limits."""
     wasm = (REPO / "plugins" / rel / "plugin.wasm").read_bytes()
@@ -134,6 +161,8 @@ async def main(calls: int, rounds: int) -> None:
             echo_req = Request("Echo", {"message": "x" * 64, "n": 1})
             ours, base = await per_call(registry, echo, echo_req, calls, rounds)
             print(f"echo      registry {ours:8.1f} µs/call   raw Plugin.call {base:8.1f} µs/call   ratio {ours / base:.2f}x (goal <= 1.3x)")
+            hop = statistics.median([await bare_handoff(calls) for _ in range(rounds)])
+            print(f"floor     empty loop->thread->loop handoff {hop:8.1f} µs   (raw call + floor = {(base + hop) / base:.2f}x raw)")
             piped = statistics.median([await pipelined(registry, echo_req, calls, 8) for _ in range(rounds)])
             print(f"echo      registry, 8 in flight {piped:8.1f} µs/call   ratio to raw {piped / base:.2f}x")
             ours_kv, base_kv = await per_call(registry, echo, Request("EchoRead", {"key": "greeting"}), calls, rounds)
