@@ -108,3 +108,25 @@ def test_delayed_and_dependent_jobs(node):
 def test_errors_exit_non_zero_with_code(node, args, code):
     result = aspen(node, *args, check=False)
     assert result.returncode == 1 and code in result.stderr
+
+
+def test_submit_priority_and_timeout(node):
+    job_id = aspen(
+        node, "submit", "shell", "--payload", '{"command": "true"}', "--priority", "high", "--timeout", "45"
+    ).stdout.strip()
+    job = wait_state(node, job_id, "succeeded")
+    assert job["priority"] == "high" and job["timeout_ms"] == 45_000
+
+    bad = aspen(node, "submit", "shell", "--priority", "urgent", check=False)
+    assert bad.returncode != 0 and "urgent" in bad.stderr
+
+    started = time.monotonic()
+    slow = aspen(
+        node, "submit", "shell", "--payload", '{"command": "sleep 60"}',
+        "--timeout", "1.5", "--retries", "1", "--backoff", "30",
+    ).stdout.strip()
+    job = wait_state(node, slow, "retrying", "dead", "failed")
+    assert time.monotonic() - started < 30  # the timeout, not the 60 s sleep, ended it
+    assert job["state"] == "retrying" and job["attempts"] == 1
+    assert job["error_code"] == "TIMEOUT" and "timed out after 1500 ms" in job["error"]
+    assert "cancelled" in aspen(node, "cancel", slow).stdout

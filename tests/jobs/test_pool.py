@@ -215,3 +215,36 @@ async def test_large_results_are_stored_as_blobs(store, wait_for_state, blobs):
     assert done.result is None and done.result_blob
     assert await blobs.size(done.result_blob) > 64 * 1024
     assert (await store.read_result(done))["rows"][1999] == "x" * 100
+
+
+async def test_heartbeat_keeps_a_job_longer_than_the_lease(store, wait_for_state):
+    """The claim hangs off the pool's lease: a job running ~3× the lease TTL
+    survives because the heartbeat renews that lease, and the registration
+    lists the job while it runs."""
+    rec = Recorder(delay=6.0)
+    pool = pool_for(store, rec, lease_ttl=2)
+    async with pool:
+        job = await store.submit(JobSpec(type="rec", retry=RetryPolicy(max_retries=2, backoff_ms=0)))
+        await wait_for_state(job.id, JobState.RUNNING)
+        seen_running = 0
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 5.0:  # well past two lease TTLs
+            (info,) = await store.workers()
+            assert info.worker_id == pool.worker_id
+            if job.id in info.running:
+                seen_running += 1
+            running = await store.get(job.id)
+            assert running.state == JobState.RUNNING and running.attempts == 1
+            await asyncio.sleep(0.5)
+        assert seen_running >= 5  # the heartbeat keeps re-publishing it
+        done = await wait_for_state(job.id, JobState.SUCCEEDED)
+        (info,) = await store.workers()
+        for _ in range(40):  # the next heartbeat drops the finished job
+            if job.id not in info.running:
+                break
+            await asyncio.sleep(0.1)
+            (info,) = await store.workers()
+        assert info.running == [] and info.processed == 1
+    assert done.attempts == 1 and done.errors == [] and done.worker_id == pool.worker_id
+    assert len(rec.starts[job.id]) == 1 and rec.cancelled == []  # never reaped and re-run
+    assert done.finished_ms - done.started_ms >= 6000

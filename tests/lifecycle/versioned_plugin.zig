@@ -30,5 +30,31 @@ export fn handle_request() i32 {
 
 fn handle(req: aspen.Request) ![]const u8 {
     const seq = aspen.field(req.body, "seq") orelse .null;
+    // `hold_ms` keeps the call busy that long: the in-flight and latency tests need a slow call.
+    if (aspen.field(req.body, "hold_ms")) |h| switch (h) {
+        .integer => |ms| try hold(ms),
+        else => {},
+    };
     return aspen.reply("VersionEchoResult", .{ .version = version, .seq = seq, .served_by = info.name });
+}
+
+fn nowMs() !i64 {
+    const answer = try aspen.call("aspen_now_ms", struct {}{});
+    return switch (aspen.field(answer, "now_ms") orelse .null) {
+        .integer => |n| n,
+        else => error.BadClock,
+    };
+}
+
+fn hold(ms: i64) !void {
+    const until = (try nowMs()) + ms;
+    var spins: u64 = 0;
+    while ((try nowMs()) < until) {
+        var i: u32 = 0;
+        // Spin between clock reads: each host call allocates in the call's arena.
+        while (i < 1_000_000) : (i += 1) {
+            spins +%= i;
+            std.mem.doNotOptimizeAway(spins);
+        }
+    }
 }
