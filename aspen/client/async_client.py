@@ -87,10 +87,12 @@ class Client:
     # --- transport ------------------------------------------------------------
 
     async def _send(
-        self, build: Callable[[str], httpx.Request], idempotent: bool, *, stream: bool = False
+        self, build: Callable[[str], httpx.Request], idempotent: bool, *, stream: bool = False, rpc: bool = False
     ) -> httpx.Response:
         """Send to the current node, failing over to the others. Requests that
-        may have reached a node are only re-sent when ``idempotent``."""
+        may have reached a node are only re-sent when ``idempotent``. With
+        ``rpc``, an HTTP 5xx counts as such a failure: ``/v1/rpc`` answers
+        every Aspen error with an envelope, so a 5xx came from a crash or proxy."""
         last: Exception | None = None
         n = len(self.urls)
         for round_ in range(self._retries):
@@ -108,6 +110,15 @@ class Client:
                             f"lost the connection to {self.urls[index]} after sending; the outcome is unknown: {exc!r}",
                         ) from None
                     last = exc
+                    continue
+                if rpc and resp.status_code >= 500:
+                    last = AspenError(ErrorCode.UNAVAILABLE, f"{self.urls[index]} answered HTTP {resp.status_code}")
+                    if not idempotent:
+                        raise AspenError(
+                            ErrorCode.UNAVAILABLE,
+                            f"{self.urls[index]} answered HTTP {resp.status_code} after the request was sent; "
+                            "the outcome is unknown",
+                        )
                     continue
                 self._current = index
                 return resp
@@ -131,7 +142,7 @@ class Client:
                 "POST", f"{url}/v1/rpc", content=content, headers=headers, timeout=httpx.Timeout(timeout + 5, connect=5.0)
             )
 
-        resp = await self._send(build, type in c.IDEMPOTENT_REQUESTS)
+        resp = await self._send(build, type in c.IDEMPOTENT_REQUESTS, rpc=True)
         wire = decode_response(resp.content, "msgpack" in resp.headers.get("content-type", ""))
         if wire.type == "Error":
             raise AspenError.from_body(wire.body)

@@ -198,7 +198,12 @@ def load_entry_point_handlers(node: Any, group: str) -> list[RequestHandler]:
 
     handlers: list[RequestHandler] = []
     for ep in sorted(entry_points(group=group), key=lambda e: e.name):
-        made = ep.load()(node)
+        try:
+            made = ep.load()(node)
+        except AspenError:
+            raise  # the factory's own verdict (e.g. a store it needs is unreachable)
+        except Exception as exc:
+            raise AspenError(ErrorCode.PLUGIN_LOAD_FAILED, f"handler entry point {ep.name!r} failed: {exc}") from exc
         if made is None:
             continue
         core = ep.dist is not None and ep.dist.name == CORE_DISTRIBUTION
@@ -208,9 +213,11 @@ def load_entry_point_handlers(node: Any, group: str) -> list[RequestHandler]:
             low, high = (0, 899) if core else NATIVE_PLUGIN_PRIORITIES
             if not low <= h.priority <= high:
                 raise AspenError(
-                    ErrorCode.INVALID_ARGUMENT,
+                    ErrorCode.PLUGIN_PRIORITY_OUT_OF_RANGE,
                     f"handler {h.name!r} from entry point {ep.name!r} has priority {h.priority}; "
                     f"native handlers use {low}-{high}",
+                    priority=h.priority,
+                    allowed=[low, high],
                 )
             handlers.append(h)
     return handlers
