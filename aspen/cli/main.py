@@ -1,17 +1,11 @@
-"""The root ``aspen`` command: mounts each command group.
-
-Groups owned by other layers (job, plugin, cluster, dev) are mounted when
-their module exists; an import error inside one is a bug and is not hidden.
-"""
+"""The root ``aspen`` command: one Typer sub-app per command group, each in
+its own module."""
 
 from __future__ import annotations
 
-import importlib
-from pathlib import Path
-
 import typer
 
-from aspen.cli import blob, kv, node, status
+from aspen.cli import blob, cluster, dev, job, kv, node, plugin, status
 
 app = typer.Typer(
     name="aspen",
@@ -22,9 +16,8 @@ app = typer.Typer(
 app.add_typer(node.app, name="node")
 app.add_typer(kv.app, name="kv")
 app.add_typer(blob.app, name="blob")
+app.add_typer(job.app, name="job")
+app.add_typer(plugin.app, name="plugin")
+app.add_typer(cluster.app, name="cluster")
+app.add_typer(dev.app, name="dev")
 app.command("status")(status.status)
-
-_HERE = Path(__file__).parent
-for _group in ("job", "plugin", "app", "cluster", "federation", "token", "dev"):
-    if (_HERE / f"{_group}.py").exists():
-        app.add_typer(importlib.import_module(f"aspen.cli.{_group}").app, name=_group)
