@@ -132,7 +132,9 @@ def rq_round(work: Path, jobs: int, worker_class: str | None = None) -> float:
 
         while not Worker.all(connection=conn):
             time.sleep(0.05)
-        from bench_jobs import noop as importable_noop  # the worker resolves "bench_jobs.noop"
+        from bench_jobs import (
+            noop as importable_noop,  # the worker resolves "bench_jobs.noop"
+        )
 
         t0 = time.perf_counter()
         for start in range(0, jobs, BATCH):

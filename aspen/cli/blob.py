@@ -9,7 +9,16 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
-from aspen.cli.common import JsonOpt, UrlOpt, connect, console, err_console, fail, print_json, reports_errors
+from aspen.cli.common import (
+    JsonOpt,
+    UrlOpt,
+    connect,
+    console,
+    err_console,
+    fail,
+    print_json,
+    reports_errors,
+)
 from aspen.errors import ErrorCode
 
 app = typer.Typer(help="Store and fetch blobs by BLAKE3 hash.", no_args_is_help=True)

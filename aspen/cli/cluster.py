@@ -8,7 +8,14 @@ import msgspec
 import typer
 from rich.table import Table
 
-from aspen.cli.common import JsonOpt, UrlOpt, connect, console, print_json, reports_errors
+from aspen.cli.common import (
+    JsonOpt,
+    UrlOpt,
+    connect,
+    console,
+    print_json,
+    reports_errors,
+)
 from aspen.cluster.handler import ClusterStatusResult
 
 app = typer.Typer(help="Cluster membership and the etcd cluster's health.", no_args_is_help=True)

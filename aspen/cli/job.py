@@ -13,7 +13,16 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from aspen.cli.common import JsonOpt, UrlOpt, connect, console, fail, print_json, reports_errors
+from aspen import clock
+from aspen.cli.common import (
+    JsonOpt,
+    UrlOpt,
+    connect,
+    console,
+    fail,
+    print_json,
+    reports_errors,
+)
 from aspen.errors import ErrorCode
 from aspen.jobs.model import JobState, Priority
 
@@ -26,7 +35,7 @@ _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 def parse_run_at(text: str, now_ms: int | None = None) -> int:
     """``+30s``/``+5m``/``+2h``/``+1d`` from now, or an ISO 8601 time (local
     time unless it names a zone); returns epoch milliseconds."""
-    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    now_ms = clock.now_ms() if now_ms is None else now_ms
     m = _RELATIVE.match(text.strip())
     if m:
         return now_ms + int(float(m.group(1)) * _UNIT_MS[m.group(2)])

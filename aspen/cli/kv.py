@@ -9,7 +9,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from aspen.cli.common import JsonOpt, UrlOpt, connect, console, fail, print_json, reports_errors, show_bytes
+from aspen.cli.common import (
+    JsonOpt,
+    UrlOpt,
+    connect,
+    console,
+    fail,
+    print_json,
+    reports_errors,
+    show_bytes,
+)
 from aspen.errors import ErrorCode
 
 app = typer.Typer(help="Read and write keys.", no_args_is_help=True)

@@ -16,7 +16,15 @@ import msgspec
 import typer
 from rich.table import Table
 
-from aspen.cli.common import JsonOpt, UrlOpt, connect, console, fail, print_json, reports_errors
+from aspen.cli.common import (
+    JsonOpt,
+    UrlOpt,
+    connect,
+    console,
+    fail,
+    print_json,
+    reports_errors,
+)
 from aspen.errors import AspenError, ErrorCode
 from aspen.plugins import requests as r
 from aspen.plugins.lifecycle import PluginStatus

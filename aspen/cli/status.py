@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from aspen.cli.common import JsonOpt, UrlOpt, connect, console, print_json, reports_errors
+from aspen.cli.common import (
+    JsonOpt,
+    UrlOpt,
+    connect,
+    console,
+    print_json,
+    reports_errors,
+)
 
 
 @reports_errors

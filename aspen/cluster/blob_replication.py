@@ -1,9 +1,9 @@
 """Blobs across nodes: a local store plus locations recorded in the shared KV.
 
 A blob lives on the node that received it; ``__cluster:blobs:{hash}:{node_id}``
-(JSON ``{"url", "size"}``) says where. With ``replication_factor`` N > 1 an
-add pushes the blob to N-1 other live nodes (those registered under
-``__cluster:nodes:``, chosen by rendezvous hashing so placement spreads
+(a :class:`BlobLocation`) says where. With ``replication_factor`` N > 1 an
+add pushes the blob to N-1 other live nodes (those registered by
+:mod:`aspen.cluster.membership`, chosen by rendezvous hashing so placement spreads
 evenly and is stable) before it returns. A read that misses locally fetches
 the blob from a node that has it, streaming into the local store with the
 expected hash: a peer serving other bytes is caught when the stream ends and
@@ -16,15 +16,16 @@ partial blob visible.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterable, AsyncIterator
-from typing import Any
+from typing import Annotated
 
 import httpx
+import msgspec
 from blake3 import blake3
 
 from aspen.cluster.blob_routes import PEER_HEADER
+from aspen.cluster.membership import list_nodes
 from aspen.errors import AspenError, ErrorCode
 from aspen.storage.blobs import LocalBlobStore, check_hash
 from aspen.storage.protocol import KeyValueStore
@@ -32,14 +33,34 @@ from aspen.storage.records import BlobAddResult, BlobPage
 
 log = logging.getLogger(__name__)
 
-NODES_PREFIX = "__cluster:nodes:"
 BLOBS_PREFIX = "__cluster:blobs:"
 MAX_REPLICATION_FACTOR = 5
 TRANSFER_TIMEOUT = 300.0
 
 
+class BlobLocation(msgspec.Struct, frozen=True):
+    """One node's copy of a blob: where to fetch it and how many bytes to
+    expect (a peer sending more is cut off)."""
+
+    url: str
+    size: Annotated[int, msgspec.Meta(ge=0)]
+
+
+_location_encoder = msgspec.json.Encoder()
+_location_decoder = msgspec.json.Decoder(BlobLocation)
+
+
 def location_key(hash: str, node_id: str) -> str:
     return f"{BLOBS_PREFIX}{hash}:{node_id}"
+
+
+def encode_location(location: BlobLocation) -> bytes:
+    return _location_encoder.encode(location)
+
+
+def decode_location(raw: bytes) -> BlobLocation:
+    """Raises :class:`msgspec.DecodeError` for anything but a BlobLocation."""
+    return _location_decoder.decode(raw)
 
 
 def _error_code(resp: httpx.Response) -> str | None:
@@ -101,29 +122,21 @@ class ReplicatedBlobStore:
 
     async def _live_nodes(self) -> dict[str, str]:
         """node_id → url of every registered node (registrations live on a lease)."""
-        nodes = {}
-        for key, value in await self._scan_all(NODES_PREFIX):
-            try:
-                reg = json.loads(value)
-                nodes[str(reg["node_id"])] = str(reg["url"]).rstrip("/")
-            except (ValueError, KeyError, TypeError):
-                log.warning("ignoring malformed node registration %s", key)
-        return nodes
+        return {n.node_id: n.url.rstrip("/") for n in await list_nodes(self.kv)}
 
-    async def _locations(self, h: str) -> dict[str, dict[str, Any]]:
-        """node_id → {"url", "size"} for every recorded copy of ``h``."""
+    async def _locations(self, h: str) -> dict[str, BlobLocation]:
+        """node_id → location of every recorded copy of ``h``."""
         prefix = f"{BLOBS_PREFIX}{h}:"
         locs = {}
         for key, value in await self._scan_all(prefix):
             try:
-                loc = json.loads(value)
-                locs[key[len(prefix) :]] = {"url": str(loc["url"]).rstrip("/"), "size": int(loc["size"])}
-            except (ValueError, KeyError, TypeError):
+                locs[key[len(prefix) :]] = decode_location(value)
+            except msgspec.DecodeError:
                 log.warning("ignoring malformed blob location %s", key)
         return locs
 
     async def _record(self, h: str, size: int, node_id: str | None = None, url: str | None = None) -> None:
-        value = json.dumps({"url": url or self.url, "size": size}).encode()
+        value = encode_location(BlobLocation(url=url or self.url, size=size))
         await self.kv.put(location_key(h, node_id or self.node_id), value)
 
     async def _forget(self, h: str) -> None:
@@ -156,7 +169,7 @@ class ReplicatedBlobStore:
         """Push to live nodes without a copy until ``replication_factor`` nodes
         hold it; a node that fails is skipped for the next candidate."""
         locs = await self._locations(h)
-        missing = self.replication_factor - len(locs | {self.node_id: {}})
+        missing = self.replication_factor - len(locs.keys() | {self.node_id})
         if missing <= 0:
             return
         nodes = await self._live_nodes()
@@ -211,9 +224,9 @@ class ReplicatedBlobStore:
         order = sorted(locs, key=lambda n: (n not in nodes, blake3(f"{h}:{n}".encode()).digest()))
         unreachable = []
         for node_id in order:
-            url = nodes.get(node_id, locs[node_id]["url"])
+            url = nodes.get(node_id, locs[node_id].url.rstrip("/"))
             try:
-                found = await self._fetch_from(h, node_id, url, locs[node_id]["size"])
+                found = await self._fetch_from(h, node_id, url, locs[node_id].size)
             except (httpx.HTTPError, OSError, TimeoutError) as exc:
                 log.warning("fetching blob %s from node %s failed: %s", h, node_id, exc)
                 unreachable.append(node_id)
@@ -297,7 +310,7 @@ class ReplicatedBlobStore:
                 raise
         for node_id, loc in (await self._locations(h)).items():
             if node_id != self.node_id:
-                return loc["size"]
+                return loc.size
         raise AspenError(ErrorCode.BLOB_NOT_FOUND, f"blob {h} not found on any node", hash=h)
 
     async def list(self, *, limit: int = 1000, continuation: str | None = None) -> BlobPage:

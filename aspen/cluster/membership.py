@@ -31,8 +31,21 @@ class NodeRecord(msgspec.Struct, frozen=True):
     last_seen: float  # unix seconds, refreshed with every keep-alive
 
 
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(NodeRecord)
+
+
 def node_key(node_id: str) -> str:
     return NODES_PREFIX + node_id
+
+
+def encode_node(record: NodeRecord) -> bytes:
+    return _encoder.encode(record)
+
+
+def decode_node(raw: bytes) -> NodeRecord:
+    """Raises :class:`msgspec.DecodeError` for anything but a NodeRecord."""
+    return _decoder.decode(raw)
 
 
 async def list_nodes(kv: KeyValueStore) -> list[NodeRecord]:
@@ -43,7 +56,7 @@ async def list_nodes(kv: KeyValueStore) -> list[NodeRecord]:
         page = await kv.scan(NODES_PREFIX, continuation=token)
         for entry in page.entries:
             try:
-                out.append(msgspec.json.decode(entry.value, type=NodeRecord))
+                out.append(decode_node(entry.value))
             except msgspec.DecodeError:
                 log.warning("ignoring a malformed node record under %s", entry.key)
         if not page.is_truncated:
@@ -69,7 +82,7 @@ class NodeRegistration:
 
     async def _write(self) -> None:
         self.record = msgspec.structs.replace(self.record, last_seen=time.time())
-        await self.kv.put(node_key(self.record.node_id), msgspec.json.encode(self.record), lease=self.lease_id)
+        await self.kv.put(node_key(self.record.node_id), encode_node(self.record), lease=self.lease_id)
 
     async def _register(self) -> None:
         self.lease_id = (await self.kv.lease_grant(self.ttl)).id

@@ -16,7 +16,14 @@ import msgspec
 
 from aspen.errors import AspenError, ErrorCode
 from aspen.jobs.builtin import builtin_workers, entry_point_workers
-from aspen.jobs.messages import MAX_LIST_LIMIT, MAX_LOG_CHUNK, Empty, JobListBody, JobLogsBody, JobRef
+from aspen.jobs.messages import (
+    MAX_LIST_LIMIT,
+    MAX_LOG_CHUNK,
+    Empty,
+    JobListBody,
+    JobLogsBody,
+    JobRef,
+)
 from aspen.jobs.model import parse_spec
 from aspen.jobs.pool import WorkerPool
 from aspen.jobs.store import JobStore

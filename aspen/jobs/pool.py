@@ -22,10 +22,11 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+from aspen.clock import now_ms
 from aspen.errors import AspenError, ErrorCode
 from aspen.jobs import keys
 from aspen.jobs.model import Job, JobFailure, LiveLog, WorkerInfo, encode
-from aspen.jobs.store import JobStore, new_job_id, now_ms
+from aspen.jobs.store import JobStore, new_job_id
 from aspen.jobs.worker import JobContext, Worker
 from aspen.storage.records import Compare, PutOp
 

@@ -14,12 +14,12 @@ import asyncio
 import itertools
 import random
 import secrets
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
 
+from aspen.clock import now_ms
 from aspen.errors import AspenError, ErrorCode
 from aspen.jobs import keys
 from aspen.jobs.model import (
@@ -43,10 +43,6 @@ from aspen.storage.records import Compare, DeleteOp, KeyValue, PutOp
 MAX_CAS_ATTEMPTS = 100
 RANKS = tuple(sorted(p.rank for p in Priority))
 _json = msgspec.json.Encoder()
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 _id_sequence = itertools.count()

@@ -14,7 +14,14 @@ from starlette.routing import Route
 
 from aspen.errors import AspenError, ErrorCode
 from aspen.rpc.catalog import CORE_REQUEST_TYPES
-from aspen.rpc.envelope import JSON, MAX_MESSAGE_BYTES, MSGPACK, check_size, decode_request, encode_response
+from aspen.rpc.envelope import (
+    JSON,
+    MAX_MESSAGE_BYTES,
+    MSGPACK,
+    check_size,
+    decode_request,
+    encode_response,
+)
 from aspen.rpc.handler import Request, RequestContext
 from aspen.rpc.registry import error_response
 

@@ -18,12 +18,12 @@ from pathlib import Path
 import uvicorn
 from starlette.applications import Starlette
 
+from aspen.cluster.blob_replication import ReplicatedBlobStore
 from aspen.node.app import build_app
 from aspen.node.config import NodeConfig
 from aspen.node.services import NodeServices
 from aspen.node.watches import WatchHub
 from aspen.rpc.handler import HANDLERS_ENTRY_POINT_GROUP
-from aspen.cluster.blob_replication import ReplicatedBlobStore
 from aspen.rpc.registry import HandlerRegistry, load_entry_point_handlers
 from aspen.storage.blobs import LocalBlobStore
 from aspen.storage.sqlite import SqliteKeyValueStore
@@ -64,7 +64,9 @@ async def open_node(config: NodeConfig) -> Node:
     data_dir = Path(config.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     if config.etcd:
-        from aspen.storage.etcd import EtcdKeyValueStore  # fails fast (ETCD_UNREACHABLE) when no member answers
+        from aspen.storage.etcd import (
+            EtcdKeyValueStore,  # fails fast (ETCD_UNREACHABLE) when no member answers
+        )
 
         kv = await EtcdKeyValueStore.open(config.etcd)
     else:

@@ -26,7 +26,14 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from aspen.errors import AspenError, ErrorCode
-from aspen.rpc.catalog import WatchCancel, WatchCancelResult, WatchCreate, WatchCreateResult, WatchEventMessage, parse_body
+from aspen.rpc.catalog import (
+    WatchCancel,
+    WatchCancelResult,
+    WatchCreate,
+    WatchCreateResult,
+    WatchEventMessage,
+    parse_body,
+)
 from aspen.storage.records import WatchEvent
 
 _enc = msgspec.json.Encoder()

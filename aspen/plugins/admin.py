@@ -14,6 +14,7 @@ import asyncio
 
 import msgspec
 
+from aspen.clock import now_ms
 from aspen.errors import AspenError, ErrorCode
 from aspen.plugins import requests as r
 from aspen.plugins.host import MAX_PLUGINS
@@ -21,7 +22,7 @@ from aspen.plugins.lifecycle import PluginStatus
 from aspen.plugins.manifest import MAX_WASM_BYTES, PluginManifest, is_semver, semver_key
 from aspen.plugins.reconciler import STATUS_PREFIX, PluginReconciler
 from aspen.plugins.signing import verify_wasm, wasm_hash
-from aspen.plugins.store import InstalledPlugin, Stored, now_ms, push_history
+from aspen.plugins.store import InstalledPlugin, Stored, push_history
 from aspen.plugins.validation import (
     check_against_installed,
     check_manifest,

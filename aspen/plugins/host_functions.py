@@ -31,13 +31,25 @@ from typing import Any
 import extism
 import msgspec
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 
+from aspen.clock import now_ms
 from aspen.errors import AspenError, ErrorCode
 from aspen.plugins.gate import PluginGate
 from aspen.storage.limits import check_limit, check_ops_count
 from aspen.storage.protocol import BlobStore, KeyValueStore
-from aspen.storage.records import Compare, DeleteOp, GetOp, KeyValue, PutOp, RangeOp, TxnResult
+from aspen.storage.records import (
+    Compare,
+    DeleteOp,
+    GetOp,
+    KeyValue,
+    PutOp,
+    RangeOp,
+    TxnResult,
+)
 
 log = logging.getLogger("aspen.plugins")
 
@@ -207,7 +219,7 @@ def _log(ctx: CallContext, args: dict[str, Any]) -> dict[str, Any]:
 
 @host_function("aspen_now_ms")
 def _now_ms(ctx: CallContext, args: dict[str, Any]) -> dict[str, Any]:
-    return {"now_ms": time.time_ns() // 1_000_000}
+    return {"now_ms": now_ms()}
 
 
 @host_function("aspen_host_api_version")

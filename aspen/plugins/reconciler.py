@@ -37,13 +37,26 @@ from typing import Any
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from aspen.clock import now_ms
 from aspen.errors import AspenError, ErrorCode
 from aspen.plugins.handler import WasmPluginHandler
 from aspen.plugins.host import PluginHost
-from aspen.plugins.lifecycle import ErrorInfo, LifecycleState, ManagedPlugin, MetricsSnapshot, PluginStatus
+from aspen.plugins.lifecycle import (
+    ErrorInfo,
+    LifecycleState,
+    ManagedPlugin,
+    MetricsSnapshot,
+    PluginStatus,
+)
 from aspen.plugins.manifest import NodePluginLimits, PluginManifest
 from aspen.plugins.signing import verify_wasm, wasm_hash
-from aspen.plugins.store import MANIFESTS_PREFIX, PLUGINS_PREFIX, InstalledPlugin, PluginStore, blob_tag, now_ms
+from aspen.plugins.store import (
+    MANIFESTS_PREFIX,
+    PLUGINS_PREFIX,
+    InstalledPlugin,
+    PluginStore,
+    blob_tag,
+)
 from aspen.plugins.trust import TRUST_PREFIX, TrustStore
 from aspen.plugins.validation import load_order, version_satisfies
 from aspen.rpc.catalog import PluginReloadResult

@@ -16,14 +16,22 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from pathlib import Path
 
 import blake3
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 
+from aspen import clock
 from aspen.errors import AspenError, ErrorCode
 from aspen.plugins.manifest import PluginSignature
 
@@ -62,7 +70,7 @@ def sign_wasm(key: Ed25519PrivateKey, wasm: bytes, *, now_ms: int | None = None)
         author_pubkey=public_key_hex(key),
         signature=key.sign(digest).hex(),
         wasm_hash=digest.hex(),
-        signed_at_ms=int(time.time() * 1000) if now_ms is None else now_ms,
+        signed_at_ms=clock.now_ms() if now_ms is None else now_ms,
     )
 
 

@@ -15,8 +15,6 @@ history; garbage collection may take it after that.
 
 from __future__ import annotations
 
-import time
-
 import msgspec
 
 from aspen.errors import AspenError, ErrorCode
@@ -39,10 +37,6 @@ class InstalledPlugin(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     @property
     def name(self) -> str:
         return self.manifest.name
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def blob_tag(name: str, version: str) -> str:

@@ -8,10 +8,9 @@ their plugins from loading anywhere from then on.
 
 from __future__ import annotations
 
-import time
-
 import msgspec
 
+from aspen.clock import now_ms
 from aspen.errors import AspenError, ErrorCode
 from aspen.plugins.manifest import PluginSignature
 from aspen.plugins.signing import parse_public_key
@@ -37,7 +36,7 @@ class TrustStore:
         parse_public_key(pubkey)
         if len(name.encode()) > MAX_AUTHOR_NAME_BYTES:
             raise AspenError(ErrorCode.INVALID_ARGUMENT, f"author name exceeds {MAX_AUTHOR_NAME_BYTES} bytes")
-        author = TrustedAuthor(pubkey=pubkey, name=name, added_at_ms=int(time.time() * 1000))
+        author = TrustedAuthor(pubkey=pubkey, name=name, added_at_ms=now_ms())
         result = await self.kv.compare_and_swap(TRUST_PREFIX + pubkey, None, msgspec.json.encode(author))
         if not result.succeeded and result.actual is not None:
             return msgspec.json.decode(result.actual.value, type=TrustedAuthor)

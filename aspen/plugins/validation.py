@@ -32,7 +32,12 @@ from aspen.plugins.manifest import (
     semver_key,
     validate_manifest,
 )
-from aspen.plugins.namespace import MAX_KV_PREFIXES, effective_prefixes, find_overlap, validate_prefixes
+from aspen.plugins.namespace import (
+    MAX_KV_PREFIXES,
+    effective_prefixes,
+    find_overlap,
+    validate_prefixes,
+)
 
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _LIMIT_CAPS = {

@@ -19,7 +19,13 @@ from typing import Any, Mapping
 
 from aspen.errors import AspenError, ErrorCode
 from aspen.rpc.app_requests import APP_REQUESTS
-from aspen.rpc.catalog import CORE_REQUEST_TYPES, PluginReload, PluginReloadResult, parse_body, to_body
+from aspen.rpc.catalog import (
+    CORE_REQUEST_TYPES,
+    PluginReload,
+    PluginReloadResult,
+    parse_body,
+    to_body,
+)
 from aspen.rpc.handler import Request, RequestContext, RequestHandler, Response
 
 log = logging.getLogger(__name__)

@@ -3,6 +3,7 @@
 This package imports nothing else of Aspen except :mod:`aspen.errors`.
 """
 
+from aspen.storage.protocol import BlobStore, KeyValueStore
 from aspen.storage.records import (
     CasResult,
     Compare,
@@ -17,7 +18,6 @@ from aspen.storage.records import (
     TxnResult,
     WatchEvent,
 )
-from aspen.storage.protocol import BlobStore, KeyValueStore
 
 __all__ = [
     "BlobStore",

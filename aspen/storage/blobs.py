@@ -46,6 +46,7 @@ from pathlib import Path
 
 from blake3 import blake3
 
+from aspen.clock import now_ms
 from aspen.errors import AspenError, ErrorCode
 from aspen.storage.records import BlobAddResult, BlobInfo, BlobPage
 
@@ -95,9 +96,6 @@ def _check_nonneg_int(value: object, name: str) -> int:
         raise AspenError(ErrorCode.INVALID_RANGE, f"{name} must not be negative, got {value}")
     return value
 
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _fsync_dir(path: Path) -> None:
@@ -350,7 +348,7 @@ class LocalBlobStore:
                 ErrorCode.BLOB_CORRUPT, f"content hashes to {h}, expected {expected}", expected=expected, actual=h
             )
         final = self._path(h)
-        now = _now_ms()
+        now = now_ms()
         with self._write_txn() as db:
             row = db.execute("SELECT size FROM blobs WHERE hash = ?", (h,)).fetchone()
             if row is not None and final.exists():

@@ -18,10 +18,10 @@ import functools
 import logging
 import os
 import sqlite3
-import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from aspen.clock import now_ms
 from aspen.errors import AspenError, ErrorCode
 from aspen.storage import limits
 from aspen.storage import sqlite_ops as ops
@@ -49,9 +49,6 @@ _WATCH_BATCH = 1000
 _COMPARE_TARGETS = ("value", "version", "create_revision", "mod_revision", "exists")
 _COMPARE_OPS = ("==", "!=", ">", "<")
 
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class SqliteKeyValueStore:
@@ -277,16 +274,16 @@ class SqliteKeyValueStore:
 
     async def lease_time_to_live(self, lease_id: int) -> LeaseInfo:
         lease_id = limits.check_lease_id(lease_id, allow_zero=False)
-        return await self._read(functools.partial(ops.lease_info, with_keys=True), lease_id, _now_ms())
+        return await self._read(functools.partial(ops.lease_info, with_keys=True), lease_id, now_ms())
 
     async def lease_list(self) -> list[LeaseInfo]:
-        return await self._read(ops.lease_list, _now_ms())
+        return await self._read(ops.lease_list, now_ms())
 
     async def _expire_leases_forever(self, interval: float) -> None:
         while not self._closed:
             await asyncio.sleep(interval)
             try:
-                while await self._read(ops.has_expired_lease, _now_ms()):
+                while await self._read(ops.has_expired_lease, now_ms()):
                     if not await self._write(ops.expire_leases, 100):
                         break
             except AspenError as exc:

@@ -23,10 +23,10 @@ import asyncio
 import queue
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
+from aspen.clock import now_ms
 from aspen.errors import AspenError, ErrorCode
 
 _STOP = object()
@@ -232,7 +232,7 @@ class GroupCommitWriter(_ConnectionThread):
         try:
             conn.execute("BEGIN IMMEDIATE")
             start = self._read_revision(conn)
-            txn = WriteTxn(conn, start, int(time.time() * 1000))
+            txn = WriteTxn(conn, start, now_ms())
             for _loop, fut, fn, args in group:
                 before, events_before = txn.revision, len(txn.events)
                 txn.new_op()

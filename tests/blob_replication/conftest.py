@@ -5,8 +5,8 @@ sharing one SQLite KV (standing in for the cluster's etcd)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +15,9 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from aspen.cluster.blob_replication import NODES_PREFIX, ReplicatedBlobStore
+from aspen.cluster.blob_replication import ReplicatedBlobStore
 from aspen.cluster.blob_routes import blob_http_routes
+from aspen.cluster.membership import NodeRecord, encode_node, node_key
 from aspen.storage.blobs import LocalBlobStore
 
 
@@ -64,8 +65,10 @@ class Node:
 
 
 async def register(kv, node_id: str, url: str) -> None:
-    await kv.put(f"{NODES_PREFIX}{node_id}", json.dumps({"node_id": node_id, "url": url}).encode())
-
+    """What a node's NodeRegistration writes, without the lease and refresh."""
+    now = time.time()
+    record = NodeRecord(node_id=node_id, url=url, version="test", started_at=now, last_seen=now)
+    await kv.put(node_key(node_id), encode_node(record))
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ cut off mid-way never leaves a partial blob visible."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -18,7 +17,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aspen.cluster.blob_replication import location_key
+from aspen.cluster.blob_replication import BlobLocation, encode_location, location_key
+from aspen.cluster.membership import node_key
 from aspen.errors import AspenError, ErrorCode
 from aspen.storage.blobs import SEGMENT_SIZE, LocalBlobStore
 from tests.blob_replication.conftest import Server, bound_socket, register
@@ -37,7 +37,7 @@ def rogue_routes(payload: bytes) -> list[Route]:
 
 
 async def record(kv, h, node_id, url, size):
-    await kv.put(location_key(h, node_id), json.dumps({"url": url, "size": size}).encode())
+    await kv.put(location_key(h, node_id), encode_location(BlobLocation(url=url, size=size)))
 
 
 def tmp_files(local):
@@ -61,7 +61,7 @@ async def test_corrupt_peer_detected_then_next_peer(cluster, kv, payload_size):
         assert not await b.local.has(h) and (await b.local.list()).blobs == [] and tmp_files(b.local) == []
         # a good holder appears (not registered, so the rogue is still tried first)
         await good.local.add_bytes(data)
-        await kv.delete(f"__cluster:nodes:{good.node_id}")
+        await kv.delete(node_key(good.node_id))
         await record(kv, h, good.node_id, good.url, len(data))
         assert await b.store.get_bytes(h) == data
         assert [x.hash for x in (await b.local.list()).blobs] == [h]

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 from blake3 import blake3
 
-from aspen.cluster.blob_replication import BLOBS_PREFIX, ReplicatedBlobStore
+from aspen.cluster.blob_replication import (
+    BLOBS_PREFIX,
+    BlobLocation,
+    ReplicatedBlobStore,
+    decode_location,
+    location_key,
+)
+from aspen.cluster.membership import node_key
 from aspen.errors import AspenError, ErrorCode
 from aspen.storage.blobs import SEGMENT_SIZE
 from tests.blobs.conftest import pseudo_random
@@ -16,13 +22,13 @@ from tests.blobs.conftest import pseudo_random
 
 async def locations(kv, h):
     page = await kv.scan(f"{BLOBS_PREFIX}{h}:")
-    return {e.key.rsplit(":", 1)[1]: json.loads(e.value) for e in page.entries}
+    return {e.key.rsplit(":", 1)[1]: decode_location(e.value) for e in page.entries}
 
 
 async def test_add_records_location(cluster, kv):
     (a,) = await cluster(1)
     res = await a.store.add_bytes(b"hello cluster")
-    assert await locations(kv, res.hash) == {"n1": {"url": a.url, "size": 13}}
+    assert await locations(kv, res.hash) == {"n1": BlobLocation(url=a.url, size=13)}
 
 
 async def test_miss_fetches_verifies_and_keeps_copy(cluster, kv):
@@ -157,3 +163,28 @@ async def test_location_survives_unregistered_url(cluster, kv):
     (b,) = await cluster(1)
     h = (await a.store.add_bytes(b"unregistered holder")).hash
     assert await b.store.get_bytes(h) == b"unregistered holder"
+
+
+MALFORMED = [b"not json", b"[]", b'{"url": "http://127.0.0.1:1"}', b'{"url": "http://127.0.0.1:1", "size": -1}']
+
+
+async def test_malformed_records_are_ignored(cluster, kv):
+    """Garbage under the node or location prefix is skipped (and logged), never
+    a crash: reads and replication go on with the valid records."""
+    a, b, c = await cluster(3, replication_factor=2)
+    for i, raw in enumerate(MALFORMED + [b'{"node_id": "x", "url": "http://127.0.0.1:1"}']):
+        await kv.put(node_key(f"bad{i}"), raw)  # the last: a registration that is no NodeRecord
+    data = pseudo_random(SEGMENT_SIZE + 5)
+    h = (await a.store.add_bytes(data)).hash
+    assert len(await locations(kv, h)) == 2  # pushed to a valid node, not to a malformed one
+    reader = c if not await c.local.has(h) else b
+    for i, raw in enumerate(MALFORMED):
+        await kv.put(location_key(h, f"bad{i}"), raw)
+    assert await reader.store.size(h) == len(data)
+    assert await reader.store.get_bytes(h) == data
+    lone = blake3(b"only garbage recorded").hexdigest()
+    await kv.put(location_key(lone, "bad"), b"not json")
+    assert await reader.store.has(lone) is False
+    with pytest.raises(AspenError) as exc:
+        await reader.store.get_bytes(lone)
+    assert exc.value.code == ErrorCode.BLOB_NOT_FOUND

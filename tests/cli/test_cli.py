@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 
-
 from tests.node.node_process import ASPEN, free_port
 
 

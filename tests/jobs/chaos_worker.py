@@ -14,7 +14,6 @@ from aspen.jobs.store import JobStore
 from aspen.storage.blobs import LocalBlobStore
 from aspen.storage.sqlite import SqliteKeyValueStore
 
-
 CONCURRENCY = 4
 
 

@@ -7,9 +7,10 @@ import time
 
 import pytest
 
+from aspen.clock import now_ms
 from aspen.jobs.model import Job, JobFailure, JobSpec, JobState, Priority, RetryPolicy
 from aspen.jobs.pool import WorkerPool
-from aspen.jobs.store import JobStore, now_ms
+from aspen.jobs.store import JobStore
 from aspen.jobs.worker import JobContext
 
 

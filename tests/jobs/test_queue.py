@@ -7,10 +7,11 @@ import asyncio
 
 import pytest
 
+from aspen.clock import now_ms
 from aspen.errors import AspenError, ErrorCode
 from aspen.jobs import keys
 from aspen.jobs.model import JobSpec, JobState, Priority, RetryPolicy
-from aspen.jobs.store import JobStore, now_ms
+from aspen.jobs.store import JobStore
 
 
 def spec(job_type: str = "t", **kw) -> JobSpec:

@@ -12,11 +12,11 @@ import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from aspen.plugins.admin import PluginAdmin
 from aspen.plugins.build import REPO, compile_command
 from aspen.plugins.manifest import PluginManifest, PluginPermissions
 from aspen.plugins.reconciler import PluginReconciler
 from aspen.plugins.signing import public_key_hex, sign_wasm
-from aspen.plugins.admin import PluginAdmin
 from aspen.rpc.handler import Request, RequestContext
 from aspen.rpc.registry import HandlerRegistry
 

@@ -7,7 +7,13 @@ import pytest
 
 from aspen.errors import AspenError, ErrorCode
 from aspen.plugins import requests as r
-from aspen.plugins.store import MAX_HISTORY, InstalledPlugin, PluginStore, push_history, record_key
+from aspen.plugins.store import (
+    MAX_HISTORY,
+    InstalledPlugin,
+    PluginStore,
+    push_history,
+    record_key,
+)
 from tests.lifecycle.conftest import ask, signed, vers_manifest
 
 

@@ -13,7 +13,13 @@ import asyncio
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
 
 from aspen.storage.records import Compare, DeleteOp, GetOp, PutOp
 from tests.storage.conftest import KV_BACKENDS, KV_FACTORIES

@@ -222,14 +222,14 @@ async def test_concurrent_reads_are_merged_and_each_gets_its_own_answer(tmp_path
             await store.batch_write([PutOp(k, k.encode()) for k in keys[start : start + 500]])
         asked = keys + [f"missing/{i}" for i in range(100)] + keys[:50]  # more than one group, with repeats
         statements: list[str] = []
-        store._reader._conn.set_trace_callback(statements.append)  # noqa: SLF001 - count the real statements
+        store._reader._conn.set_trace_callback(statements.append)
         got = await asyncio.gather(
             *(store.get(k) for k in asked),
             store.lease_time_to_live(12345),
             store.scan("k/", limit=10),
             return_exceptions=True,
         )
-        store._reader._conn.set_trace_callback(None)  # noqa: SLF001
+        store._reader._conn.set_trace_callback(None)
         *entries, lease_error, page = got
         for key, kv in zip(asked, entries):
             if key.startswith("missing/"):
@@ -247,4 +247,35 @@ async def test_concurrent_reads_are_merged_and_each_gets_its_own_answer(tmp_path
         found = await store.batch_read(wanted)
         assert [kv.key if kv else None for kv in found] == [None if k.startswith("missing/") else k for k in wanted]
     finally:
+        await store.close()
+
+
+async def test_concurrent_puts_are_group_committed(tmp_path: Path) -> None:
+    """On a durable store each commit is an fsync, so concurrent puts must share
+    commits: 200 of them cost far fewer than 200, and each is still acknowledged
+    with its own revision and readable. A lone put is exactly one commit."""
+    store = await SqliteKeyValueStore.open(tmp_path / "kv.db", durable=True)
+    commits: list[str] = []
+
+    def trace(statement: str) -> None:
+        if statement.strip().upper() == "COMMIT":
+            commits.append(statement)
+
+    conn = store._writer._conn  # the writer's own connection: its COMMITs are the real ones
+    try:
+        conn.set_trace_callback(trace)
+        first = await store.put("alone", b"1")
+        assert len(commits) == 1
+
+        commits.clear()
+        n = 200
+        keys = [f"g/{i:03d}" for i in range(n)]
+        revisions = await asyncio.gather(*(store.put(k, k.encode()) for k in keys))
+        conn.set_trace_callback(None)
+        assert 1 <= len(commits) <= n // 10, len(commits)
+        assert len(set(revisions)) == n and min(revisions) > first
+        for key, revision, kv in zip(keys, revisions, await store.batch_read(keys)):
+            assert kv is not None and kv.value == key.encode() and kv.mod_revision == revision
+    finally:
+        conn.set_trace_callback(None)
         await store.close()
