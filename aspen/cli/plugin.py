@@ -86,9 +86,20 @@ def _status_line(s: PluginStatus) -> str:
     text = s.state + (f" {s.version}" if s.version else "")
     if s.wanted_version and s.wanted_version != s.version:
         text += f" (wants {s.wanted_version})"
+    draining = [v.version for v in s.retiring if v.state == "stopping"]
+    if draining:
+        text += f" (+{', '.join(draining)} stopping)"
     if s.error:
         text += f" — {s.error.code}: {s.error.message}"
     return text
+
+
+def _retiring_line(s: PluginStatus) -> str:
+    """The versions retired on one node, e.g. ``1.0.0 stopping (1 in flight), 0.9.0 stopped``."""
+    return ", ".join(
+        f"{v.version} {v.state}" + (f" ({v.in_flight} in flight)" if v.state == "stopping" else "")
+        for v in s.retiring
+    )
 
 
 def _print_change(result: r.PluginChangeResult, json: bool) -> None:
@@ -362,8 +373,11 @@ def info(name: str, url: UrlOpt = None, json: JsonOpt = False) -> None:
         f"p50 {mt.p50_ms:.2f} ms, p99 {mt.p99_ms:.2f} ms, in flight {mt.in_flight}",
         highlight=False,
     )
+    if result.status.retiring:
+        console.print(f"  retired on this node: {_retiring_line(result.status)}", highlight=False)
     for s in result.nodes:
-        console.print(f"  node {s.node_id}: {_status_line(s)}", highlight=False)
+        retired = f"; retired: {_retiring_line(s)}" if s.retiring else ""
+        console.print(f"  node {s.node_id}: {_status_line(s)}{retired}", highlight=False)
 
 
 @app.command()

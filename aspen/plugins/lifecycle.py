@@ -81,6 +81,19 @@ class ErrorInfo(msgspec.Struct, frozen=True):
         return cls(exc.code, exc.message)
 
 
+class RetiringVersion(msgspec.Struct, frozen=True, kw_only=True):
+    """A version this node no longer routes to: draining its in-flight calls
+    (``stopping``) or shut down (``stopped``). Without it a version replaced
+    by an upgrade would vanish from ``plugin info`` while it still finishes
+    requests."""
+
+    version: str
+    generation: int
+    state: str  # LifecycleState.STOPPING or LifecycleState.STOPPED
+    in_flight: int = 0
+    stopped_at_ms: int = 0  # when it stopped; 0 while stopping
+
+
 class PluginStatus(msgspec.Struct, frozen=True, kw_only=True):
     """What one node reports about one plugin (``plugin list``/``info``)."""
 
@@ -94,6 +107,9 @@ class PluginStatus(msgspec.Struct, frozen=True, kw_only=True):
     error: ErrorInfo | None = None  # why the wanted version is not the one serving
     metrics: MetricsSnapshot = MetricsSnapshot()
     updated_at_ms: int = 0
+    # versions retired on this node: those stopping first, then the most
+    # recently stopped (see PluginReconciler.status for how long they stay)
+    retiring: tuple[RetiringVersion, ...] = ()
 
 
 _RUNTIME_STATES = {

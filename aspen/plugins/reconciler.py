@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -47,6 +48,7 @@ from aspen.plugins.lifecycle import (
     ManagedPlugin,
     MetricsSnapshot,
     PluginStatus,
+    RetiringVersion,
 )
 from aspen.plugins.manifest import NodePluginLimits, PluginManifest
 from aspen.plugins.signing import verify_wasm, wasm_hash
@@ -66,6 +68,7 @@ from aspen.storage.protocol import BlobStore, KeyValueStore
 log = logging.getLogger("aspen.plugins.reconciler")
 
 STATUS_PREFIX = "__plugins:status:"
+STOPPED_KEPT = 3  # stopped versions per plugin still listed in its status
 Key = tuple[str, str, int]  # (version, wasm_hash, generation)
 
 
@@ -132,6 +135,8 @@ class PluginReconciler:
         self._force: set[str] = set()
         self._tasks: list[asyncio.Task] = []
         self._retiring: set[asyncio.Task] = set()
+        self._draining: dict[str, list[ManagedPlugin]] = {}  # replaced or removed, still stopping
+        self._stopped: dict[str, deque[RetiringVersion]] = {}  # most recently stopped first
         self._closed = False
 
     # --- what runs here ----------------------------------------------------------
@@ -146,6 +151,12 @@ class PluginReconciler:
             ) from None
 
     def status(self, name: str) -> PluginStatus:
+        """This node's view of ``name``. ``retiring`` lists the versions that
+        no longer serve here: each one Stopping while it drains (with its
+        in-flight count), then Stopped. The last STOPPED_KEPT stopped versions
+        stay listed, so ``plugin info`` after an upgrade still shows that the
+        old version drained and stopped; they are forgotten when the plugin
+        is removed or the node restarts."""
         active = self._active.get(name)
         wanted = self._wanted.get(name)
         failed = self._failed.get(name)
@@ -171,6 +182,18 @@ class PluginReconciler:
             error=error,
             metrics=active.metrics.snapshot() if active else MetricsSnapshot(),
             updated_at_ms=now_ms(),
+            retiring=(
+                *(
+                    RetiringVersion(
+                        version=p.manifest.version,
+                        generation=p.generation,
+                        state=LifecycleState.STOPPING.value,
+                        in_flight=p.metrics.in_flight,
+                    )
+                    for p in self._draining.get(name, ())
+                ),
+                *self._stopped.get(name, ()),
+            ),
         )
 
     def statuses(self) -> list[PluginStatus]:
@@ -346,6 +369,8 @@ class PluginReconciler:
     async def _converge(self, force: set[str]) -> None:
         records, broken, _ = await self.store.scan()
         self._wanted = records
+        for name in [n for n in self._stopped if n not in records]:  # removed: forget its past versions
+            del self._stopped[name]
         for name, exc in broken.items():
             log.error("plugin %s: %s", name, exc.message)
         enabled = {n: r.manifest for n, r in records.items() if r.manifest.enabled}
@@ -487,9 +512,40 @@ class PluginReconciler:
         self._spawn_stop(plugin)
 
     def _spawn_stop(self, plugin: ManagedPlugin) -> None:
-        task = asyncio.create_task(self._stop_version(plugin, self.drain_seconds))
+        self._draining.setdefault(plugin.name, []).append(plugin)
+        task = asyncio.create_task(self._drain(plugin))
         self._retiring.add(task)
         task.add_done_callback(self._retiring.discard)
+
+    async def _drain(self, plugin: ManagedPlugin) -> None:
+        """Stop a version no longer routed to, then report it Stopped (every
+        node's ``plugin info`` reads the published status)."""
+        name = plugin.name
+        try:
+            await self._stop_version(plugin, self.drain_seconds)
+        finally:
+            draining = self._draining.get(name, [])
+            if plugin in draining:
+                draining.remove(plugin)
+            if not draining:
+                self._draining.pop(name, None)
+            if name in self._wanted:  # a removed plugin's versions are not reported
+                stopped = self._stopped.setdefault(name, deque(maxlen=STOPPED_KEPT))
+                stopped.appendleft(
+                    RetiringVersion(
+                        version=plugin.manifest.version,
+                        generation=plugin.generation,
+                        state=plugin.state.value,
+                        stopped_at_ms=now_ms(),
+                    )
+                )
+        if self._closed:
+            return
+        try:
+            async with self._lock:
+                await self._publish()
+        except Exception:
+            log.exception("cannot publish plugin %s status after it stopped", name)
 
     async def _stop_version(self, plugin: ManagedPlugin, drain: float) -> None:
         host = self._hosts.pop(plugin, None)
@@ -504,26 +560,28 @@ class PluginReconciler:
 
     async def _publish(self) -> None:
         """Write this node's view of each plugin under ``__plugins:status:`` when
-        its state, version or error changed, so ``plugin info`` on any node
-        shows every node."""
+        its state, version, error or retiring versions changed, so ``plugin
+        info`` on any node shows every node."""
         if self._closed:
             return
         names = set(self._wanted) | set(self._active) | set(self._published)
         for name in sorted(names):
             status = self.status(name)
             before = self._published.get(name)
-            same = before is not None and (before.state, before.version, before.generation, before.error) == (
-                status.state,
-                status.version,
-                status.generation,
-                status.error,
-            )
+            same = before is not None and (
+                before.state,
+                before.version,
+                before.generation,
+                before.error,
+                before.retiring,
+            ) == (status.state, status.version, status.generation, status.error, status.retiring)
             if same:
                 continue
             try:
                 if status.state == "absent" and name not in self._wanted:
                     await self.kv.delete(status_key(name, self.node_id))
                     self._published.pop(name, None)
+                    self._stopped.pop(name, None)
                 else:
                     await self.kv.put(status_key(name, self.node_id), msgspec.json.encode(status))
                     self._published[name] = status

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+from aspen.cli.plugin import _retiring_line, _status_line
 from aspen.plugins import requests as r
-from aspen.plugins.lifecycle import LifecycleState, ManagedPlugin
+from aspen.plugins.lifecycle import LifecycleState, ManagedPlugin, RetiringVersion
+from aspen.plugins.reconciler import STOPPED_KEPT
 from aspen.rpc.handler import Request, RequestContext
 from tests.lifecycle.conftest import signed, vers_manifest
 
@@ -104,3 +106,50 @@ async def test_replaced_version_drains_then_stops(node, author, modules):
     await node.rec.drained()
     assert old.state is LifecycleState.STOPPED and old.metrics.in_flight == 0 and old.metrics.calls == 1
     assert new.state is LifecycleState.READY
+
+
+async def test_info_and_list_show_the_replaced_version_stopping_then_stopped(node, author, modules):
+    await install(node, author, modules, "1.0.0")
+    registry = node.rec.registry
+    old = serving(registry)
+    held = asyncio.create_task(call(registry, 7, hold_ms=4000))  # under the 5 s call timeout
+
+    async def old_busy():
+        return old.metrics.in_flight == 1
+
+    await wait_until(old_busy)
+    await install(node, author, modules, "2.0.0", upgrade=True)
+    assert not held.done()
+    info = await node.info(r.PluginInfo(name="vers"))
+    draining = RetiringVersion(version="1.0.0", generation=1, state="stopping", in_flight=1)
+    assert info.status.version == "2.0.0" and info.status.state == "ready"
+    assert info.status.retiring == (draining,)
+    (published,) = info.nodes  # what other nodes read: written when the swap happened
+    assert published.version == "2.0.0" and published.retiring == (draining,)
+    (summary,) = (await node.list()).plugins
+    assert summary.status.retiring == (draining,)
+    assert _status_line(summary.status) == "ready 2.0.0 (+1.0.0 stopping)"
+    assert _retiring_line(info.status) == "1.0.0 stopping (1 in flight)"
+
+    assert (await held)["version"] == "1.0.0"
+    await node.rec.drained()  # the drain reports the stop before it ends
+    info = await node.info(r.PluginInfo(name="vers"))
+    assert info.status.version == "2.0.0" and info.status.state == "ready"
+    (stopped,) = info.status.retiring
+    assert (stopped.version, stopped.generation, stopped.state, stopped.in_flight) == ("1.0.0", 1, "stopped", 0)
+    assert stopped.stopped_at_ms > 0
+    assert info.nodes[0].retiring == (stopped,)
+    assert _status_line(info.status) == "ready 2.0.0" and _retiring_line(info.status) == "1.0.0 stopped"
+
+    # only the last STOPPED_KEPT stopped versions stay listed, most recent first
+    for _ in range(STOPPED_KEPT):
+        assert (await node.rec.reload("vers")).is_success
+    await node.rec.drained()
+    retired = node.rec.status("vers").retiring
+    assert [(v.version, v.generation, v.state) for v in retired] == [
+        ("2.0.0", generation, "stopped") for generation in range(4, 4 - STOPPED_KEPT, -1)
+    ]
+    # a removed plugin's past versions are forgotten once its last one has stopped
+    await node.remove(r.PluginRemove(name="vers"))
+    await node.rec.drained()
+    assert node.rec.status("vers").retiring == ()
