@@ -248,4 +248,4 @@ async def test_heartbeat_keeps_a_job_longer_than_the_lease(store, wait_for_state
         assert info.running == [] and info.processed == 1
     assert done.attempts == 1 and done.errors == [] and done.worker_id == pool.worker_id
     assert len(rec.starts[job.id]) == 1 and rec.cancelled == []  # never reaped and re-run
-    assert done.finished_ms - done.started_ms >= 6000
+    assert done.finished_ms - done.started_ms >= 5900  # wall-clock ms vs the loop's monotonic sleep
