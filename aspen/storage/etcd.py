@@ -74,27 +74,6 @@ def _range_bounds(prefix: bytes) -> tuple[bytes, bytes]:
     return prefix, limits.prefix_end(prefix) or _ALL
 
 
-def _check_compare(c: object) -> Compare:
-    if not isinstance(c, Compare):
-        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"compare must be a Compare, got {type(c).__name__}")
-    limits.check_key(c.key)
-    if c.op not in _COMPARE_OPS:
-        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"unknown compare op {c.op!r}")
-    if c.target == "value":
-        ok = isinstance(c.value, bytes)
-    elif c.target == "exists":
-        ok = isinstance(c.value, bool) and c.op in ("==", "!=")
-    elif c.target in _RPC_TARGETS:
-        ok = isinstance(c.value, int) and not isinstance(c.value, bool)
-    else:
-        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"unknown compare target {c.target!r}")
-    if not ok:
-        raise AspenError(
-            ErrorCode.INVALID_ARGUMENT, f"compare on {c.target} with {c.op} cannot take {c.value!r}", target=c.target
-        )
-    return c
-
-
 def _holds(c: Compare, kv: KeyValue | None) -> bool:
     """Aspen's compare semantics on a snapshot of the key (to name the
     compare that failed): as in etcd, a value compare on a missing key
@@ -132,26 +111,6 @@ def _native_compare(c: Compare) -> rpc.Compare:
         return rpc.Compare(key=key, target=rpc.Compare.VALUE, result=_COMPARE_OPS[c.op], value=bytes(c.value))
     # the proto field is named like the target
     return rpc.Compare(key=key, target=_RPC_TARGETS[c.target], result=_COMPARE_OPS[c.op], **{c.target: c.value})
-
-
-def _scan_bounds(
-    prefix: str | None, start: str | None, end: str | None, continuation: str | None
-) -> tuple[bytes, bytes]:
-    """[lo, hi) of a scan as etcd range bounds: prefix, start/end and the
-    continuation all narrow the range (as the SQLite backend does)."""
-    lo, hi = _ALL, _ALL
-    if prefix is not None:
-        lo, hi = _range_bounds(limits.check_prefix(prefix))
-    if start is not None:
-        lo = max(lo, limits.check_key(start))
-    if end is not None:
-        e = limits.check_key(end)
-        hi = e if hi == _ALL else min(hi, e)
-    if continuation is not None:
-        if not isinstance(continuation, str):
-            raise AspenError(ErrorCode.INVALID_CONTINUATION, "continuation token must be a string")
-        lo = max(lo, limits.decode_continuation(continuation) + b"\0")
-    return lo, hi
 
 
 def _get_request(key: bytes) -> rpc.RequestOp:
@@ -304,10 +263,11 @@ class EtcdKeyValueStore:
         continuation: str | None = None,
     ) -> ScanPage:
         limit = limits.check_limit(limit)
-        lo, hi = _scan_bounds(prefix, start, end, continuation)
-        if hi != _ALL and lo >= hi:
+        lo, hi = limits.scan_bounds(prefix, start, end, continuation)
+        if hi is not None and lo >= hi:
             return ScanPage(entries=[], is_truncated=False, continuation_token=None, revision=await self.current_revision())
-        resp = await self._kv("Range", rpc.RangeRequest(key=lo, range_end=hi, limit=limit))
+        # etcd spells "from the first key" and "to the last key" as "\0"
+        resp = await self._kv("Range", rpc.RangeRequest(key=lo or _ALL, range_end=_ALL if hi is None else hi, limit=limit))
         entries = [_kv(m) for m in resp.kvs]
         token = limits.encode_continuation(resp.kvs[-1].key) if resp.more and entries else None
         return ScanPage(entries=entries, is_truncated=bool(resp.more), continuation_token=token, revision=resp.header.revision)
@@ -372,7 +332,7 @@ class EtcdKeyValueStore:
         limits.check_ops_count(compares, on_success, on_failure)
         limits.check_distinct_writes(on_success)
         limits.check_distinct_writes(on_failure)
-        compares = [_check_compare(c) for c in compares]
+        compares = [limits.check_compare(c) for c in compares]
         success = [_op_request(op) for op in on_success]
         failure = [_op_request(op) for op in on_failure]
         native = [_native_compare(c) for c in compares]

@@ -7,7 +7,7 @@ import base64
 from collections.abc import Sequence
 
 from aspen.errors import AspenError, ErrorCode
-from aspen.storage.records import DeleteOp, PutOp
+from aspen.storage.records import Compare, DeleteOp, PutOp
 
 MAX_KEY_BYTES = 1024
 MAX_VALUE_BYTES = 1 << 20
@@ -152,3 +152,55 @@ def check_distinct_writes(ops: Sequence[object]) -> None:
             raise AspenError(
                 ErrorCode.INVALID_ARGUMENT, f"key {key!r} is both written and deleted in one batch", key=key
             )
+
+
+COMPARE_TARGETS = ("value", "version", "create_revision", "mod_revision", "exists")
+COMPARE_OPS = ("==", "!=", ">", "<")
+
+
+def check_compare(cmp: object) -> Compare:
+    """A transaction guard every backend can evaluate: a known target and
+    op, and a value of the target's kind (bytes, int, or bool for ``exists``,
+    which only takes == and !=)."""
+    if not isinstance(cmp, Compare):
+        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"compares must be Compare records, got {type(cmp).__name__}")
+    check_key(cmp.key)
+    if cmp.target not in COMPARE_TARGETS:
+        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"unknown compare target {cmp.target!r}")
+    if cmp.op not in COMPARE_OPS:
+        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"unknown compare op {cmp.op!r}")
+    value = cmp.value
+    if cmp.target == "value":
+        ok = isinstance(value, bytes)
+    elif cmp.target == "exists":
+        ok = isinstance(value, bool) and cmp.op in ("==", "!=")
+    else:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    if not ok:
+        raise AspenError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"compare on {cmp.target} with {cmp.op} cannot take {value!r}",
+            target=cmp.target,
+        )
+    return cmp
+
+
+def scan_bounds(
+    prefix: str | None, start: str | None, end: str | None, continuation: str | None
+) -> tuple[bytes, bytes | None]:
+    """[lo, hi) of a scan: prefix, start/end and the continuation all narrow
+    the range; hi None means to the end of the key space."""
+    lo, hi = b"", None
+    if prefix is not None:
+        lo = check_prefix(prefix)
+        hi = prefix_end(lo)
+    if start is not None:
+        lo = max(lo, check_key(start))
+    if end is not None:
+        e = check_key(end)
+        hi = e if hi is None else min(hi, e)
+    if continuation is not None:
+        if not isinstance(continuation, str):
+            raise AspenError(ErrorCode.INVALID_CONTINUATION, "continuation token must be a string")
+        lo = max(lo, decode_continuation(continuation) + b"\x00")
+    return lo, hi

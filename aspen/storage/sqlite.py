@@ -46,8 +46,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_EVENT_RETENTION = 100_000
 _WATCH_BATCH = 1000
-_COMPARE_TARGETS = ("value", "version", "create_revision", "mod_revision", "exists")
-_COMPARE_OPS = ("==", "!=", ">", "<")
 
 
 
@@ -189,7 +187,7 @@ class SqliteKeyValueStore:
         continuation: str | None = None,
     ) -> ScanPage:
         limit = limits.check_limit(limit)
-        lo, hi = _scan_bounds(prefix, start, end, continuation)
+        lo, hi = limits.scan_bounds(prefix, start, end, continuation)
         if hi is not None and lo >= hi:
             return ScanPage(entries=[], is_truncated=False, continuation_token=None, revision=await self.current_revision())
         entries, more, revision = await self._read(ops.scan, lo, hi, limit)
@@ -251,7 +249,7 @@ class SqliteKeyValueStore:
         limits.check_ops_count(compares, on_success, on_failure)
         limits.check_distinct_writes(on_success)
         limits.check_distinct_writes(on_failure)
-        checked = [(_check_compare(c), limits.check_key(c.key)) for c in compares]
+        checked = [(limits.check_compare(c), limits.check_key(c.key)) for c in compares]
         return await self._write(ops.transaction, checked, _txn_ops(on_success), _txn_ops(on_failure))
 
     async def compact(self, revision: int) -> None:
@@ -352,49 +350,6 @@ class SqliteKeyValueStore:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-def _scan_bounds(
-    prefix: str | None, start: str | None, end: str | None, continuation: str | None
-) -> tuple[bytes, bytes | None]:
-    """[lo, hi) for a scan; hi None = to the end of the key space."""
-    lo, hi = b"", None
-    if prefix is not None:
-        lo = limits.check_prefix(prefix)
-        hi = limits.prefix_end(lo)
-    if start is not None:
-        lo = max(lo, limits.check_key(start))
-    if end is not None:
-        e = limits.check_key(end)
-        hi = e if hi is None else min(hi, e)
-    if continuation is not None:
-        if not isinstance(continuation, str):
-            raise AspenError(ErrorCode.INVALID_CONTINUATION, "continuation token must be a string")
-        lo = max(lo, limits.decode_continuation(continuation) + b"\x00")
-    return lo, hi
-
-
-def _check_compare(cmp: object) -> Compare:
-    if not isinstance(cmp, Compare):
-        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"compares must be Compare records, got {type(cmp).__name__}")
-    if cmp.target not in _COMPARE_TARGETS:
-        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"unknown compare target {cmp.target!r}")
-    if cmp.op not in _COMPARE_OPS:
-        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"unknown compare op {cmp.op!r}")
-    value = cmp.value
-    if cmp.target == "value":
-        ok = isinstance(value, bytes)
-    elif cmp.target == "exists":
-        ok = isinstance(value, bool) and cmp.op in ("==", "!=")
-    else:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    if not ok:
-        raise AspenError(
-            ErrorCode.INVALID_ARGUMENT,
-            f"compare on {cmp.target} with {cmp.op} cannot take {value!r}",
-            target=cmp.target,
-        )
-    return cmp
 
 
 def _txn_ops(items: list[TxnOp]) -> list[tuple[TxnOp, bytes, bytes | None]]:
