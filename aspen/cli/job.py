@@ -236,17 +236,20 @@ def logs(
 @reports_errors
 def cancel(job_id: Annotated[str, typer.Argument(metavar="ID")], url: UrlOpt = None, json: JsonOpt = False) -> None:
     """Cancel a job that has not finished (a running one is killed)."""
-    with connect(url) as client:
-        job = client.call("JobCancel", {"id": job_id})["job"]
-    print_json(job) if json else console.print(f"{job['id']} {_state(job['state'])}")
+    _act("JobCancel", job_id, url, json)
 
 
 @app.command()
 @reports_errors
 def retry(job_id: Annotated[str, typer.Argument(metavar="ID")], url: UrlOpt = None, json: JsonOpt = False) -> None:
     """Run a dead, failed or cancelled job again with a fresh retry budget."""
+    _act("JobRetry", job_id, url, json)
+
+
+def _act(request_type: str, job_id: str, url: str | None, json: bool) -> None:
+    """Send a request that changes one job and show the job it returns."""
     with connect(url) as client:
-        job = client.call("JobRetry", {"id": job_id})["job"]
+        job = client.call(request_type, {"id": job_id})["job"]
     print_json(job) if json else console.print(f"{job['id']} {_state(job['state'])}")
 
 
