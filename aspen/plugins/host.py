@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import blake3
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -33,6 +32,7 @@ from aspen.plugins.manifest import (
 )
 from aspen.plugins.namespace import effective_prefixes, find_overlap
 from aspen.plugins.runtime import PluginRuntime, PluginState, decode_json_object
+from aspen.plugins.signing import wasm_hash
 from aspen.storage.protocol import BlobStore, KeyValueStore
 
 log = logging.getLogger("aspen.plugins")
@@ -133,7 +133,7 @@ class PluginHost:
                 plugin=name,
                 other=other,
             )
-        digest = blake3.blake3(wasm).hexdigest()
+        digest = wasm_hash(wasm)
         if manifest.wasm_hash and manifest.wasm_hash != digest:
             raise _load_failed(name, "the module does not match wasm_hash", expected=manifest.wasm_hash, actual=digest)
         return digest
