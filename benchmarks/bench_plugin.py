@@ -34,6 +34,7 @@ import msgspec
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from aspen.node.event_loop import run  # noqa: E402
 from aspen.plugins.build import build_all  # noqa: E402
 from aspen.plugins.host import PluginHost  # noqa: E402
 from aspen.plugins.host_functions import HOST_FUNCTIONS, CallContext  # noqa: E402
@@ -189,4 +190,4 @@ if __name__ == "__main__":
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    asyncio.run(main(args.calls, args.rounds))
+    run(main(args.calls, args.rounds))  # the node's event loop

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything Aspen and its tests need on a fresh Debian machine:
-# system packages (etcd, bubblewrap), a virtualenv in .venv with the package
+# system packages (etcd, bubblewrap, a C compiler), a virtualenv in .venv with the package
 # and its test extras, and the example/test WASM plugins built from source.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +10,9 @@ if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO=sudo; fi
 need=()
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v bwrap >/dev/null || need+=(bubblewrap)
+command -v cc >/dev/null || need+=(gcc)  # the plugin hand-off's C extension
+python3 -c 'import os, sysconfig; raise SystemExit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' \
+    || need+=(python3-dev)
 if [ ${#need[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null

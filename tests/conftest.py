@@ -1,13 +1,19 @@
 """Fixtures shared by the suites that need *a* store rather than every
 backend (the storage conformance suite overrides ``kv`` with its own,
-parametrised over all backends)."""
+parametrised over all backends). Every async test runs on the node's own
+event loop."""
 
 from __future__ import annotations
 
 import pytest
 
+from aspen.node.event_loop import AspenEventLoop
 from aspen.storage.blobs import LocalBlobStore
 from aspen.storage.sqlite import SqliteKeyValueStore
+
+
+def pytest_asyncio_loop_factories(config, item):
+    return {"aspen": AspenEventLoop}
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Annotated
 
@@ -29,6 +28,7 @@ def start(
     ] = False,
 ) -> None:
     """Start a node on the embedded default (SQLite + blob directory); SIGTERM drains and stops it."""
+    from aspen.node.event_loop import run
     from aspen.node.server import serve  # the server stack loads only for this command
 
     cfg = load_config(
@@ -37,4 +37,4 @@ def start(
     if allow_unsigned_plugins:
         cfg.sections.setdefault("plugins", {})["allow_unsigned"] = True
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve(cfg))
+    run(serve(cfg))

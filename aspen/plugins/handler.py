@@ -10,14 +10,26 @@ import msgspec
 
 from aspen.errors import AspenError, ErrorCode
 from aspen.plugins.manifest import PluginManifest
-from aspen.plugins.runtime import PluginRuntime, bad_output, decode_json_object
+from aspen.plugins.runtime import PluginRuntime, bad_output
 from aspen.rpc.handler import Request, RequestContext, Response
 
 _encode = msgspec.json.Encoder().encode
 MAX_ERROR_CODE_CHARS = 64
 
 
+class _Reply(msgspec.Struct):
+    """What ``handle_request`` must return; unknown fields are ignored."""
+
+    type: str
+    body: dict[str, Any] = {}
+
+
+_decode_reply = msgspec.json.Decoder(_Reply).decode
+
+
 class WasmPluginHandler:
+    keeps_deadline = True  # the runtime answers TIMEOUT itself: no registry timer
+
     def __init__(self, manifest: PluginManifest, runtime: PluginRuntime) -> None:
         self.manifest = manifest
         self.runtime = runtime
@@ -32,15 +44,19 @@ class WasmPluginHandler:
     def _decode(self, raw: bytes) -> Response:
         """Runs on the worker thread: anything but ``{"type": str, "body": {...}}``
         is ``PLUGIN_BAD_OUTPUT``."""
-        reply = decode_json_object(self.name, "handle_request", raw)
-        rtype, body = reply.get("type"), reply.get("body", {})
-        if not isinstance(rtype, str) or not rtype or not isinstance(body, dict):
+        try:
+            reply = _decode_reply(raw)
+        except msgspec.ValidationError:
+            reply = None
+        except msgspec.DecodeError:
+            raise bad_output(self.name, "handle_request returned output that is not JSON") from None
+        if reply is None or not reply.type:
             raise bad_output(self.name, 'handle_request must return {"type": string, "body": object}')
-        if rtype == "Error":
-            code = body.get("code")
+        if reply.type == "Error":
+            code = reply.body.get("code")
             if not isinstance(code, str) or not 0 < len(code) <= MAX_ERROR_CODE_CHARS:
                 raise bad_output(self.name, "an Error reply needs a string code")
-        return Response(rtype, body)
+        return Response(reply.type, reply.body)
 
     async def handle(self, request: Request, ctx: RequestContext) -> Response:
         if request.type not in self.request_types:

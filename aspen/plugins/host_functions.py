@@ -11,8 +11,9 @@ instance and no host function can act for the wrong plugin.
 They run on the plugin's worker thread. Async services (KV, blobs) are
 reached with ``run_coroutine_threadsafe`` onto the node's event loop and
 waited for at most until the call's deadline. That cannot deadlock: WASM
-never runs on the loop thread (checked here), and the loop never waits for
-a WASM call — it awaits a future.
+never runs on the loop thread (checked here), and the loop never blocks on
+a WASM call — it awaits a future, or waits inline for at most 100 µs and
+stops at once when a host function bumps ``LOOP_ATTENTION``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from aspen.clock import now_ms
 from aspen.errors import AspenError, ErrorCode
 from aspen.plugins.gate import PluginGate
+from aspen.plugins.handoff import LOOP_ATTENTION
 from aspen.storage.limits import check_limit, check_ops_count
 from aspen.storage.protocol import BlobStore, KeyValueStore
 from aspen.storage.records import (
@@ -110,6 +112,7 @@ def run_on_loop(ctx: CallContext, coro: Coroutine[Any, Any, Any]) -> Any:
     except RuntimeError as exc:  # loop closed: the node is shutting down
         coro.close()
         raise AspenError(ErrorCode.UNAVAILABLE, "the node is shutting down") from exc
+    LOOP_ATTENTION.bump()  # a loop waiting inline for this very call stops and serves it
     try:
         return fut.result(timeout=remaining)
     except concurrent.futures.TimeoutError as exc:

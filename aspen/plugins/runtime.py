@@ -6,7 +6,8 @@ CPU-bound plugin every core; each worker thread owns its instance, so an
 instance is never used by two threads.
 The wall-clock limit is Extism's ``timeout_ms``, which really interrupts a
 looping guest; memory is capped with ``max_pages``. A faulted instance is
-dropped and replaced, so the next call starts clean.
+dropped and replaced, so the next call starts clean. How calls and results
+cross between the loop and the workers is in :mod:`aspen.plugins.handoff`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,15 @@ import extism
 import msgspec
 
 from aspen.errors import AspenError, ErrorCode
+from aspen.plugins.handoff import (
+    IN_FLIGHT,
+    LOOP_ATTENTION,
+    LOOP_SPIN_NS,
+    PARK_NS,
+    SHORT_CALL_NS,
+    WORKER_SPIN_NS,
+    EventCount,
+)
 from aspen.plugins.host_functions import HOST_FUNCTIONS, CallContext, HostEnv
 from aspen.plugins.manifest import EffectiveLimits
 
@@ -77,19 +87,27 @@ def decode_json_object(plugin: str, export: str, raw: bytes) -> dict[str, Any]:
 
 
 class _Job:
-    __slots__ = ("loop", "future", "export", "data", "deadline", "decode")
+    """One call crossing to a worker. The worker sets ``outcome``; while
+    ``spinning`` the loop is waiting inline and reads it itself (``taken``),
+    otherwise the worker settles ``future``, which the loop makes only once
+    it stops waiting inline."""
 
-    def __init__(self, loop, future, export, data, deadline, decode) -> None:
+    __slots__ = ("loop", "future", "export", "data", "deadline", "decode", "outcome", "spinning", "taken")
+
+    def __init__(self, loop, export, data, deadline, decode) -> None:
         self.loop = loop
-        self.future = future
+        self.future: asyncio.Future | None = None
         self.export = export
         self.data = data
         self.deadline = deadline
         self.decode = decode
+        self.outcome: tuple[bool, Any] | None = None
+        self.spinning = False
+        self.taken = False
 
 
-def _settle(future: asyncio.Future, ok: bool, value: Any) -> None:
-    if not future.done():  # the caller may have given up (cancelled)
+def _settle(job: _Job, future: asyncio.Future, ok: bool, value: Any) -> None:
+    if not job.taken and not future.done():  # taken inline, or the caller gave up (cancelled)
         if ok:
             future.set_result(value)
         else:
@@ -99,9 +117,9 @@ def _settle(future: asyncio.Future, ok: bool, value: Any) -> None:
 class PluginRuntime:
     """A plugin's instances and worker threads. Each worker thread owns one
     instance for its whole life (replaced after a fault), so an instance is
-    never touched by two threads; jobs reach the workers through one queue
-    and results come back with ``call_soon_threadsafe`` — the loop only ever
-    awaits a future."""
+    never touched by two threads; jobs reach the workers through one queue,
+    results come back inline or with ``call_soon_threadsafe``
+    (:mod:`aspen.plugins.handoff`)."""
 
     def __init__(self, name: str, wasm: bytes, env: HostEnv, limits: EffectiveLimits) -> None:
         self.name = name
@@ -117,6 +135,8 @@ class PluginRuntime:
             functions=HOST_FUNCTIONS,
         )
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._submitted = EventCount()  # bumped after every put on _jobs
+        self._typical_ns = 0  # moving average of call durations: whether the loop spins
         self._workers: list[threading.Thread] = []
         self._pending = 0
         self._idle = asyncio.Event()
@@ -155,8 +175,27 @@ class PluginRuntime:
             instance: extism.Plugin | None = self._spare.get_nowait()
         except queue.Empty:
             instance = None
-        while (job := self._jobs.get()) is not None:
-            if job.future.done():
+        jobs, submitted = self._jobs, self._submitted
+        owe_bump = False  # a result delivered that LOOP_ATTENTION does not yet tell of
+        while True:
+            seen = submitted.value()  # read before looking, so no put goes unnoticed
+            if jobs.empty():
+                if owe_bump:  # one call: the GIL is already free when the loop wakes
+                    LOOP_ATTENTION.bump_and_wait(submitted, seen, WORKER_SPIN_NS, PARK_NS)
+                    owe_bump = False
+                else:
+                    submitted.wait(seen, WORKER_SPIN_NS, PARK_NS)
+                continue
+            try:
+                job = jobs.get_nowait()
+            except queue.Empty:  # another worker took it
+                continue
+            if owe_bump:
+                LOOP_ATTENTION.bump()
+                owe_bump = False
+            if job is None:
+                return
+            if job.future is not None and job.future.done():  # the caller gave up
                 continue
             try:
                 if instance is None:
@@ -169,18 +208,26 @@ class PluginRuntime:
             except Exception as exc:  # a host bug: report it, keep the worker alive
                 log.exception("plugin %s: worker failed", self.name)
                 ok, value = False, AspenError(ErrorCode.INTERNAL, f"plugin '{self.name}': internal error: {exc}")
+            job.outcome = (ok, value)
+            owe_bump = True
+            future = job.future
+            if job.spinning or future is None:  # the loop reads the outcome itself
+                continue
             try:
-                job.loop.call_soon_threadsafe(_settle, job.future, ok, value)
+                job.loop.call_soon_threadsafe(_settle, job, future, ok, value)
             except RuntimeError:  # the loop is gone; nobody is waiting
                 pass
 
     def _run(self, instance: extism.Plugin, job: _Job) -> Any:
         if time.monotonic() >= job.deadline:
             raise AspenError(ErrorCode.TIMEOUT, f"plugin '{self.name}': the request expired while queued")
+        start = time.perf_counter_ns()
         try:
             buf = instance.call(job.export, job.data, parse=None, host_context=CallContext(self.env, job.deadline))
         except extism.Error as exc:
             raise classify(self.name, job.export, exc) from None
+        finally:
+            self._typical_ns += (time.perf_counter_ns() - start - self._typical_ns) // 8
         if len(buf) > self.limits.max_output_bytes:
             raise bad_output(
                 self.name, f"{job.export} output is {len(buf)} bytes, the limit is {self.limits.max_output_bytes}"
@@ -202,7 +249,8 @@ class PluginRuntime:
         the result on the worker thread. A fault raises its ``PLUGIN_*`` error
         and counts toward Degraded, a clean call restores Ready. ``lifecycle``
         calls (info, init, shutdown) pass while the plugin is loading or stopping."""
-        if not lifecycle and self.state not in (PluginState.READY, PluginState.DEGRADED):
+        state = self.state
+        if not lifecycle and state is not PluginState.READY and state is not PluginState.DEGRADED:
             raise AspenError(ErrorCode.UNAVAILABLE, f"plugin '{self.name}' is {self.state}", plugin=self.name)
         if len(data) > self.limits.max_input_bytes:
             raise AspenError(
@@ -215,27 +263,58 @@ class PluginRuntime:
             raise AspenError(ErrorCode.PLUGIN_OVERLOADED, f"plugin '{self.name}' has too many calls waiting")
         limit = time.monotonic() + self.limits.timeout_ms / 1000 + 1.0
         deadline = limit if deadline is None else min(deadline, limit)
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._pending += 1
-        self._idle.clear()
-        if self._pending > len(self._workers) < self.limits.concurrency:
+        if self._pending >= len(self._workers) < self.limits.concurrency:  # every worker is busy
             worker = threading.Thread(target=self._work, name=f"plugin-{self.name}", daemon=True)
-            self._workers.append(worker)
             worker.start()
-        self._jobs.put(_Job(loop, future, export, data, deadline, decode))
+            self._workers.append(worker)
+        job = _Job(asyncio.get_running_loop(), export, data, deadline, decode)
+        self._pending += 1
+        IN_FLIGHT.calls += 1
+        self._idle.clear()
         try:
-            result = await future
+            if self._hand_over(job):
+                ok, result = job.outcome
+                if not ok:
+                    raise result
+            else:
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    result = await job.future
+        except TimeoutError:
+            raise AspenError(
+                ErrorCode.TIMEOUT, f"plugin '{self.name}' {export} did not finish before its deadline"
+            ) from None
         except AspenError as exc:
             if exc.code in FAULT_CODES:
                 self._record_fault(exc)
             raise
         finally:
             self._pending -= 1
+            IN_FLIGHT.calls -= 1
             if not self._pending:
                 self._idle.set()
         self._record_ok()
         return result
+
+    def _hand_over(self, job: _Job) -> bool:
+        """Give ``job`` to a worker; True when its outcome is already back.
+        When the loop has nothing else ready and this plugin's calls are
+        short, the loop waits for it inline (GIL released, at most
+        LOOP_SPIN_NS, ended early by anything else needing the loop);
+        otherwise, or if it is not back by then, the caller awaits the future."""
+        loop = job.loop
+        if self._typical_ns > SHORT_CALL_NS or getattr(loop, "_ready", True):
+            job.future = loop.create_future()
+            self._jobs.put(job)
+            self._submitted.bump()
+            return False
+        job.spinning = True
+        self._jobs.put(job)
+        self._submitted.bump_and_wait(LOOP_ATTENTION, LOOP_ATTENTION.value(), LOOP_SPIN_NS)
+        if job.outcome is None:  # made before spinning ends: a worker that sees it ended settles it
+            job.future = loop.create_future()
+        job.spinning = False
+        job.taken = job.outcome is not None
+        return job.taken
 
     def _record_ok(self) -> None:
         self.calls += 1
@@ -287,6 +366,7 @@ class PluginRuntime:
         self.state = PluginState.STOPPED
         for _ in self._workers:
             self._jobs.put(None)
+            self._submitted.bump()
         for worker in self._workers:
             await asyncio.to_thread(worker.join)
         self._workers.clear()

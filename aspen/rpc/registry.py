@@ -39,10 +39,19 @@ ReloadCallback = Callable[[str | None], Awaitable[PluginReloadResult]]
 CORE_DISTRIBUTION = "aspen-cluster"
 NATIVE_PLUGIN_PRIORITIES = (100, 899)  # handlers from other distributions
 CORE_PRIORITY_END = 100  # core handlers use 0-99
+REGISTRY_REQUESTS = frozenset({"PluginReload"})  # answered by the registry itself, never by a handler
 
 
 def error_response(exc: AspenError) -> Response:
     return Response("Error", exc.to_body())
+
+
+def keeps_own_deadline(handler: RequestHandler) -> bool:
+    """Core handlers (local store calls: the timer would cost more than the
+    work) and handlers that say ``keeps_deadline = True`` (they answer
+    ``TIMEOUT`` themselves, like the WASM runtime) run without the
+    registry's timer."""
+    return handler.priority < CORE_PRIORITY_END or getattr(handler, "keeps_deadline", False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +59,7 @@ class RegistrySnapshot:
     handlers: tuple[RequestHandler, ...]  # sorted by priority, stable
     by_type: Mapping[str, tuple[RequestHandler, ...]]
     app_types: Mapping[str, str]  # request type -> app, for CAPABILITY_UNAVAILABLE
+    untimed: Mapping[str, RequestHandler]  # request type -> its handler, which keeps its own deadline
 
     def handler_for(self, request_type: str) -> RequestHandler | None:
         found = self.by_type.get(request_type)
@@ -78,6 +88,9 @@ def _build(handlers: Iterable[RequestHandler], app_types: Mapping[str, str]) -> 
         ordered,
         MappingProxyType({t: tuple(hs) for t, hs in by_type.items()}),
         MappingProxyType(apps),
+        MappingProxyType(
+            {t: hs[0] for t, hs in by_type.items() if keeps_own_deadline(hs[0]) and t not in REGISTRY_REQUESTS}
+        ),
     )
 
 
@@ -117,7 +130,7 @@ class HandlerRegistry:
         for them is loaded (e.g. an installed but disabled plugin)."""
         snap = self._snap
         apps = {**snap.app_types, **{t: app for t in request_types}}
-        self._snap = RegistrySnapshot(snap.handlers, snap.by_type, MappingProxyType(apps))
+        self._snap = RegistrySnapshot(snap.handlers, snap.by_type, MappingProxyType(apps), snap.untimed)
 
     def set_reload_callback(self, callback: ReloadCallback | None) -> None:
         """The plugin host registers how to reload plugins (``PluginReload``)."""
@@ -128,14 +141,13 @@ class HandlerRegistry:
     async def dispatch(self, request: Request, ctx: RequestContext) -> Response:
         """Never raises: every failure becomes an ``Error`` response.
 
-        Everything except a core handler (priority < 100: local store calls)
-        runs under the request's deadline; for the core handlers the timer
-        would cost more than the work it guards."""
+        Everything runs under the request's deadline: the registry's timer,
+        or the handler's own (:func:`keeps_own_deadline`)."""
         snap = self._snap  # this request keeps this table, whatever swaps meanwhile
         try:
-            found = snap.by_type.get(request.type)
-            if found and found[0].priority < CORE_PRIORITY_END:
-                return await found[0].handle(request, ctx)
+            untimed = snap.untimed.get(request.type)
+            if untimed is not None:
+                return await untimed.handle(request, ctx)
             async with asyncio.timeout(ctx.remaining()):
                 return await self._dispatch(snap, request, ctx)
         except AspenError as exc:
@@ -147,7 +159,7 @@ class HandlerRegistry:
             return error_response(AspenError(ErrorCode.INTERNAL, f"internal error while handling {request.type}"))
 
     async def _dispatch(self, snap: RegistrySnapshot, request: Request, ctx: RequestContext) -> Response:
-        if request.type == "PluginReload":
+        if request.type in REGISTRY_REQUESTS:
             return await self._plugin_reload(request)
         by_type = snap.by_type.get(request.type)
         if by_type:

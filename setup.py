@@ -1,0 +1,14 @@
+"""The one compiled part: the GIL-free hand-off the plugin runtime waits on
+(see aspen/plugins/_eventcount.c). Everything else is in pyproject.toml."""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "aspen.plugins._eventcount",
+            ["aspen/plugins/_eventcount.c"],
+            extra_compile_args=["-O2", "-std=c11"],
+        )
+    ]
+)
