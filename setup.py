@@ -1,13 +1,13 @@
 """The one compiled part: the GIL-free hand-off the plugin runtime waits on
-(see aspen/plugins/_eventcount.c). Everything else is in pyproject.toml."""
+(see aspen/_eventcount.c). Everything else is in pyproject.toml."""
 
 from setuptools import Extension, setup
 
 setup(
     ext_modules=[
         Extension(
-            "aspen.plugins._eventcount",
-            ["aspen/plugins/_eventcount.c"],
+            "aspen._eventcount",
+            ["aspen/_eventcount.c"],
             extra_compile_args=["-O2", "-std=c11"],
         )
     ]

@@ -1,16 +1,16 @@
-"""The node's event loop: asyncio's selector loop that, while a plugin call
-is out on a worker thread, waits for the next event by spinning (GIL
-released, at most :data:`~aspen.plugins.handoff.LOOP_SPIN_NS`) instead of
-sleeping in ``epoll``.
+"""The node's event loop: asyncio's selector loop, plus the loop's half of
+:mod:`aspen.handoff`.
 
-Why: on a VM whose idle vCPUs halt at once, every ``epoll`` wake from
-another thread costs 20–30 µs, and a plugin call that uses host functions
-crosses threads several times (guest -> loop -> SQLite thread -> loop ->
-guest -> loop). Every ``call_soon_threadsafe`` bumps
-:data:`~aspen.plugins.handoff.LOOP_ATTENTION`, so the spinning loop sees it
-at once. Sockets are looked at before and after each spin, so network I/O
-waits at most one spin. With no plugin call in flight the loop is asyncio's
-own, unchanged.
+- Bumps the loop makes for workers (:func:`aspen.handoff.wake`) are held
+  until the loop is about to wait, then made with the GIL released, so a
+  woken worker never finds the GIL taken.
+- While calls are out on other threads (``IN_FLIGHT``) the loop waits for
+  the next event by spinning on ``LOOP_ATTENTION`` (GIL released, at most
+  ``LOOP_SPIN_NS``) instead of sleeping in ``epoll``; every
+  ``call_soon_threadsafe`` bumps it. Sockets are looked at before and after
+  each spin, so network I/O waits at most one spin.
+
+With no call in flight the loop behaves as asyncio's own.
 """
 
 from __future__ import annotations
@@ -20,35 +20,60 @@ import selectors
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from aspen.plugins import handoff
+from aspen import handoff
 
 T = TypeVar("T")
 
 
 class _SpinningSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]
+    def __init__(self) -> None:
+        super().__init__()
+        self.deferred: list[handoff.EventCount] = []
+
     def select(self, timeout: float | None = None):
-        if handoff.IN_FLIGHT.calls and (timeout is None or timeout > 0):
-            attention = handoff.LOOP_ATTENTION
-            seen = attention.value()  # before looking, so no bump goes unnoticed
-            ready = super().select(0)
-            if ready:
-                return ready
-            spin_ns = handoff.LOOP_SPIN_NS if timeout is None else min(handoff.LOOP_SPIN_NS, int(timeout * 1e9))
-            if attention.wait(seen, spin_ns):
-                return super().select(0)
-            if timeout is not None:
-                timeout = max(0.0, timeout - spin_ns / 1e9)
-        return super().select(timeout)
+        deferred = self.deferred
+        if not handoff.IN_FLIGHT.calls or timeout == 0:
+            while deferred:
+                deferred.pop().bump()
+            return super().select(timeout)
+        attention = handoff.LOOP_ATTENTION
+        seen = attention.value()  # before looking, so no bump goes unnoticed
+        ready = super().select(0)
+        spin_ns = handoff.LOOP_SPIN_NS if timeout is None else min(handoff.LOOP_SPIN_NS, int(timeout * 1e9))
+        bumps = tuple(deferred)
+        deferred.clear()
+        if ready:
+            for ec in bumps:
+                ec.bump()
+            return ready
+        if handoff.bump_all_and_wait(bumps, attention, seen, spin_ns):
+            return super().select(0)
+        return super().select(None if timeout is None else max(0.0, timeout - spin_ns / 1e9))
 
 
 class AspenEventLoop(asyncio.SelectorEventLoop):
     def __init__(self) -> None:
-        super().__init__(_SpinningSelector())
+        self._spinning_selector = _SpinningSelector()
+        super().__init__(self._spinning_selector)
+
+    def defer_bump(self, ec: handoff.EventCount) -> None:
+        """Bump ``ec`` when the loop next lets go of the GIL (:func:`aspen.handoff.wake`)."""
+        self._spinning_selector.deferred.append(ec)
+
+    def wait_inline(self, bump: handoff.EventCount, seen: int, spin_ns: int) -> bool:
+        """Bump ``bump`` and every deferred count with the GIL released, then
+        spin up to ``spin_ns`` until ``LOOP_ATTENTION`` is no longer ``seen``."""
+        deferred = self._spinning_selector.deferred
+        deferred.append(bump)
+        bumps = tuple(deferred)
+        deferred.clear()
+        return handoff.bump_all_and_wait(bumps, handoff.LOOP_ATTENTION, seen, spin_ns)
 
     def _write_to_self(self) -> None:
         """``call_soon_threadsafe`` wakes the loop through here: also end a spin."""
         super()._write_to_self()
-        handoff.LOOP_ATTENTION.bump()
+        if handoff.loud():
+            handoff.LOOP_ATTENTION.bump()
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:

@@ -39,8 +39,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from aspen.clock import now_ms
 from aspen.errors import AspenError, ErrorCode
+from aspen.handoff import (
+    LOOP_ATTENTION,
+    WORKER_SPIN_NS,
+    EventCount,
+    quiet_wakeups,
+    wake,
+)
 from aspen.plugins.gate import PluginGate
-from aspen.plugins.handoff import LOOP_ATTENTION
 from aspen.storage.limits import check_limit, check_ops_count
 from aspen.storage.protocol import BlobStore, KeyValueStore
 from aspen.storage.records import (
@@ -98,6 +104,16 @@ class CallContext:
         self.deadline = deadline
 
 
+_host_waits = threading.local()  # per worker thread: an EventCount bumped when its host call is answered
+
+
+def _wake_caller(done: EventCount, env: HostEnv) -> None:
+    if threading.get_ident() == env.loop_thread:
+        wake(done, env.loop)  # the loop bumps it once it lets go of the GIL
+    else:  # the answer was there before the callback was added
+        done.bump()
+
+
 def run_on_loop(ctx: CallContext, coro: Coroutine[Any, Any, Any]) -> Any:
     env = ctx.env
     if threading.get_ident() == env.loop_thread:
@@ -107,14 +123,22 @@ def run_on_loop(ctx: CallContext, coro: Coroutine[Any, Any, Any]) -> Any:
     if remaining <= 0:
         coro.close()
         raise AspenError(ErrorCode.TIMEOUT, "the plugin call ran out of time")
+    done = getattr(_host_waits, "done", None)
+    if done is None:
+        done = _host_waits.done = EventCount()
+    seen = done.value()
     try:
-        fut = asyncio.run_coroutine_threadsafe(coro, env.loop)
+        with quiet_wakeups():  # the loop is woken below, once this thread lets go of the GIL
+            fut = asyncio.run_coroutine_threadsafe(coro, env.loop)
     except RuntimeError as exc:  # loop closed: the node is shutting down
         coro.close()
         raise AspenError(ErrorCode.UNAVAILABLE, "the node is shutting down") from exc
-    LOOP_ATTENTION.bump()  # a loop waiting inline for this very call stops and serves it
+    fut.add_done_callback(lambda _: _wake_caller(done, env))
+    # Bring the loop (it may be waiting inline for this very plugin call), then
+    # wait for the answer without the GIL: spin, then park until the deadline.
+    LOOP_ATTENTION.bump_and_wait(done, seen, WORKER_SPIN_NS, int(remaining * 1e9))
     try:
-        return fut.result(timeout=remaining)
+        return fut.result(timeout=max(0.0, ctx.deadline - time.monotonic()))
     except concurrent.futures.TimeoutError as exc:
         fut.cancel()
         raise AspenError(ErrorCode.TIMEOUT, "the plugin call ran out of time") from exc

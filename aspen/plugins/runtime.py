@@ -7,7 +7,7 @@ instance is never used by two threads.
 The wall-clock limit is Extism's ``timeout_ms``, which really interrupts a
 looping guest; memory is capped with ``max_pages``. A faulted instance is
 dropped and replaced, so the next call starts clean. How calls and results
-cross between the loop and the workers is in :mod:`aspen.plugins.handoff`.
+cross between the loop and the workers is in :mod:`aspen.handoff`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import extism
 import msgspec
 
 from aspen.errors import AspenError, ErrorCode
-from aspen.plugins.handoff import (
+from aspen.handoff import (
     IN_FLIGHT,
     LOOP_ATTENTION,
     LOOP_SPIN_NS,
@@ -33,6 +33,8 @@ from aspen.plugins.handoff import (
     SHORT_CALL_NS,
     WORKER_SPIN_NS,
     EventCount,
+    quiet_wakeups,
+    wake,
 )
 from aspen.plugins.host_functions import HOST_FUNCTIONS, CallContext, HostEnv
 from aspen.plugins.manifest import EffectiveLimits
@@ -119,7 +121,7 @@ class PluginRuntime:
     instance for its whole life (replaced after a fault), so an instance is
     never touched by two threads; jobs reach the workers through one queue,
     results come back inline or with ``call_soon_threadsafe``
-    (:mod:`aspen.plugins.handoff`)."""
+    (:mod:`aspen.handoff`)."""
 
     def __init__(self, name: str, wasm: bytes, env: HostEnv, limits: EffectiveLimits) -> None:
         self.name = name
@@ -139,8 +141,9 @@ class PluginRuntime:
         self._typical_ns = 0  # moving average of call durations: whether the loop spins
         self._workers: list[threading.Thread] = []
         self._pending = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._drained: asyncio.Future[None] | None = None  # made by stop() while calls run
+        self._max_pending = limits.concurrency * (1 + QUEUED_PER_INSTANCE)
+        self._time_limit = limits.timeout_ms / 1000 + 1.0  # seconds; Extism interrupts the guest first
         first = self._new_instance()
         self._exports = {
             export: bool(first.function_exists(export))
@@ -214,7 +217,8 @@ class PluginRuntime:
             if job.spinning or future is None:  # the loop reads the outcome itself
                 continue
             try:
-                job.loop.call_soon_threadsafe(_settle, job, future, ok, value)
+                with quiet_wakeups():  # LOOP_ATTENTION is bumped above, once the GIL is let go
+                    job.loop.call_soon_threadsafe(_settle, job, future, ok, value)
             except RuntimeError:  # the loop is gone; nobody is waiting
                 pass
 
@@ -259,9 +263,9 @@ class PluginRuntime:
                 size=len(data),
                 max=self.limits.max_input_bytes,
             )
-        if self._pending >= self.limits.concurrency * (1 + QUEUED_PER_INSTANCE):
+        if self._pending >= self._max_pending:
             raise AspenError(ErrorCode.PLUGIN_OVERLOADED, f"plugin '{self.name}' has too many calls waiting")
-        limit = time.monotonic() + self.limits.timeout_ms / 1000 + 1.0
+        limit = time.monotonic() + self._time_limit
         deadline = limit if deadline is None else min(deadline, limit)
         if self._pending >= len(self._workers) < self.limits.concurrency:  # every worker is busy
             worker = threading.Thread(target=self._work, name=f"plugin-{self.name}", daemon=True)
@@ -270,7 +274,6 @@ class PluginRuntime:
         job = _Job(asyncio.get_running_loop(), export, data, deadline, decode)
         self._pending += 1
         IN_FLIGHT.calls += 1
-        self._idle.clear()
         try:
             if self._hand_over(job):
                 ok, result = job.outcome
@@ -290,8 +293,8 @@ class PluginRuntime:
         finally:
             self._pending -= 1
             IN_FLIGHT.calls -= 1
-            if not self._pending:
-                self._idle.set()
+            if not self._pending and self._drained is not None and not self._drained.done():
+                self._drained.set_result(None)
         self._record_ok()
         return result
 
@@ -305,11 +308,16 @@ class PluginRuntime:
         if self._typical_ns > SHORT_CALL_NS or getattr(loop, "_ready", True):
             job.future = loop.create_future()
             self._jobs.put(job)
-            self._submitted.bump()
+            wake(self._submitted, loop)
             return False
         job.spinning = True
+        seen = LOOP_ATTENTION.value()
         self._jobs.put(job)
-        self._submitted.bump_and_wait(LOOP_ATTENTION, LOOP_ATTENTION.value(), LOOP_SPIN_NS)
+        wait_inline = getattr(loop, "wait_inline", None)  # the node's loop also wakes what it deferred
+        if wait_inline is None:
+            self._submitted.bump_and_wait(LOOP_ATTENTION, seen, LOOP_SPIN_NS)
+        else:
+            wait_inline(self._submitted, seen, LOOP_SPIN_NS)
         if job.outcome is None:  # made before spinning ends: a worker that sees it ended settles it
             job.future = loop.create_future()
         job.spinning = False
@@ -354,10 +362,12 @@ class PluginRuntime:
         if self.state in (PluginState.STOPPING, PluginState.STOPPED):
             return
         previous, self.state = self.state, PluginState.STOPPING
-        try:
-            await asyncio.wait_for(self._idle.wait(), drain_seconds)
-        except TimeoutError:
-            log.warning("plugin %s: %d calls still running at shutdown", self.name, self._pending)
+        if self._pending:
+            self._drained = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(self._drained, drain_seconds)
+            except TimeoutError:
+                log.warning("plugin %s: %d calls still running at shutdown", self.name, self._pending)
         if previous in (PluginState.READY, PluginState.DEGRADED) and self.has_export("plugin_shutdown"):
             try:
                 await self.call("plugin_shutdown", b"", lambda raw: raw, lifecycle=True)

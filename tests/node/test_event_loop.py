@@ -10,8 +10,8 @@ import time
 
 import pytest
 
+from aspen import handoff
 from aspen.node.event_loop import AspenEventLoop, run
-from aspen.plugins import handoff
 
 
 @pytest.fixture

@@ -10,9 +10,10 @@ import time
 
 import pytest
 
+from aspen import handoff
 from aspen.errors import AspenError
-from aspen.plugins import handoff, runtime
-from aspen.plugins.handoff import EventCount
+from aspen.handoff import EventCount
+from aspen.plugins import runtime
 from aspen.plugins.manifest import PluginLimits
 from aspen.rpc.handler import Request, RequestContext
 from aspen.rpc.registry import HandlerRegistry
