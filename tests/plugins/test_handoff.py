@@ -5,6 +5,9 @@ same answers, faults and deadlines."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -138,3 +141,33 @@ async def test_the_request_deadline_holds_without_the_registry_timer(load):
     reply = await registry.dispatch(Request("Spin", {}), RequestContext(deadline=time.monotonic() + 0.3))
     assert reply.type == "Error" and reply.body["code"] == "TIMEOUT"
     assert time.monotonic() - start < 2.0
+
+
+def test_extism_helper_threads_never_preempt_a_guest(built):
+    """Extism's own threads (its timer among them) run SCHED_BATCH: they keep
+    their CPU share, so timeouts fire (test_faults), but never preempt a
+    running guest on wake-up. Checked in a fresh process, where every native
+    thread is Extism's."""
+    script = f"""
+import asyncio, os
+from aspen.plugins.host import PluginHost
+from aspen.plugins.runtime import _native_threads
+from aspen.storage.sqlite import SqliteKeyValueStore
+
+async def main(tmp):
+    kv = await SqliteKeyValueStore.open(tmp + "/kv", durable=False)
+    host = PluginHost(kv=kv)
+    await host.load_files({str(built / "echo" / "plugin.json")!r}, {str(built / "echo" / "plugin.wasm")!r})
+    threads = _native_threads()
+    print(len(threads), sorted({{os.sched_getscheduler(t) for t in threads}}))
+    await host.close()
+    await kv.close()
+
+import tempfile
+with tempfile.TemporaryDirectory() as tmp:
+    asyncio.run(main(tmp))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    count, policies = out.stdout.split(" ", 1)
+    assert int(count) >= 1
+    assert policies.strip() == f"[{os.SCHED_BATCH}]"
