@@ -17,6 +17,7 @@
 #include <Python.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <sched.h>
 #include <time.h>
 
@@ -26,12 +27,24 @@
 #include <unistd.h>
 #endif
 
-#define YIELD_EVERY_NS 20000
+#define CACHE_LINE 64
+/* A spinning thread yields this often, in case the thread it waits for
+ * shares its CPU. Not much more often: each yield also lets Extism's timer
+ * thread in, and a short call (about 20 us) should finish before the first. */
+#define YIELD_EVERY_NS 40000
+
+/* The counter lives on a cache line of its own, so the line a thread spins
+ * on is written by bumps only, not by refcount changes of this object or of
+ * a neighbour in pymalloc's pool. */
+typedef struct {
+    _Atomic uint32_t seq;
+    _Atomic uint32_t parked;
+    char pad[CACHE_LINE - 2 * sizeof(uint32_t)];
+} Counter;
 
 typedef struct {
     PyObject_HEAD
-    _Atomic uint32_t seq;
-    _Atomic uint32_t parked;
+    Counter *c;
 } EventCount;
 
 static PyTypeObject EventCountType;
@@ -43,10 +56,10 @@ static int64_t now_ns(void) {
 }
 
 static void bump(EventCount *ec) {
-    atomic_fetch_add(&ec->seq, 1);
+    atomic_fetch_add(&ec->c->seq, 1);
 #ifdef __linux__
-    if (atomic_load(&ec->parked)) {
-        syscall(SYS_futex, &ec->seq, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
+    if (atomic_load(&ec->c->parked)) {
+        syscall(SYS_futex, &ec->c->seq, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
     }
 #endif
 }
@@ -60,7 +73,7 @@ static int wait_moved(EventCount *ec, uint32_t seen, int64_t spin_ns, int64_t pa
             /* No PAUSE here: under a hypervisor with pause-loop exiting it
              * traps to the host and slowed the guest call on the other vCPU
              * by a third; a plain load loop did not. */
-            if (atomic_load_explicit(&ec->seq, memory_order_acquire) != seen) return 1;
+            if (atomic_load_explicit(&ec->c->seq, memory_order_acquire) != seen) return 1;
         }
         int64_t now = now_ns();
         if (now - start >= spin_ns) break;
@@ -70,28 +83,28 @@ static int wait_moved(EventCount *ec, uint32_t seen, int64_t spin_ns, int64_t pa
             next_yield = now + YIELD_EVERY_NS;
         }
     }
-    if (park_ns <= 0) return atomic_load(&ec->seq) != seen;
+    if (park_ns <= 0) return atomic_load(&ec->c->seq) != seen;
     int64_t end = now_ns() + park_ns;
-    atomic_fetch_add(&ec->parked, 1);
+    atomic_fetch_add(&ec->c->parked, 1);
     int moved;
     for (;;) {
-        if ((moved = atomic_load(&ec->seq) != seen)) break;
+        if ((moved = atomic_load(&ec->c->seq) != seen)) break;
         int64_t left = end - now_ns();
         if (left <= 0) break;
 #ifdef __linux__
         struct timespec ts = {left / 1000000000, left % 1000000000};
-        syscall(SYS_futex, &ec->seq, FUTEX_WAIT_PRIVATE, seen, &ts, NULL, 0);
+        syscall(SYS_futex, &ec->c->seq, FUTEX_WAIT_PRIVATE, seen, &ts, NULL, 0);
 #else
         struct timespec ts = {0, left < 50000 ? left : 50000};
         nanosleep(&ts, NULL);
 #endif
     }
-    atomic_fetch_sub(&ec->parked, 1);
+    atomic_fetch_sub(&ec->c->parked, 1);
     return moved;
 }
 
 static PyObject *EventCount_value(EventCount *self, PyObject *Py_UNUSED(ignored)) {
-    return PyLong_FromUnsignedLong(atomic_load(&self->seq));
+    return PyLong_FromUnsignedLong(atomic_load(&self->c->seq));
 }
 
 static PyObject *EventCount_bump(EventCount *self, PyObject *Py_UNUSED(ignored)) {
@@ -182,11 +195,20 @@ static PyMethodDef EventCount_methods[] = {
 static PyObject *EventCount_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     if (!PyArg_ParseTuple(args, ":EventCount")) return NULL;
     EventCount *self = (EventCount *)type->tp_alloc(type, 0);
-    if (self != NULL) {
-        atomic_init(&self->seq, 0);
-        atomic_init(&self->parked, 0);
+    if (self == NULL) return NULL;
+    self->c = aligned_alloc(CACHE_LINE, sizeof(Counter));
+    if (self->c == NULL) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
     }
+    atomic_init(&self->c->seq, 0);
+    atomic_init(&self->c->parked, 0);
     return (PyObject *)self;
+}
+
+static void EventCount_dealloc(EventCount *self) {
+    free(self->c);  /* no thread waits on it: a wait holds a reference */
+    Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyTypeObject EventCountType = {
@@ -196,6 +218,7 @@ static PyTypeObject EventCountType = {
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "A counter threads wait on without the GIL: spin briefly, then park.",
     .tp_new = EventCount_new,
+    .tp_dealloc = (destructor)EventCount_dealloc,
     .tp_methods = EventCount_methods,
 };
 
