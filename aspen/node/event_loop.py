@@ -30,18 +30,21 @@ class _SpinningSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-t
         super().__init__()
         self.deferred: list[handoff.EventCount] = []
 
+    def take_deferred(self) -> tuple[handoff.EventCount, ...]:
+        bumps = tuple(self.deferred)
+        self.deferred.clear()
+        return bumps
+
     def select(self, timeout: float | None = None):
-        deferred = self.deferred
         if not handoff.IN_FLIGHT.calls or timeout == 0:
-            while deferred:
-                deferred.pop().bump()
+            for ec in self.take_deferred():
+                ec.bump()
             return super().select(timeout)
         attention = handoff.LOOP_ATTENTION
         seen = attention.value()  # before looking, so no bump goes unnoticed
         ready = super().select(0)
         spin_ns = handoff.LOOP_SPIN_NS if timeout is None else min(handoff.LOOP_SPIN_NS, int(timeout * 1e9))
-        bumps = tuple(deferred)
-        deferred.clear()
+        bumps = self.take_deferred()
         if ready:
             for ec in bumps:
                 ec.bump()
@@ -63,10 +66,7 @@ class AspenEventLoop(asyncio.SelectorEventLoop):
     def wait_inline(self, bump: handoff.EventCount, seen: int, spin_ns: int) -> bool:
         """Bump ``bump`` and every deferred count with the GIL released, then
         spin up to ``spin_ns`` until ``LOOP_ATTENTION`` is no longer ``seen``."""
-        deferred = self._spinning_selector.deferred
-        deferred.append(bump)
-        bumps = tuple(deferred)
-        deferred.clear()
+        bumps = (*self._spinning_selector.take_deferred(), bump)
         return handoff.bump_all_and_wait(bumps, handoff.LOOP_ATTENTION, seen, spin_ns)
 
     def _write_to_self(self) -> None:

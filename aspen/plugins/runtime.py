@@ -97,15 +97,21 @@ def _native_threads() -> set[int]:
     return tids - {t.native_id for t in threading.enumerate()}
 
 
-def _batch_new_threads(make: Callable[[], Any]) -> Any:
+_extism_threads_batched = False  # set once the first instance exists: Extism's threads are process-wide
+
+
+def _batch_new_threads(make: Callable[[], Any], *, last: bool = False) -> Any:
     """Run ``make`` and give the native threads it starts the ``SCHED_BATCH``
-    policy. Extism starts its helper threads (among them the timer that
-    enforces ``timeout_ms``) on the first compile and the first instance in
-    the process. The timer is woken twice per call, and at the normal policy
+    policy, until ``last`` (the first instance) has run once. Extism starts
+    its helper threads (among them the timer that enforces ``timeout_ms``)
+    on the first compile and the first instance in the process. The timer is woken twice per call, and at the normal policy
     it preempts the guest on the worker's vCPU whenever the other vCPU is
     busy (the loop waiting for the result), adding about 15 µs to a 20 µs
     call. ``SCHED_BATCH`` keeps its full share of CPU, so timeouts still
     fire, but it no longer preempts on wake-up."""
+    global _extism_threads_batched
+    if _extism_threads_batched:
+        return make()
     before = _native_threads()
     made = make()
     for tid in _native_threads() - before:
@@ -113,6 +119,7 @@ def _batch_new_threads(make: Callable[[], Any]) -> Any:
             os.sched_setscheduler(tid, os.SCHED_BATCH, os.sched_param(0))
         except (AttributeError, OSError):  # no such policy here, or the thread is gone
             pass
+    _extism_threads_batched = last
     return made
 
 
@@ -180,7 +187,7 @@ class PluginRuntime:
 
     def _new_instance(self) -> extism.Plugin:
         try:
-            return _batch_new_threads(lambda: extism.Plugin(self._compiled))
+            return _batch_new_threads(lambda: extism.Plugin(self._compiled), last=True)
         except extism.Error as exc:
             raise AspenError(
                 ErrorCode.PLUGIN_LOAD_FAILED, f"plugin '{self.name}' cannot be instantiated: {exc}", plugin=self.name
