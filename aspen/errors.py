@@ -40,7 +40,14 @@ class ErrorCode(StrEnum):
     UNKNOWN_REQUEST = "UNKNOWN_REQUEST"
     NO_HANDLER = "NO_HANDLER"
     CAPABILITY_UNAVAILABLE = "CAPABILITY_UNAVAILABLE"
+    # auth, in the order they are checked
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    INVALID_SIGNATURE = "INVALID_SIGNATURE"
+    TOKEN_EXPIRED = "TOKEN_EXPIRED"
+    TOKEN_REVOKED = "TOKEN_REVOKED"
+    WRONG_AUDIENCE = "WRONG_AUDIENCE"
     UNAUTHORIZED = "UNAUTHORIZED"
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
     FORBIDDEN = "FORBIDDEN"
     TIMEOUT = "TIMEOUT"
     UNAVAILABLE = "UNAVAILABLE"
@@ -129,6 +136,17 @@ class AspenError(Exception):
 
     def __reduce__(self):  # picklable across process pools
         return (_rebuild, (self.code, self.message, self.details))
+
+
+def quota_exceeded(quota: str, limit: int | float, used: int | float) -> AspenError:
+    """The one shape of a quota refusal: which quota, its limit, the current use."""
+    return AspenError(
+        ErrorCode.QUOTA_EXCEEDED,
+        f"quota {quota} exceeded: limit {limit}, in use {used}",
+        quota=quota,
+        limit=limit,
+        used=used,
+    )
 
 
 def _rebuild(code: str, message: str, details: dict[str, Any]) -> AspenError:

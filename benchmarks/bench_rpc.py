@@ -1,10 +1,14 @@
 """bench_rpc: Ping and ReadKey requests per second against one Aspen node,
 load from wrk, against a bare Starlette endpoint that returns the same JSON
-bytes under the same uvicorn settings, measured in the same run.
+bytes under the same uvicorn settings, measured in the same run. Every
+request to the node carries a real attenuated token (Authorization: Bearer).
 
-    .venv/bin/python benchmarks/bench_rpc.py [--connections 32] [--duration 10] [--rounds 2]
+    .venv/bin/python benchmarks/bench_rpc.py [--connections 32] [--duration 10] [--rounds 2] [--before COMMIT]
 
-Prints requests/s, p50/p99 latency, and node/baseline ratios (goal >= 0.7x).
+``--before COMMIT`` also runs the node of that commit (checked out into a
+temporary directory, no token) and prints node-with-token / node-before.
+Prints requests/s, p50/p99 latency, the ratios, and the per-request cost of
+token verification and of authorisation (uncached and cached) in this process.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import tomllib
 from pathlib import Path
 
 import httpx
@@ -53,6 +58,70 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def checkout(commit: str, work: Path) -> tuple[Path, dict[str, str]]:
+    """The tree of ``commit`` and the environment that runs its node: its own
+    package first on the path, with the entry points of its own pyproject."""
+    tree = work / "before"
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), commit], check=True, capture_output=True)
+    for so in Path(__file__).resolve().parents[1].glob("aspen/_eventcount*.so"):
+        shutil.copy(so, tree / "aspen")
+    meta = work / "before-meta" / "aspen_cluster-0.0.0.dist-info"
+    meta.mkdir(parents=True)
+    (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: aspen-cluster\nVersion: 0.0.0\n")
+    project = tomllib.loads((tree / "pyproject.toml").read_text())["project"]
+    lines = ["[aspen.handlers]"] + [f"{k} = {v}" for k, v in project["entry-points"]["aspen.handlers"].items()]
+    (meta / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    return tree, {**os.environ, "PYTHONPATH": f"{tree}:{meta.parent}"}
+
+
+def bench_token(node_url: str, admin: str) -> str:
+    """A real attenuated token: created by the admin, then narrowed offline."""
+    import biscuit_auth as bz
+
+    from aspen.auth.tokens import Right, attenuate
+
+    created = httpx.post(
+        f"{node_url}/v1/rpc",
+        json={"type": "TokenCreate", "body": {"rights": [{"operation": "kv:read", "resource": "bench/"}], "ttl_seconds": 86400}},
+        headers={"authorization": f"Bearer {admin}"},
+    ).json()["body"]["token"]
+    key = httpx.post(
+        f"{node_url}/v1/rpc", json={"type": "TokenVerify", "body": {}}, headers={"authorization": f"Bearer {admin}"}
+    ).json()["body"]["public_key"]
+    public = bz.PublicKey.from_bytes(bytes.fromhex(key), bz.Algorithm.Ed25519)
+    return attenuate(created, public, rights=[Right("kv:read", "bench/key")], ttl_seconds=7200)
+
+
+def auth_costs(n: int = 2000) -> dict[str, float]:
+    """Microseconds per verification (uncached), per authorisation (uncached and cached)."""
+    import biscuit_auth as bz
+
+    from aspen.auth.tokens import Right, attenuate, mint
+    from aspen.auth.verifier import TokenVerifier
+    from aspen.rpc.access import Need
+
+    keys = bz.KeyPair()
+    token = mint(keys.private_key, subject="bench", rights=[Right("kv:read", "bench/")], audience="c", ttl_seconds=3600)
+    token = attenuate(token, keys.public_key, rights=[Right("kv:read", "bench/key")])
+    verifier = TokenVerifier(keys.public_key, "c", lambda ids: False)
+    started = time.perf_counter()
+    for _ in range(n // 10):
+        verifier.forget()
+        principal = verifier.authenticate(token)
+    verify = (time.perf_counter() - started) / (n // 10) * 1e6
+    started = time.perf_counter()
+    for i in range(n):
+        verifier.allows(principal, Need("kv:read", f"bench/key{i}", True), "ReadKey")
+    uncached = (time.perf_counter() - started) / n * 1e6
+    need = Need("kv:read", "bench/key", True)
+    started = time.perf_counter()
+    for _ in range(n):
+        verifier.authenticate(token)
+        verifier.allows(principal, need, "ReadKey")
+    cached = (time.perf_counter() - started) / n * 1e6
+    return {"verify (uncached)": verify, "authorise (uncached)": uncached, "verify+authorise (cached)": cached}
+
+
 def wait_up(url: str, proc: subprocess.Popen) -> None:
     for _ in range(300):
         if proc.poll() is not None:
@@ -65,10 +134,14 @@ def wait_up(url: str, proc: subprocess.Popen) -> None:
     raise SystemExit(f"{url} did not come up")
 
 
-def wrk(url: str, body: bytes, connections: int, duration: int, workdir: Path) -> tuple[float, float, float]:
+def wrk(
+    url: str, body: bytes, connections: int, duration: int, workdir: Path, token: str | None = None
+) -> tuple[float, float, float]:
     script = workdir / "post.lua"
+    auth = f'wrk.headers["Authorization"] = "Bearer {token}"\n' if token else ""
     script.write_text(
         f'wrk.method = "POST"\nwrk.body = [[{body.decode()}]]\nwrk.headers["Content-Type"] = "application/json"\n'
+        + auth
     )
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), f"{url}/v1/rpc"],
@@ -81,7 +154,7 @@ def wrk(url: str, body: bytes, connections: int, duration: int, workdir: Path) -
 
 
 def _latency_ms(out: str, pct: str) -> float:
-    value, unit = re.search(rf"^\s+{pct}\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
+    value, unit = re.search(rf"^\s+{pct}\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE).groups()
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
@@ -90,14 +163,17 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=2, help="alternate node/baseline this many times; best run counts")
+    ap.add_argument("--before", help="also run the node of this commit (no token) for the before/after ratio")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
 
     work = Path(tempfile.mkdtemp(prefix="bench-rpc-"))
-    node_port, base_port = free_port(), free_port()
+    node_port, base_port, before_port = free_port(), free_port(), free_port()
     node_url, base_url = f"http://127.0.0.1:{node_port}", f"http://127.0.0.1:{base_port}"
+    before_url = f"http://127.0.0.1:{before_port}"
     procs = []
+    tree = None
     try:
         node = subprocess.Popen(
             [VENV_BIN / "aspen", "node", "start", "--data-dir", str(work / "data"),
@@ -105,14 +181,18 @@ def main() -> None:
         )  # fmt: skip
         procs.append(node)
         wait_up(node_url, node)
+        admin = (work / "data" / "admin.token").read_text().strip()
         value = "x" * 100
-        httpx.post(f"{node_url}/v1/rpc", json={"type": "WriteKey", "body": {"key": "bench/key", "value": value}})
+        write = {"type": "WriteKey", "body": {"key": "bench/key", "value": value}}
+        httpx.post(f"{node_url}/v1/rpc", json=write, headers={"authorization": f"Bearer {admin}"})
+        token = bench_token(node_url, admin)
         requests = {
             "Ping": b'{"type":"Ping","body":{}}',
             "ReadKey": b'{"type":"ReadKey","body":{"key":"bench/key"}}',
         }
-        answers = {name: httpx.post(f"{node_url}/v1/rpc", content=body).content for name, body in requests.items()}
-        assert b'"Error"' not in answers["ReadKey"], answers
+        headers = {"authorization": f"Bearer {token}"}
+        answers = {name: httpx.post(f"{node_url}/v1/rpc", content=body, headers=headers).content for name, body in requests.items()}
+        assert b'"Error"' not in answers["ReadKey"] and b'"Error"' not in answers["Ping"], answers
         (work / "baseline.py").write_text(
             BASELINE.format(pong=answers["Ping"], read=answers["ReadKey"], settings=SERVER_SETTINGS)
         )
@@ -120,29 +200,50 @@ def main() -> None:
         procs.append(base)
         wait_up(base_url, base)
         assert httpx.post(f"{base_url}/v1/rpc", content=requests["ReadKey"]).content == answers["ReadKey"]
+        targets = [("baseline", base_url, None), ("node", node_url, token)]
+        if args.before:
+            tree, env = checkout(args.before, work)
+            before = subprocess.Popen(
+                [sys.executable, "-m", "aspen.cli.main", "node", "start", "--data-dir", str(work / "before-data"),
+                 "--listen", f"127.0.0.1:{before_port}", "--log-level", "warning"],
+                env=env, cwd=tree,
+            )  # fmt: skip
+            procs.append(before)
+            wait_up(before_url, before)
+            httpx.post(f"{before_url}/v1/rpc", json=write)
+            assert b'"Error"' not in httpx.post(f"{before_url}/v1/rpc", content=requests["ReadKey"]).content
+            targets.append(("before", before_url, None))
 
         best: dict[tuple[str, str], tuple[float, float, float]] = {}
         for _ in range(args.rounds):
             for name, body in requests.items():
-                for target, url in (("baseline", base_url), ("node", node_url)):
-                    run = wrk(url, body, args.connections, args.duration, work)
+                for target, url, tok in targets:
+                    run = wrk(url, body, args.connections, args.duration, work, tok)
                     if run[0] > best.get((name, target), (0.0,))[0]:
                         best[(name, target)] = run
 
         print(f"bench_rpc: wrk -t1 -c{args.connections} -d{args.duration}s, best of {args.rounds}, "
-              f"uvicorn {SERVER_SETTINGS}, {os.cpu_count()} cores shared by wrk and the server")  # fmt: skip
+              f"uvicorn {SERVER_SETTINGS}, {os.cpu_count()} cores shared by wrk and the server; "
+              f"node requests carry an attenuated token ({len(token)} chars)")  # fmt: skip
         print(f"{'request':<8} {'server':<9} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}")
         for name in requests:
-            for target in ("baseline", "node"):
+            for target, _, _ in targets:
                 rps, p50, p99 = best[(name, target)]
                 print(f"{name:<8} {target:<9} {rps:>9.0f} {p50:>8.2f} {p99:>8.2f}")
             ratio = best[(name, "node")][0] / best[(name, "baseline")][0]
             print(f"{name:<8} ratio node/bare-starlette = {ratio:.2f}x (goal >= 0.7x)")
+            if args.before:
+                ratio = best[(name, "node")][0] / best[(name, "before")][0]
+                print(f"{name:<8} ratio node-with-token/node-{args.before[:8]} = {ratio:.2f}x (goal >= 0.85x)")
+        for what, us in auth_costs().items():
+            print(f"auth cost: {what:<26} {us:8.1f} us per request")
     finally:
         for p in procs:
             p.terminate()
         for p in procs:
             p.wait(30)
+        if tree is not None:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], check=False, capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -3,16 +3,20 @@
 # embedded default (SQLite + blob directory under ./aspen-data, or
 # $ASPEN_DATA_DIR) on 127.0.0.1:7420 (or $ASPEN_LISTEN), and install the
 # example plugins (echo, kv-counter) built from source. Unsigned plugins are
-# allowed: this is the local-development setup. Extra arguments go to
-# `aspen node start`. Ctrl-C or SIGTERM stops the node (drains, closes stores).
+# allowed: this is the local-development setup. The node's admin token
+# ($data_dir/admin.token) is recorded for its URL in the credentials file
+# (aspen token login), so `aspen …` in another terminal just works. Extra
+# arguments go to `aspen node start`. Ctrl-C or SIGTERM stops the node.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
 listen="${ASPEN_LISTEN:-127.0.0.1:7420}"
+data_dir="${ASPEN_DATA_DIR:-./aspen-data}"
 export ASPEN_URL="http://${listen}"
+.venv/bin/aspen token login --url "$ASPEN_URL" --token-file "$data_dir/admin.token" >/dev/null
 .venv/bin/aspen node start \
-    --data-dir "${ASPEN_DATA_DIR:-./aspen-data}" \
+    --data-dir "$data_dir" \
     --listen "$listen" \
     --allow-unsigned-plugins \
     "$@" &

@@ -5,11 +5,23 @@ event loop."""
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 
 from aspen.node.event_loop import AspenEventLoop
 from aspen.storage.blobs import LocalBlobStore
 from aspen.storage.sqlite import SqliteKeyValueStore
+
+
+def pytest_configure(config):
+    """Clients and CLI subprocesses find each test node's admin token through
+    a credentials file of this run's own (see aspen.client.credentials);
+    NodeProcess registers every node it starts there."""
+    for var in ("ASPEN_TOKEN", "ASPEN_TOKEN_FILE", "ASPEN_URL"):
+        os.environ.pop(var, None)
+    os.environ["ASPEN_CREDENTIALS"] = os.path.join(tempfile.mkdtemp(prefix="aspen-creds-"), "credentials.json")
 
 
 def pytest_asyncio_loop_factories(config, item):

@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from aspen.client import SyncClient
 from aspen.errors import AspenError
@@ -27,9 +28,16 @@ err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def connect(url: str | None) -> SyncClient:
-    """A client for ``url`` (or ASPEN_URL); the token comes from ASPEN_TOKEN."""
-    return SyncClient(url)
+def connect(url: str | None, *, token: str | None = None) -> SyncClient:
+    """A client for ``url`` (or ASPEN_URL); the token is ``token``, else found
+    as :mod:`aspen.client.credentials` says (ASPEN_TOKEN, ASPEN_TOKEN_FILE,
+    the credentials file)."""
+    return SyncClient(url, token=token)
+
+
+def literal(text: str) -> Text:
+    """Data shown as it is: no Rich markup, no emoji codes."""
+    return Text(text)
 
 
 def fail(code: str, message: str) -> typer.Exit:

@@ -3,9 +3,12 @@ its own module."""
 
 from __future__ import annotations
 
+import os
+from typing import Annotated
+
 import typer
 
-from aspen.cli import blob, cluster, dev, job, kv, node, plugin, status
+from aspen.cli import blob, cluster, dev, job, kv, node, plugin, status, token
 
 app = typer.Typer(
     name="aspen",
@@ -13,6 +16,21 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def main(
+    url: Annotated[str | None, typer.Option("--url", help="Node URL(s) for every command (as ASPEN_URL).")] = None,
+    token_: Annotated[str | None, typer.Option("--token", help="Token to send (as ASPEN_TOKEN).")] = None,
+    token_file: Annotated[str | None, typer.Option("--token-file", help="File holding the token.")] = None,
+) -> None:
+    """Options before the command group apply to the whole command, as with
+    etcdctl and kubectl: ``aspen --url … --token … kv get a``."""
+    for name, value in (("ASPEN_URL", url), ("ASPEN_TOKEN", token_), ("ASPEN_TOKEN_FILE", token_file)):
+        if value:
+            os.environ[name] = value
+
+
 app.add_typer(node.app, name="node")
 app.add_typer(kv.app, name="kv")
 app.add_typer(blob.app, name="blob")
@@ -20,4 +38,5 @@ app.add_typer(job.app, name="job")
 app.add_typer(plugin.app, name="plugin")
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(dev.app, name="dev")
+app.add_typer(token.app, name="token")
 app.command("status")(status.status)

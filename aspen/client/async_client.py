@@ -20,6 +20,7 @@ import blake3
 import httpx
 import msgspec
 
+from aspen.client.credentials import token_for
 from aspen.errors import AspenError, ErrorCode
 from aspen.rpc import catalog as c
 from aspen.rpc.envelope import JSON, MSGPACK, Envelope, decode_response, encode_request
@@ -67,13 +68,15 @@ class Client:
         if encoding not in ("msgpack", "json"):
             raise AspenError(ErrorCode.INVALID_ARGUMENT, f"encoding must be msgpack or json, got {encoding!r}")
         self.urls = resolve_urls(urls)
-        self.token = token if token is not None else os.environ.get("ASPEN_TOKEN") or None
+        # None: look it up (aspen.client.credentials); "": send none
+        self.token = (token_for(self.urls) if token is None else token) or None
         self.timeout = timeout
         self._msgpack = encoding == "msgpack"
         self._retries = max(1, retries)
         self._retry_delay = retry_delay
         self._current = 0  # index of the URL that answered last
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=5.0))
+        headers = {"authorization": f"Bearer {self.token}"} if self.token else None
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=5.0), headers=headers)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -132,7 +135,7 @@ class Client:
         """Send one request; returns the response body, raises AspenError for
         an Error response (same code as the node's)."""
         timeout = self.timeout if timeout is None else timeout
-        env = Envelope(type=type, body=body or {}, app=app, token=self.token, timeout_ms=int(timeout * 1000))
+        env = Envelope(type=type, body=body or {}, app=app, timeout_ms=int(timeout * 1000))  # token: in the header
         content = encode_request(env, self._msgpack)
         media = MSGPACK if self._msgpack else JSON
         headers = {"content-type": media, "accept": media}

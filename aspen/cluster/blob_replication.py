@@ -87,6 +87,7 @@ class ReplicatedBlobStore:
         replication_factor: int = 1,
         http: httpx.AsyncClient | None = None,
         transfer_timeout: float = TRANSFER_TIMEOUT,
+        peer_token: str | None = None,
     ) -> None:
         if not isinstance(node_id, str) or not node_id or ":" in node_id:
             raise AspenError(ErrorCode.INVALID_ARGUMENT, f"node_id must be a non-empty string without ':', got {node_id!r}")
@@ -107,6 +108,10 @@ class ReplicatedBlobStore:
         self.transfer_timeout = transfer_timeout
         self._own_http = http is None
         self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
+        # the node credential: only cluster members can push or fetch local copies
+        self._peer_headers = {PEER_HEADER: "1"}
+        if peer_token:
+            self._peer_headers["authorization"] = f"Bearer {peer_token}"
         self._fetching: dict[str, asyncio.Lock] = {}
 
     # --- locations and membership ------------------------------------------
@@ -193,7 +198,7 @@ class ReplicatedBlobStore:
     async def _push(self, h: str, node_id: str, url: str) -> None:
         async with asyncio.timeout(self.transfer_timeout):
             resp = await self._http.put(
-                f"{url}/v1/blobs", content=self.local.get_stream(h), headers={PEER_HEADER: "1"}
+                f"{url}/v1/blobs", content=self.local.get_stream(h), headers=self._peer_headers
             )
         if resp.status_code not in (200, 201) or resp.json().get("hash") != h:
             raise AspenError(
@@ -246,7 +251,7 @@ class ReplicatedBlobStore:
         """Stream the blob from one peer into the local store; False when the
         peer says it has no copy (its stale location is dropped)."""
         async with asyncio.timeout(self.transfer_timeout):
-            async with self._http.stream("GET", f"{url}/v1/blobs/{h}", headers={PEER_HEADER: "1"}) as resp:
+            async with self._http.stream("GET", f"{url}/v1/blobs/{h}", headers=self._peer_headers) as resp:
                 if resp.status_code == 404:
                     await resp.aread()
                     if _error_code(resp) == ErrorCode.BLOB_NOT_FOUND:

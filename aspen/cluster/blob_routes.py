@@ -8,10 +8,12 @@ honours a single ``Range: bytes=…`` (206 with ``Content-Range``). Errors are
 HTTP status, decided before the first byte is sent. A blob found corrupt
 mid-stream aborts the connection, so the short body never passes as complete.
 
-A request carrying ``X-Aspen-Peer: 1`` comes from another node: it is served
-from the node's local copy only and a pushed replica is not pushed on again
-(no cascades, no fetch loops between nodes). The node mounts the very same
-list: ``Starlette(routes=[*blob_http_routes(store), …])``.
+A request carrying ``X-Aspen-Peer: 1`` comes from another node: it must carry
+the node credential (``cluster:peer``), is served from the node's local copy
+only and a pushed replica is not pushed on again (no cascades, no fetch loops
+between nodes). Any other request needs ``blob:write`` / ``blob:read`` on the
+hash; the token comes as ``Authorization: Bearer``. The node mounts the very same
+list: ``Starlette(routes=[*blob_http_routes(store, auth), …])``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from aspen.auth.service import HTTP_STATUS, bearer
 from aspen.errors import AspenError, ErrorCode
 from aspen.storage.blobs import check_hash
 
@@ -39,6 +42,7 @@ _STATUS = {
     ErrorCode.PEER_UNAVAILABLE: 503,
     ErrorCode.STORE_CLOSED: 503,
     ErrorCode.STORAGE_UNAVAILABLE: 503,
+    **HTTP_STATUS,
 }
 
 
@@ -70,12 +74,26 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end - start + 1
 
 
-def blob_http_routes(store: Any) -> list[Route]:
-    """``PUT /v1/blobs`` and ``GET /v1/blobs/{hash}`` backed by a BlobStore."""
+def blob_http_routes(store: Any, auth: Any) -> list[Route]:
+    """``PUT /v1/blobs`` and ``GET /v1/blobs/{hash}`` backed by a BlobStore;
+    ``auth`` is the node's :class:`~aspen.auth.service.AuthService`."""
+
+    def authorise(request: Request, route: str, body: dict[str, Any]) -> bool:
+        """True for a peer; raises the refusal for anyone not allowed."""
+        token = bearer(request.headers)
+        if request.headers.get(PEER_HEADER) == "1":
+            auth.check_peer(token)
+            return True
+        auth.check_route(token, route, body)
+        return False
 
     async def put_blob(request: Request) -> Response:
+        try:
+            peer = authorise(request, "BlobUpload", {})
+        except AspenError as exc:
+            return error_response(exc)
         add = store.add_stream
-        if request.headers.get(PEER_HEADER) == "1":
+        if peer:
             add = getattr(store, "accept_replica_stream", add)
         try:
             result = await add(request.stream())
@@ -90,10 +108,10 @@ def blob_http_routes(store: Any) -> list[Route]:
 
     async def get_blob(request: Request) -> Response:
         source = store
-        if request.headers.get(PEER_HEADER) == "1":
-            source = getattr(store, "local", store)
         size = None
         try:
+            if authorise(request, "BlobDownload", {"hash": request.path_params["hash"]}):
+                source = getattr(store, "local", store)
             h = check_hash(request.path_params["hash"])
             size = await source.size(h)
             wanted = parse_range(request.headers.get("range"), size)

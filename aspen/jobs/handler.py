@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from aspen.errors import AspenError, ErrorCode
+from aspen.errors import AspenError, ErrorCode, quota_exceeded
 from aspen.jobs.builtin import builtin_workers, entry_point_workers
 from aspen.jobs.messages import (
     MAX_LIST_LIMIT,
@@ -24,7 +24,7 @@ from aspen.jobs.messages import (
     JobLogsBody,
     JobRef,
 )
-from aspen.jobs.model import parse_spec
+from aspen.jobs.model import Job, parse_spec
 from aspen.jobs.pool import WorkerPool
 from aspen.jobs.store import JobStore
 from aspen.jobs.worker import Worker
@@ -92,8 +92,19 @@ class JobsHandler:
 
     async def handle(self, request: Request, ctx: RequestContext) -> Response:
         method = getattr(self, "_" + request.type[3:].lower())
-        result_type, body = await method(request.body)
+        result_type, body = await method(request.body, ctx)
         return Response(result_type, body)
+
+    def _sees_all(self, ctx: RequestContext) -> bool:
+        return ctx.principal is None or self.node.auth.allows(ctx.principal, "job:admin")
+
+    async def _visible(self, job_id: str, ctx: RequestContext) -> Job:
+        """The job, if the caller submitted it or holds ``job:admin``;
+        anyone else's is ``JOB_NOT_FOUND``, exactly like a missing one."""
+        job = await self.store.get(job_id)
+        if job.submitter != ctx.caller and not self._sees_all(ctx):
+            raise AspenError(ErrorCode.JOB_NOT_FOUND, f"no job {job_id}", id=job_id)
+        return job
 
     async def _known_types(self) -> frozenset[str]:
         """Types some worker runs: ours, and those live pools advertise."""
@@ -103,7 +114,7 @@ class JobsHandler:
             self._remote_types = (time.monotonic(), types)
         return types | frozenset(self.local_types)
 
-    async def _submit(self, body: Any) -> tuple[str, dict]:
+    async def _submit(self, body: Any, ctx: RequestContext) -> tuple[str, dict]:
         spec = parse_spec(body)
         if spec.type not in await self._known_types():
             raise AspenError(
@@ -112,25 +123,32 @@ class JobsHandler:
         validate = getattr(self.local_types.get(spec.type), "validate", None)
         if validate is not None:
             validate(spec.payload)
-        job = await self.store.submit(spec)
+        if ctx.caller is not None:
+            limit = int(self.node.config.sections.get("quotas", {}).get("pending_jobs_per_submitter", 10_000))
+            used = await self.store.unfinished_count(ctx.caller)
+            if used >= limit:
+                raise quota_exceeded("pending_jobs_per_submitter", limit, used)
+        job = await self.store.submit(spec, ctx.caller)
         return "JobSubmitResult", {"job": _builtins(job)}
 
-    async def _status(self, body: Any) -> tuple[str, dict]:
-        job = await self.store.get(_body(body, JobRef).id)
+    async def _status(self, body: Any, ctx: RequestContext) -> tuple[str, dict]:
+        job = await self._visible(_body(body, JobRef).id, ctx)
         return "JobStatusResult", {"job": _builtins(job), "result": await self.store.read_result(job)}
 
-    async def _list(self, body: Any) -> tuple[str, dict]:
+    async def _list(self, body: Any, ctx: RequestContext) -> tuple[str, dict]:
         req = _body(body, JobListBody)
         if not 1 <= req.limit <= MAX_LIST_LIMIT:
             raise AspenError(ErrorCode.INVALID_ARGUMENT, f"limit must be 1..{MAX_LIST_LIMIT}")
         jobs, token = await self.store.list(
             state=req.state, job_type=req.type, limit=req.limit, continuation=req.continuation_token
         )
+        if not self._sees_all(ctx):  # a page may come back short; the continuation goes on
+            jobs = [j for j in jobs if j.submitter == ctx.caller]
         return "JobListResult", {"jobs": [j.summary() for j in jobs], "continuation_token": token}
 
-    async def _logs(self, body: Any) -> tuple[str, dict]:
+    async def _logs(self, body: Any, ctx: RequestContext) -> tuple[str, dict]:
         req = _body(body, JobLogsBody)
-        job = await self.store.get(req.id)
+        job = await self._visible(req.id, ctx)
         data, next_offset = await self.store.read_log(job, req.offset, min(req.max_bytes, MAX_LOG_CHUNK))
         return "JobLogsResult", {
             "id": job.id,
@@ -140,19 +158,19 @@ class JobsHandler:
             "is_finished": job.state.terminal,
         }
 
-    async def _cancel(self, body: Any) -> tuple[str, dict]:
-        job = await self.store.cancel(_body(body, JobRef).id)
+    async def _cancel(self, body: Any, ctx: RequestContext) -> tuple[str, dict]:
+        job = await self.store.cancel((await self._visible(_body(body, JobRef).id, ctx)).id)
         return "JobCancelResult", {"job": _builtins(job)}
 
-    async def _retry(self, body: Any) -> tuple[str, dict]:
-        job = await self.store.retry(_body(body, JobRef).id)
+    async def _retry(self, body: Any, ctx: RequestContext) -> tuple[str, dict]:
+        job = await self.store.retry((await self._visible(_body(body, JobRef).id, ctx)).id)
         return "JobRetryResult", {"job": _builtins(job)}
 
-    async def _workers(self, body: Any) -> tuple[str, dict]:
+    async def _workers(self, body: Any, ctx: RequestContext) -> tuple[str, dict]:
         _body(body, Empty)
         return "JobWorkersResult", {"workers": _builtins(await self.store.workers())}
 
-    async def _stats(self, body: Any) -> tuple[str, dict]:
+    async def _stats(self, body: Any, ctx: RequestContext) -> tuple[str, dict]:
         _body(body, Empty)
         return "JobStatsResult", await self.store.stats()
 

@@ -11,9 +11,12 @@
 | ``__jobs:state:{state}:{id}`` | job type | per-state index: list/stats/dead-letter without reading every record |
 | ``__jobs:workers:{worker_id}`` | WorkerInfo JSON | attached to the pool's lease: live workers only |
 | ``__jobs:livelog:{id}`` | LiveLog JSON | the tail of a running job's log (pool's lease), for ``logs --follow`` |
+| ``__jobs:unfinished:{submitter}:{id}`` | ``b""`` | a submitter's jobs not yet final: its pending-jobs quota |
 """
 
 from __future__ import annotations
+
+from urllib.parse import quote
 
 PREFIX = "__jobs:"
 JOB = PREFIX + "job:"
@@ -25,6 +28,7 @@ DEPENDENTS = PREFIX + "dependents:"
 STATE = PREFIX + "state:"
 WORKERS = PREFIX + "workers:"
 LIVELOG = PREFIX + "livelog:"
+UNFINISHED = PREFIX + "unfinished:"
 
 RUN_AT_DIGITS = 15
 
@@ -82,3 +86,11 @@ def worker(worker_id: str) -> str:
 
 def livelog(job_id: str) -> str:
     return LIVELOG + job_id
+
+
+def unfinished_prefix(submitter: str) -> str:
+    return f"{UNFINISHED}{quote(submitter, safe='')}:"
+
+
+def unfinished(submitter: str, job_id: str) -> str:
+    return unfinished_prefix(submitter) + job_id

@@ -131,6 +131,7 @@ class Job(msgspec.Struct, frozen=True):
     error_code: str | None = None
     errors: list[str] = []  # last few attempt errors, oldest first
     redrives: int = 0  # times retried from a terminal state
+    submitter: str | None = None  # the caller that submitted it (None: the node itself)
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -67,11 +67,16 @@ def _unchanged(key: str, kv: KeyValue | None) -> Compare:
 
 
 def _state_ops(old: Job | None, new: Job) -> list[PutOp | DeleteOp]:
+    """The state index, and the submitter's index of unfinished jobs (its quota)."""
     if old is not None and old.state == new.state:
         return []
     ops: list[PutOp | DeleteOp] = [PutOp(keys.state(new.state, new.id), new.type.encode())]
     if old is not None:
         ops.insert(0, DeleteOp(keys.state(old.state, old.id)))
+    was_open = old is not None and not old.state.terminal
+    if new.submitter is not None and was_open != (not new.state.terminal):
+        owned = keys.unfinished(new.submitter, new.id)
+        ops.append(DeleteOp(owned) if new.state.terminal else PutOp(owned, b""))
     return ops
 
 
@@ -169,9 +174,20 @@ class JobStore:
 
     # --- submit -------------------------------------------------------------
 
-    async def submit(self, spec: JobSpec) -> Job:
+    async def unfinished_count(self, submitter: str) -> int:
+        """How many of ``submitter``'s jobs have not reached a final state."""
+        total, token = 0, None
+        while True:
+            page = await self.kv.scan(keys.unfinished_prefix(submitter), limit=10_000, continuation=token)
+            total += len(page.entries)
+            if not page.is_truncated:
+                return total
+            token = page.continuation_token
+
+    async def submit(self, spec: JobSpec, submitter: str | None = None) -> Job:
         """Store a new job. Its dependencies must exist; one that already
-        failed fails the new job at once (like a later failure would)."""
+        failed fails the new job at once (like a later failure would).
+        ``submitter`` (the caller) alone sees it, besides ``job:admin``."""
         now = now_ms()
         job_id = new_job_id()
         run_at = spec.run_at_ms if spec.run_at_ms is not None else now
@@ -207,6 +223,7 @@ class JobStore:
                 depends_on=list(spec.depends_on),
                 blocked_by=blocked_by,
                 tags=list(spec.tags),
+                submitter=submitter,
             )
             compares = [_absent(keys.job(job_id)), *(_unchanged(keys.job(d), kv) for d, kv in zip(spec.depends_on, deps))]
             ops: list[PutOp | DeleteOp] = []

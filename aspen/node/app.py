@@ -33,7 +33,7 @@ def build_app(services: Any) -> Starlette:
         rpc_route(services),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
-        *blob_http_routes(services.blobs),
+        *blob_http_routes(services.blobs, services.auth),
         *watch_routes(services, _error),
     ]
     return Starlette(routes=routes)

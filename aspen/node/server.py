@@ -18,6 +18,7 @@ from pathlib import Path
 import uvicorn
 from starlette.applications import Starlette
 
+from aspen.auth.service import AuthService
 from aspen.cluster.blob_replication import ReplicatedBlobStore
 from aspen.node.app import build_app
 from aspen.node.config import NodeConfig
@@ -41,6 +42,7 @@ class Node:
         s = self.services
         s.stopping.set()
         await s.registry.stop()
+        await s.auth.close()
         await s.blobs.close()
         if s.blobs is not self.local_blobs:
             await self.local_blobs.close()
@@ -74,6 +76,7 @@ async def open_node(config: NodeConfig) -> Node:
     local_blobs = await LocalBlobStore.open(data_dir / "blobs")
     blobs = local_blobs
     node_id = node_id_for(config, data_dir)
+    auth = await AuthService.open(data_dir, kv, node_id, shared=bool(config.etcd))
     if config.etcd:  # several nodes: a blob lives where it was added, peers fetch it by hash
         blobs = ReplicatedBlobStore(
             local_blobs,
@@ -81,8 +84,10 @@ async def open_node(config: NodeConfig) -> Node:
             node_id=node_id,
             url=config.advertise_url,
             replication_factor=int(config.sections.get("cluster", {}).get("blob_replication_factor", 1)),
+            peer_token=auth.node_token,
         )
     stopping = asyncio.Event()
+    quotas = config.sections.get("quotas", {})
     services = NodeServices(
         config=config,
         node_id=node_id,
@@ -90,13 +95,20 @@ async def open_node(config: NodeConfig) -> Node:
         kv=kv,
         blobs=blobs,
         registry=HandlerRegistry(),
-        watches=WatchHub(kv, stopping),
+        watches=WatchHub(
+            kv,
+            stopping,
+            max_watches=int(quotas.get("watches_per_node", 10_000)),
+            max_per_caller=int(quotas.get("watches_per_caller", 256)),
+        ),
         stopping=stopping,
+        auth=auth,
     )
     try:
         services.registry.replace(load_entry_point_handlers(services, HANDLERS_ENTRY_POINT_GROUP))
         await services.registry.start()
     except BaseException:
+        await auth.close()
         await blobs.close()
         if blobs is not local_blobs:
             await local_blobs.close()

@@ -33,6 +33,7 @@ class NodeServices:
     metrics: RpcMetrics = field(default_factory=RpcMetrics)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)  # set on SIGTERM
     started_at: float = field(default_factory=time.monotonic)
+    auth: Any = None  # aspen.auth.service.AuthService
     plugins: Any = None
     jobs: Any = None
     cluster: Any = None

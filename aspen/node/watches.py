@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from aspen.errors import AspenError, ErrorCode
+from aspen.errors import AspenError, ErrorCode, quota_exceeded
 from aspen.storage.limits import check_prefix
 from aspen.storage.protocol import KeyValueStore
 from aspen.storage.records import WatchEvent
@@ -28,40 +28,67 @@ class Watch:
     id: int
     prefix: str
     next_revision: int
+    owner: str | None = None  # the caller that created it; None: the node itself
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     readers: int = 0
     last_used: float = field(default_factory=time.monotonic)
 
 
 class WatchHub:
-    def __init__(self, kv: KeyValueStore, stopping: asyncio.Event, *, idle_seconds: float = 60.0) -> None:
+    """Registered watches, each owned by the caller that made it: another
+    caller asking for it gets ``WATCH_NOT_FOUND``, as if it did not exist.
+    ``max_watches`` bounds the watches of the whole node (registered ones and
+    live streams), ``max_per_caller`` those one caller has registered."""
+
+    def __init__(
+        self,
+        kv: KeyValueStore,
+        stopping: asyncio.Event,
+        *,
+        idle_seconds: float = 60.0,
+        max_watches: int = 10_000,
+        max_per_caller: int = 256,
+    ) -> None:
         self._kv = kv
         self._stopping = stopping
         self._idle = idle_seconds
         self._ids = itertools.count(1)
         self._watches: dict[int, Watch] = {}
+        self.max_watches = max_watches
+        self.max_per_caller = max_per_caller
+        self.streams = 0  # live event streams (each registered watch being read, each ad-hoc stream)
 
-    async def create(self, prefix: str, start_revision: int | None) -> Watch:
+    async def create(self, prefix: str, start_revision: int | None, owner: str | None = None) -> Watch:
         check_prefix(prefix)
         if start_revision is None:
             start_revision = await self._kv.current_revision() + 1
         elif isinstance(start_revision, bool) or start_revision < 1:
             raise AspenError(ErrorCode.INVALID_ARGUMENT, f"start_revision must be >= 1, got {start_revision}")
         self._expire()
-        watch = Watch(next(self._ids), prefix, start_revision)
+        self.check_node_quota()
+        mine = sum(1 for w in self._watches.values() if w.owner == owner)
+        if owner is not None and mine >= self.max_per_caller:
+            raise quota_exceeded("watches_per_caller", self.max_per_caller, mine)
+        watch = Watch(next(self._ids), prefix, start_revision, owner)
         self._watches[watch.id] = watch
         return watch
 
-    def get(self, watch_id: int) -> Watch:
+    def check_node_quota(self) -> None:
+        used = len(self._watches) + self.streams
+        if used >= self.max_watches:
+            raise quota_exceeded("watches_per_node", self.max_watches, used)
+
+    def get(self, watch_id: int, owner: str | None = None) -> Watch:
         watch = self._watches.get(watch_id)
-        if watch is None:
+        if watch is None or owner is not None and watch.owner != owner:
             raise AspenError(ErrorCode.WATCH_NOT_FOUND, f"no watch {watch_id} (cancelled, expired or never created)")
         return watch
 
-    def cancel(self, watch_id: int) -> bool:
-        watch = self._watches.pop(watch_id, None)
-        if watch is None:
+    def cancel(self, watch_id: int, owner: str | None = None) -> bool:
+        watch = self._watches.get(watch_id)
+        if watch is None or owner is not None and watch.owner != owner:
             return False
+        del self._watches[watch_id]
         watch.cancelled.set()
         return True
 
@@ -89,6 +116,7 @@ class WatchHub:
         ``KEEPALIVE_SECONDS`` without an event (lets streams notice a dead peer)."""
         check_prefix(prefix)
         source = self._kv.watch(prefix, start_revision)
+        self.streams += 1
         stops = [asyncio.ensure_future(self._stopping.wait())]
         if cancelled is not None:
             stops.append(asyncio.ensure_future(cancelled.wait()))
@@ -111,6 +139,7 @@ class WatchHub:
                 else:
                     yield None
         finally:
+            self.streams -= 1
             for f in stops:
                 f.cancel()
             if pending_next is not None:

@@ -1,5 +1,9 @@
 """Core handler for blob requests carried inside RPC messages. Blobs larger
-than a message travel through ``PUT /v1/blobs`` and ``GET /v1/blobs/{hash}``."""
+than a message travel through ``PUT /v1/blobs`` and ``GET /v1/blobs/{hash}``.
+
+Tags under ``plugin:`` pin installed plugins' modules: only the plugin
+layer sets or removes them (by removing the plugin), so a client cannot
+unpin, force-delete or squat on them."""
 
 from __future__ import annotations
 
@@ -10,6 +14,17 @@ from aspen.rpc import catalog as c
 from aspen.rpc.handler import RequestContext
 from aspen.rpc.typed_handler import TypedHandler
 
+PLUGIN_TAG_PREFIX = "plugin:"  # aspen.plugins.store.blob_tag
+
+
+def refuse_plugin_tag(tag: Any, ctx: RequestContext) -> None:
+    if ctx.caller is not None and isinstance(tag, str) and tag.startswith(PLUGIN_TAG_PREFIX):
+        raise AspenError(
+            ErrorCode.BLOB_PROTECTED,
+            f"tag {tag!r} pins a plugin module; it goes only when the plugin is removed",
+            tag=tag,
+        )
+
 
 class BlobHandler(TypedHandler):
     name = "core.blob"
@@ -17,6 +32,7 @@ class BlobHandler(TypedHandler):
     handles = ("AddBlob", "GetBlob", "HasBlob", "ListBlobs", "DeleteBlob", "ProtectBlob", "UnprotectBlob")
 
     async def add_blob(self, body: c.AddBlob, ctx: RequestContext) -> c.AddBlobResult:
+        refuse_plugin_tag(body.tag, ctx)
         r = await self.node.blobs.add_bytes(body.data)
         if body.tag is not None:
             await self.node.blobs.protect(r.hash, body.tag)
@@ -49,13 +65,23 @@ class BlobHandler(TypedHandler):
         )
 
     async def delete_blob(self, body: c.DeleteBlob, ctx: RequestContext) -> c.DeleteBlobResult:
-        return c.DeleteBlobResult(was_deleted=await self.node.blobs.delete(body.hash, force=body.is_force))
+        blobs = self.node.blobs
+        try:
+            return c.DeleteBlobResult(was_deleted=await blobs.delete(body.hash, force=False))
+        except AspenError as exc:
+            if exc.code != ErrorCode.BLOB_PROTECTED or not body.is_force:
+                raise
+            for tag in exc.details.get("tags", []):
+                refuse_plugin_tag(tag, ctx)
+        return c.DeleteBlobResult(was_deleted=await blobs.delete(body.hash, force=True))
 
     async def protect_blob(self, body: c.ProtectBlob, ctx: RequestContext) -> c.ProtectBlobResult:
+        refuse_plugin_tag(body.tag, ctx)
         await self.node.blobs.protect(body.hash, body.tag)
         return c.ProtectBlobResult(is_success=True)
 
     async def unprotect_blob(self, body: c.UnprotectBlob, ctx: RequestContext) -> c.UnprotectBlobResult:
+        refuse_plugin_tag(body.tag, ctx)
         await self.node.blobs.unprotect(body.tag)
         return c.UnprotectBlobResult(is_success=True)
 

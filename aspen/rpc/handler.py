@@ -37,8 +37,8 @@ class RequestContext:
     not import the node layer."""
 
     node: Any = None
-    caller: str | None = None  # identity from a verified token, if any
-    capabilities: tuple[Any, ...] = ()
+    caller: str | None = None  # the verified token's subject; None: the node itself (in-process)
+    principal: Any = None  # the verified token (aspen.auth.verifier.Principal), None in-process
     token: str | None = None
     proxy_hops: int = 0
     deadline: float = field(default_factory=lambda: time.monotonic() + 30.0)

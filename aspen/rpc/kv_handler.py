@@ -1,6 +1,9 @@
-"""Core handlers for the key-value store: reads, writes, CAS, batches,
-transactions and leases. Validation of keys, values and limits is the
-store's (``aspen.storage.limits``), so every backend answers alike."""
+"""Core handlers for the key-value store: reads, writes, CAS, batches and
+transactions (leases: :mod:`aspen.rpc.lease_handler`). Validation of keys,
+values and limits is the store's (``aspen.storage.limits``), so every
+backend answers alike; who may touch which key is decided before the
+handler runs (:mod:`aspen.rpc.access`). A key attached to a lease must be
+attached to one of the caller's own."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from typing import Any
 from aspen.errors import AspenError, ErrorCode
 from aspen.rpc import catalog as c
 from aspen.rpc.handler import RequestContext
+from aspen.rpc.lease_handler import LeaseHandler, check_owned
 from aspen.rpc.typed_handler import TypedHandler
 from aspen.storage.keyspace import reserved_prefix_of
 from aspen.storage.records import DeleteOp, PutOp
@@ -32,6 +36,10 @@ def refuse_reserved(ops: Iterable[Any]) -> None:
                 )
 
 
+def leases_of(ops: Iterable[Any]) -> list[int]:
+    return [op.lease for op in ops if isinstance(op, PutOp) and op.lease]
+
+
 class KvHandler(TypedHandler):
     name = "core.kv"
     priority = 20
@@ -49,6 +57,7 @@ class KvHandler(TypedHandler):
 
     async def write_key(self, body: c.WriteKey, ctx: RequestContext) -> c.WriteResult:
         refuse_reserved([PutOp(body.key, body.value)])
+        await check_owned(self.node.kv, ctx, [body.lease_id])
         revision = await self.node.kv.put(body.key, body.value, lease=body.lease_id)
         return c.WriteResult(is_success=True, revision=revision)
 
@@ -83,6 +92,7 @@ class KvHandler(TypedHandler):
 
     async def batch_write(self, body: c.BatchWrite, ctx: RequestContext) -> c.BatchWriteResult:
         refuse_reserved(body.operations)
+        await check_owned(self.node.kv, ctx, leases_of(body.operations))
         revision = await self.node.kv.batch_write(body.operations)
         return c.BatchWriteResult(is_success=True, operations_applied=len(body.operations), revision=revision)
 
@@ -90,37 +100,11 @@ class KvHandler(TypedHandler):
         self, body: c.ConditionalBatchWrite, ctx: RequestContext
     ) -> c.ConditionalBatchWriteResult:
         refuse_reserved([*body.operations, *body.else_operations])
+        await check_owned(self.node.kv, ctx, leases_of([*body.operations, *body.else_operations]))
         r = await self.node.kv.transaction(body.conditions, body.operations, body.else_operations)
         return c.ConditionalBatchWriteResult(
             is_success=r.succeeded, failed_condition_index=r.failed_compare, results=r.results, revision=r.revision
         )
-
-
-class LeaseHandler(TypedHandler):
-    name = "core.lease"
-    priority = 30
-    handles = ("LeaseGrant", "LeaseRevoke", "LeaseKeepalive", "LeaseTimeToLive", "LeaseList")
-
-    async def lease_grant(self, body: c.LeaseGrant, ctx: RequestContext) -> c.LeaseGrantResult:
-        info = await self.node.kv.lease_grant(body.ttl_seconds, body.lease_id)
-        return c.LeaseGrantResult(lease_id=info.id, ttl_seconds=info.granted_ttl)
-
-    async def lease_revoke(self, body: c.LeaseRevoke, ctx: RequestContext) -> c.LeaseRevokeResult:
-        deleted = await self.node.kv.lease_revoke(body.lease_id)
-        return c.LeaseRevokeResult(lease_id=body.lease_id, keys_deleted=deleted)
-
-    async def lease_keepalive(self, body: c.LeaseKeepalive, ctx: RequestContext) -> c.LeaseKeepaliveResult:
-        info = await self.node.kv.lease_keepalive(body.lease_id)
-        return c.LeaseKeepaliveResult(lease_id=info.id, ttl_seconds=info.remaining_ttl)
-
-    async def lease_time_to_live(self, body: c.LeaseTimeToLive, ctx: RequestContext) -> c.LeaseTimeToLiveResult:
-        info = await self.node.kv.lease_time_to_live(body.lease_id)
-        if not body.include_keys and info.keys:
-            info = type(info)(id=info.id, granted_ttl=info.granted_ttl, remaining_ttl=info.remaining_ttl)
-        return c.LeaseTimeToLiveResult(lease=info)
-
-    async def lease_list(self, body: c.LeaseList, ctx: RequestContext) -> c.LeaseListResult:
-        return c.LeaseListResult(leases=await self.node.kv.lease_list())
 
 
 def create(node: Any) -> list[TypedHandler]:

@@ -16,17 +16,19 @@ def method_name(request_type: str) -> str:
 
 
 class TypedHandler:
-    """Subclasses set ``name``, ``priority`` and ``handles`` (core request
-    types) and define one ``async`` method per type, named in snake case."""
+    """Subclasses set ``name``, ``priority`` and ``handles`` (request types
+    of ``catalog``, the core one by default) and define one ``async`` method
+    per type, named in snake case."""
 
     name: ClassVar[str]
     priority: ClassVar[int]
     handles: ClassVar[tuple[str, ...]]
+    catalog: ClassVar[dict[str, tuple[type, str, type]]] = CORE_REQUESTS  # type -> (body, response type, response)
 
     def __init__(self, node: Any) -> None:
         self.node = node
         self._routes = {
-            t: (CORE_REQUESTS[t][0], CORE_REQUESTS[t][1], getattr(self, method_name(t))) for t in self.handles
+            t: (self.catalog[t][0], self.catalog[t][1], getattr(self, method_name(t))) for t in self.handles
         }
         self.request_types = frozenset(self._routes)
 

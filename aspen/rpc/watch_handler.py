@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aspen.errors import AspenError, ErrorCode
 from aspen.rpc import catalog as c
 from aspen.rpc.handler import RequestContext
 from aspen.rpc.typed_handler import TypedHandler
@@ -17,13 +18,15 @@ class WatchHandler(TypedHandler):
     handles = ("WatchCreate", "WatchCancel")
 
     async def watch_create(self, body: c.WatchCreate, ctx: RequestContext) -> c.WatchCreateResult:
-        watch = await self.node.watches.create(body.prefix, body.start_revision)
+        watch = await self.node.watches.create(body.prefix, body.start_revision, ctx.caller)
         return c.WatchCreateResult(
             watch_id=watch.id, start_revision=watch.next_revision, stream_path=f"/v1/watch/{watch.id}"
         )
 
     async def watch_cancel(self, body: c.WatchCancel, ctx: RequestContext) -> c.WatchCancelResult:
-        return c.WatchCancelResult(watch_id=body.watch_id, was_cancelled=self.node.watches.cancel(body.watch_id))
+        if not self.node.watches.cancel(body.watch_id, ctx.caller):
+            raise AspenError(ErrorCode.WATCH_NOT_FOUND, f"no watch {body.watch_id} of yours (cancelled, expired or never created)")
+        return c.WatchCancelResult(watch_id=body.watch_id, was_cancelled=True)
 
 
 def create(node: Any) -> WatchHandler:

@@ -15,6 +15,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from aspen.auth.service import AuthService
 from aspen.cluster.blob_replication import ReplicatedBlobStore
 from aspen.cluster.blob_routes import blob_http_routes
 from aspen.cluster.membership import NodeRecord, encode_node, node_key
@@ -58,10 +59,21 @@ class Node:
     local: LocalBlobStore
     store: ReplicatedBlobStore
     server: Server
+    auth: AuthService
 
     @property
     def url(self) -> str:
         return self.server.url
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """A client's credential: the cluster's admin token."""
+        return {"authorization": "Bearer " + self.auth.admin_token_path.read_text().strip()}
+
+
+async def open_auth(kv, data_dir: Path, node_id: str) -> AuthService:
+    """A node's real auth; the keys live in the shared KV, as on etcd."""
+    return await AuthService.open(data_dir, kv, node_id, shared=True)
 
 
 async def register(kv, node_id: str, url: str) -> None:
@@ -81,14 +93,17 @@ async def cluster(tmp_path, kv):
         for _ in range(n):
             node_id = f"n{len(nodes) + 1}"
             local = await LocalBlobStore.open(Path(tmp_path) / node_id)
+            auth = await open_auth(kv, Path(tmp_path) / f"{node_id}-auth", node_id)
             sock = bound_socket()
             url = "http://127.0.0.1:%d" % sock.getsockname()[1]
-            store = ReplicatedBlobStore(local, kv, node_id=node_id, url=url, replication_factor=replication_factor)
-            server = Server(blob_http_routes(store), sock)
+            store = ReplicatedBlobStore(
+                local, kv, node_id=node_id, url=url, replication_factor=replication_factor, peer_token=auth.node_token
+            )
+            server = Server(blob_http_routes(store, auth), sock)
             await server.start()
             if registered:
                 await register(kv, node_id, server.url)
-            node = Node(node_id, local, store, server)
+            node = Node(node_id, local, store, server, auth)
             nodes.append(node)
             made.append(node)
         return made
@@ -98,3 +113,4 @@ async def cluster(tmp_path, kv):
         await node.server.stop()
         await node.store.close()
         await node.local.close()
+        await node.auth.close()

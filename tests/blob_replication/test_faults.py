@@ -89,20 +89,34 @@ async def test_peer_with_rotted_disk_aborts_mid_stream(cluster, kv):
 
 SERVE = textwrap.dedent(
     """
-    import sys, uvicorn
+    import asyncio, sys, uvicorn
     from starlette.applications import Starlette
+    from aspen.auth.service import AuthService
     from aspen.cluster.blob_routes import blob_http_routes
     from aspen.storage.blobs import LocalBlobStore
+    from aspen.storage.sqlite import SqliteKeyValueStore
 
-    store = LocalBlobStore(sys.argv[1])
-    uvicorn.run(Starlette(routes=blob_http_routes(store)), host="127.0.0.1", port=int(sys.argv[2]),
-                log_level="warning", lifespan="off")
+    async def main():
+        kv = await SqliteKeyValueStore.open(sys.argv[3], durable=False)  # shared: the cluster's keys
+        auth = await AuthService.open(sys.argv[1] + "-auth", kv, "victim", shared=True)
+        store = LocalBlobStore(sys.argv[1])
+        config = uvicorn.Config(Starlette(routes=blob_http_routes(store, auth)), host="127.0.0.1",
+                                port=int(sys.argv[2]), log_level="warning", lifespan="off")
+        await uvicorn.Server(config).serve()
+
+    asyncio.run(main())
     """
 )
 
 
+def admin_headers(root) -> dict[str, str]:
+    """The node process's admin token (its auth keeps it beside the blob root)."""
+    return {"authorization": "Bearer " + (root.parent / f"{root.name}-auth" / "admin.token").read_text().strip()}
+
+
 async def start_node_process(root, port):
-    proc = subprocess.Popen([sys.executable, "-c", SERVE, str(root), str(port)], cwd=ROOT)
+    kv_path = root.parent / "kv.sqlite3"
+    proc = subprocess.Popen([sys.executable, "-c", SERVE, str(root), str(port), str(kv_path)], cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient() as client:
         for _ in range(600):
@@ -127,7 +141,7 @@ async def test_serving_node_killed_mid_transfer(cluster, kv, tmp_path):
     proc, url = await start_node_process(tmp_path / "victim", free_port())
     try:
         data_size = 48 << 20
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(headers=admin_headers(tmp_path / "victim")) as client:
 
             async def chunks():
                 for i in range(0, data_size, 1 << 20):
@@ -167,7 +181,7 @@ async def test_receiving_node_killed_mid_put(tmp_path):
                     os.kill(proc.pid, signal.SIGKILL)
                 await asyncio.sleep(0.005)
 
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(headers=admin_headers(root)) as client:
             with pytest.raises(httpx.TransportError):
                 await client.put(f"{url}/v1/blobs", content=slow_chunks(), timeout=60)
     finally:
@@ -181,7 +195,7 @@ async def test_receiving_node_killed_mid_put(tmp_path):
         store = await LocalBlobStore.open(root)
         assert (await store.list()).blobs == []
         await store.close()
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(headers=admin_headers(root)) as client:
             full = blake3()
             for i in range(1000):
                 full.update(pseudo_random(1 << 16, offset=i << 16))

@@ -14,7 +14,7 @@ from tests.blobs.conftest import pseudo_random
 @pytest.fixture
 async def node(cluster):
     (n,) = await cluster(1)
-    async with httpx.AsyncClient(base_url=n.url) as client:
+    async with httpx.AsyncClient(base_url=n.url, headers=n.headers) as client:
         yield n, client
 
 
@@ -74,19 +74,22 @@ async def test_error_statuses(node):
 async def test_too_large_put(tmp_path, kv):
     from aspen.cluster.blob_routes import blob_http_routes
     from aspen.storage.blobs import LocalBlobStore
-    from tests.blob_replication.conftest import Server
+    from tests.blob_replication.conftest import Server, open_auth
 
     store = await LocalBlobStore.open(tmp_path / "tiny", max_blob_size=1000)
-    server = Server(blob_http_routes(store))
+    auth = await open_auth(kv, tmp_path / "auth", "tiny")
+    server = Server(blob_http_routes(store, auth))
     await server.start()
+    headers = {"authorization": "Bearer " + auth.admin_token_path.read_text().strip()}
     try:
-        async with httpx.AsyncClient(base_url=server.url) as client:
+        async with httpx.AsyncClient(base_url=server.url, headers=headers) as client:
             r = await client.put("/v1/blobs", content=b"x" * 1001)
         assert (r.status_code, r.json()["body"]["code"]) == (413, "BLOB_TOO_LARGE")
         assert list((store.root / "tmp").iterdir()) == []
     finally:
         await server.stop()
         await store.close()
+        await auth.close()
 
 
 def test_parse_range_unit():

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import httpx
 
+from aspen.client.credentials import remember
+
 ASPEN = str(Path(sys.executable).with_name("aspen"))
 
 
@@ -19,6 +21,11 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def admin_headers(data_dir: Path) -> dict[str, str]:
+    """The Authorization header with the admin token of the node(s) on ``data_dir``."""
+    return {"authorization": "Bearer " + (Path(data_dir) / "admin.token").read_text().strip()}
 
 
 class NodeProcess:
@@ -39,6 +46,7 @@ class NodeProcess:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         log.close()
+        remember(self.url, self.token_path)  # clients and the CLI find the admin token by URL
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -51,6 +59,19 @@ class NodeProcess:
             time.sleep(0.1)
         self.kill()
         raise RuntimeError(f"node did not become healthy in {timeout}s:\n{self.log()}")
+
+    @property
+    def token_path(self) -> Path:
+        return self.data_dir / "admin.token"
+
+    @property
+    def token(self) -> str:
+        """The node's admin token (written at its first start)."""
+        return self.token_path.read_text().strip()
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.token}"}
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -12,7 +12,7 @@ from aspen.rpc.envelope import MAX_MESSAGE_BYTES
 
 
 def rpc(node, content: bytes, **headers: str) -> httpx.Response:
-    return httpx.post(f"{node.url}/v1/rpc", content=content, headers={"content-type": "application/json", **headers})
+    return httpx.post(f"{node.url}/v1/rpc", content=content, headers={"content-type": "application/json", **node.auth_headers, **headers})
 
 
 def assert_serving(node) -> None:
@@ -57,7 +57,7 @@ def test_oversized_chunked_body_is_refused(node):
         for _ in range(5):
             yield b" " * (1 << 20)  # JSON whitespace: only the size can be wrong
 
-    r = httpx.post(f"{node.url}/v1/rpc", content=chunks(), headers={"content-type": "application/json"})
+    r = httpx.post(f"{node.url}/v1/rpc", content=chunks(), headers={"content-type": "application/json", **node.auth_headers})
     assert "content-length" not in r.request.headers
     assert r.status_code == 413 and error(r)["code"] == "MESSAGE_TOO_LARGE"
     assert_serving(node)
@@ -99,7 +99,7 @@ def test_store_limits_keep_their_codes(node):
     r = rpc(node, msgspec.json.encode({"type": "ReadKey", "body": {"key": "k" * 2000}}))
     assert error(r)["code"] == "KEY_TOO_LARGE"
     r = rpc(node, msgspec.json.encode({"type": "ScanKeys", "body": {"limit": 0}}))
-    assert error(r)["code"] == "INVALID_ARGUMENT"
+    assert error(r)["code"] == "INVALID_ARGUMENT", error(r)
     r = rpc(node, msgspec.json.encode({"type": "GetBlob", "body": {"hash": "xyz"}}))
     assert error(r)["code"] == "INVALID_HASH"
     assert_serving(node)
@@ -115,22 +115,22 @@ def _disconnect_after_partial_body(node, path: str, declared: int, sent: int) ->
 
 
 def test_client_disconnecting_mid_upload(node):
-    before = httpx.post(f"{node.url}/v1/rpc", json={"type": "ListBlobs"}).json()["body"]["blobs"]
+    before = httpx.post(f"{node.url}/v1/rpc", json={"type": "ListBlobs"}, headers=node.auth_headers).json()["body"]["blobs"]
     _disconnect_after_partial_body(node, "/v1/blobs", 8 << 20, 1 << 20)
     with socket.create_connection(("127.0.0.1", node.port)) as s:  # and a half-sent RPC
         s.sendall(b"POST /v1/rpc HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"type\": ")
     assert_serving(node)
-    after = httpx.post(f"{node.url}/v1/rpc", json={"type": "ListBlobs"}).json()["body"]["blobs"]
+    after = httpx.post(f"{node.url}/v1/rpc", json={"type": "ListBlobs"}, headers=node.auth_headers).json()["body"]["blobs"]
     assert after == before  # no partial blob was committed
     # and a complete upload still works afterwards
-    r = httpx.put(f"{node.url}/v1/blobs", content=b"x" * 1000)
+    r = httpx.put(f"{node.url}/v1/blobs", content=b"x" * 1000, headers=node.auth_headers)
     assert r.status_code in (200, 201) and r.json()["size"] == 1000
 
 
 def test_bad_watch_parameters(node):
-    r = httpx.get(f"{node.url}/v1/watch", params={"start_revision": "abc"})
+    r = httpx.get(f"{node.url}/v1/watch", params={"start_revision": "abc"}, headers=node.auth_headers)
     assert r.status_code == 400 and error(r)["code"] == "VALIDATION_ERROR"
-    r = httpx.get(f"{node.url}/v1/watch/999999")
+    r = httpx.get(f"{node.url}/v1/watch/999999", headers=node.auth_headers)
     assert r.status_code == 404 and error(r)["code"] == "WATCH_NOT_FOUND"
     assert_serving(node)
 

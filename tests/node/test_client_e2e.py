@@ -171,9 +171,9 @@ async def test_fails_over_to_a_live_node(node):
 
 def test_sync_client_uses_environment(node, monkeypatch):
     monkeypatch.setenv("ASPEN_URL", node.url)
-    monkeypatch.setenv("ASPEN_TOKEN", "tok-123")
+    monkeypatch.setenv("ASPEN_TOKEN", node.token)
     with SyncClient() as c:
-        assert c.token == "tok-123"
+        assert c.token == node.token
         c.write_key("sync/k", b"v")
         assert c.read_key("sync/k").value == b"v"
         with pytest.raises(AspenError) as err:

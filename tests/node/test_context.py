@@ -11,6 +11,7 @@ import httpx
 from aspen.node.config import load_config
 from aspen.node.server import open_node
 from aspen.rpc.handler import Request, RequestContext, Response
+from tests.node.node_process import admin_headers
 
 
 class Inspect:
@@ -26,6 +27,7 @@ class Inspect:
             "InspectResult",
             {
                 "token": ctx.token,
+                "caller": ctx.caller,
                 "hops": ctx.proxy_hops,
                 "remaining": ctx.remaining(),
                 "node_id": ctx.node.node_id,
@@ -39,13 +41,16 @@ async def test_envelope_fields_reach_the_handler(tmp_path):
     try:
         node.services.registry.add(Inspect())
         transport = httpx.ASGITransport(app=node.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://node") as h:
+        headers = admin_headers(tmp_path)
+        token = headers["authorization"].split()[1]
+        async with httpx.AsyncClient(transport=transport, base_url="http://node", headers=headers) as h:
             r = await h.post(
                 "/v1/rpc",
-                json={"type": "Inspect", "app": "inspector", "token": "abc", "proxy_hops": 2, "timeout_ms": 5000},
+                json={"type": "Inspect", "app": "inspector", "token": token, "proxy_hops": 2, "timeout_ms": 5000},
             )
             body = r.json()["body"]
-            assert body["token"] == "abc" and body["hops"] == 2 and body["app"] == "inspector"
+            assert body["token"] == token and body["caller"] == "admin"
+            assert body["hops"] == 2 and body["app"] == "inspector"
             assert 0 < body["remaining"] <= 5.0 and body["node_id"] == node.services.node_id
 
             t0 = time.monotonic()

@@ -23,7 +23,7 @@ import httpx
 
 from aspen.node.config import load_config
 from aspen.node.server import open_node
-from tests.node.node_process import NodeProcess
+from tests.node.node_process import NodeProcess, admin_headers
 
 CHUNK = b"d" * 65536
 
@@ -52,7 +52,7 @@ async def test_sigterm_drains_an_in_flight_upload_and_healthz_stops_answering_20
     try:
         assert await probe(proc.url) == 200
         async with httpx.AsyncClient(timeout=60) as h:
-            upload = asyncio.ensure_future(h.put(f"{proc.url}/v1/blobs", content=slow_body()))
+            upload = asyncio.ensure_future(h.put(f"{proc.url}/v1/blobs", content=slow_body(), headers=proc.auth_headers))
             await asyncio.wait_for(started.wait(), 10)
             await asyncio.sleep(0.3)  # the node is reading the body
             os.kill(proc.proc.pid, signal.SIGTERM)
@@ -79,7 +79,7 @@ async def test_sigterm_drains_an_in_flight_upload_and_healthz_stops_answering_20
 
     with NodeProcess(data, port=proc.port) as again:  # the drained upload was kept
         async with httpx.AsyncClient(timeout=10) as h:
-            r = await h.get(f"{again.url}/v1/blobs/{blake3.blake3(CHUNK * 4).hexdigest()}")
+            r = await h.get(f"{again.url}/v1/blobs/{blake3.blake3(CHUNK * 4).hexdigest()}", headers=again.auth_headers)
             assert r.status_code == 200 and r.content == CHUNK * 4
 
 
@@ -93,7 +93,7 @@ async def test_healthz_and_get_health_say_draining_once_stopping(tmp_path):
             r = await h.get("/healthz")
             assert r.status_code == 503
             assert r.json() == {"status": "draining", "node_id": node.services.node_id}
-            r = await h.post("/v1/rpc", json={"type": "GetHealth"})
+            r = await h.post("/v1/rpc", json={"type": "GetHealth"}, headers=admin_headers(tmp_path))
             assert r.json()["body"]["status"] == "draining"
     finally:
         await node.close()

@@ -11,6 +11,7 @@ import pytest
 from aspen.errors import AspenError, ErrorCode
 from aspen.node.config import load_config
 from aspen.node.server import open_node
+from tests.node.node_process import admin_headers
 from aspen.rpc.handler import (
     HANDLERS_ENTRY_POINT_GROUP,
     Request,
@@ -67,7 +68,8 @@ async def test_a_third_party_handler_at_priority_500_is_dispatched(tmp_path, ins
     try:
         (greeter,) = [h for h in node.services.registry.snapshot().handlers if isinstance(h, Greeter)]
         assert greeter.priority == 500
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=node.app), base_url="http://node") as h:
+        headers = admin_headers(tmp_path / "data")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=node.app), base_url="http://node", headers=headers) as h:
             r = await h.post("/v1/rpc", json={"type": "Greet", "body": {"who": "world"}})
             assert r.status_code == 200
             assert r.json() == {"type": "GreetResult", "body": {"hello": "world", "node_id": node.services.node_id}}

@@ -19,9 +19,9 @@ def test_metrics_count_requests_by_type_and_outcome(node):
 
     before = httpx.get(f"{node.url}/metrics").text
     for _ in range(3):
-        httpx.post(f"{node.url}/v1/rpc", json={"type": "Ping"})
-    httpx.post(f"{node.url}/v1/rpc", json={"type": "ReadKey", "body": {"key": ""}})
-    httpx.post(f"{node.url}/v1/rpc", json={"type": "Nope"})
+        httpx.post(f"{node.url}/v1/rpc", json={"type": "Ping"}, headers=node.auth_headers)
+    httpx.post(f"{node.url}/v1/rpc", json={"type": "ReadKey", "body": {"key": ""}}, headers=node.auth_headers)
+    httpx.post(f"{node.url}/v1/rpc", json={"type": "Nope"}, headers=node.auth_headers)
     after = httpx.get(f"{node.url}/metrics").text
     assert count(after, "Ping", "ok") - count(before, "Ping", "ok") == 3
     assert count(after, "ReadKey", "INVALID_KEY") - count(before, "ReadKey", "INVALID_KEY") == 1

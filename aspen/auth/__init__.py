@@ -1,0 +1,1 @@
+"""Capability tokens (Biscuit) and the node's authentication and authorisation."""
