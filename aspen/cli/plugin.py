@@ -28,7 +28,7 @@ from aspen.cli.common import (
 from aspen.errors import AspenError, ErrorCode
 from aspen.plugins import requests as r
 from aspen.plugins.lifecycle import PluginStatus
-from aspen.plugins.manifest import PluginManifest, PluginSignature
+from aspen.plugins.manifest import MAX_MANIFEST_DEPTH, PluginManifest, PluginSignature
 from aspen.plugins.signing import (
     default_key_path,
     generate_key,
@@ -39,6 +39,7 @@ from aspen.plugins.signing import (
     write_key,
 )
 from aspen.rpc.catalog import PluginReloadResult
+from aspen.rpc.nesting import check_depth
 
 app = typer.Typer(help="Install, sign and manage WASM plugins.", no_args_is_help=True)
 trust_app = typer.Typer(help="The cluster's trusted plugin authors.", no_args_is_help=True)
@@ -57,7 +58,9 @@ def _csv(value: str | None) -> list[str] | None:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        doc = jsonlib.loads(path.read_text())
+        text = path.read_text()
+        check_depth(text, max_depth=MAX_MANIFEST_DEPTH, code=ErrorCode.INVALID_MANIFEST)
+        doc = jsonlib.loads(text)
     except OSError as exc:
         raise AspenError(ErrorCode.INVALID_ARGUMENT, f"cannot read {path}: {exc.strerror}") from None
     except jsonlib.JSONDecodeError as exc:

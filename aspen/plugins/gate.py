@@ -4,7 +4,10 @@ Every host function asks :class:`PluginGate` before it does any I/O: first
 ``require`` (the manifest permission), then ``check_key`` / ``check_scan``
 for every key, scan prefix and continuation token it was handed. There is
 no other path from a guest to the store, so isolation is as strong as this
-file — which is why it is small and has property tests.
+file — which is why it is small and has property tests. Denials are logged
+through the plugin's :class:`LogThrottle` (``self.log``, which the runtime and
+host functions share), so a guest that loops over a denied call cannot flood
+the node's log.
 """
 
 from __future__ import annotations
@@ -12,13 +15,14 @@ from __future__ import annotations
 import logging
 
 from aspen.errors import AspenError, ErrorCode
+from aspen.plugins.log_throttle import LogThrottle
 from aspen.storage.limits import check_key, decode_continuation
 
 log = logging.getLogger("aspen.plugins")
 
 
 class PluginGate:
-    __slots__ = ("plugin", "permissions", "prefixes")
+    __slots__ = ("log", "permissions", "plugin", "prefixes")
 
     def __init__(self, plugin: str, permissions: frozenset[str], prefixes: tuple[str, ...]) -> None:
         if not prefixes or any(not p for p in prefixes):
@@ -27,10 +31,13 @@ class PluginGate:
         self.plugin = plugin
         self.permissions = permissions
         self.prefixes = prefixes
+        self.log = LogThrottle(log)
 
     def require(self, permission: str) -> None:
         if permission not in self.permissions:
-            log.warning("plugin %s denied: lacks permission %s", self.plugin, permission)
+            self.log.log(
+                ("denied", permission), logging.WARNING, "plugin %s denied: lacks permission %s", self.plugin, permission
+            )
             raise AspenError(
                 ErrorCode.PERMISSION_DENIED,
                 f"plugin '{self.plugin}' lacks the '{permission}' permission",
@@ -42,7 +49,9 @@ class PluginGate:
         return any(key.startswith(p) for p in self.prefixes)
 
     def _deny(self, what: str, key: object, op: str) -> AspenError:
-        log.warning("plugin %s denied: %s %s %r outside its prefixes", self.plugin, op, what, key)
+        self.log.log(
+            ("denied", op), logging.WARNING, "plugin %s denied: %s %s %r outside its prefixes", self.plugin, op, what, key
+        )
         return AspenError(
             ErrorCode.KV_PREFIX_DENIED,
             f"plugin '{self.plugin}' may not {op} {what} {key!r}: outside its prefixes {list(self.prefixes)}",

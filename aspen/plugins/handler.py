@@ -10,7 +10,7 @@ import msgspec
 
 from aspen.errors import AspenError, ErrorCode
 from aspen.plugins.manifest import PluginManifest
-from aspen.plugins.runtime import PluginRuntime, bad_output
+from aspen.plugins.runtime import PluginRuntime, bad_output, check_output_depth
 from aspen.rpc.handler import Request, RequestContext, Response
 
 _encode = msgspec.json.Encoder().encode
@@ -44,6 +44,7 @@ class WasmPluginHandler:
     def _decode(self, raw: bytes) -> Response:
         """Runs on the worker thread: anything but ``{"type": str, "body": {...}}``
         is ``PLUGIN_BAD_OUTPUT``."""
+        check_output_depth(self.name, "handle_request", raw)
         try:
             reply = _decode_reply(raw)
         except msgspec.ValidationError:

@@ -3,10 +3,15 @@
 
 Each takes one JSON object and returns one JSON object: ``{"ok": {...}}`` or
 ``{"error": {"code", "message"}}`` — a denial or a bad argument is an answer
-the guest can branch on, never a trap. The functions are defined once for
-the process; the plugin they act for arrives per call as the Extism host
-context (a :class:`CallContext`), so one compiled module serves every
-instance and no host function can act for the wrong plugin.
+the guest can branch on, never a trap. The argument's nesting depth is
+checked before it is decoded (``BAD_REQUEST``), integers must fit 64 bits
+(``INVALID_ARGUMENT``), and a host bug is logged through the plugin's
+:class:`~aspen.plugins.log_throttle.LogThrottle`, not once per call.
+
+The functions are defined once for the process; the plugin they act for
+arrives per call as the Extism host context (a :class:`CallContext`), so one
+compiled module serves every instance and no host function can act for the
+wrong plugin.
 
 They run on the plugin's worker thread. Async services (KV, blobs) are
 reached with ``run_coroutine_threadsafe`` onto the node's event loop and
@@ -47,6 +52,8 @@ from aspen.handoff import (
     wake,
 )
 from aspen.plugins.gate import PluginGate
+from aspen.plugins.log_throttle import LogThrottle
+from aspen.rpc.nesting import check_depth
 from aspen.storage.limits import check_limit, check_ops_count
 from aspen.storage.protocol import BlobStore, KeyValueStore
 from aspen.storage.records import (
@@ -66,6 +73,8 @@ HOST_API_VERSION = "1.0.0"
 MAX_RANDOM_BYTES = 4096
 MAX_LOG_CHARS = 4096
 DEFAULT_SCAN_LIMIT = 100
+MAX_ARG_DEPTH = 64  # the deepest real argument (a transaction) nests 3 levels
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 class HostEnv:
@@ -179,6 +188,8 @@ def _int_arg(args: dict[str, Any], name: str, default: int) -> int:
         return default
     if not isinstance(value, int) or isinstance(value, bool):
         raise _bad(f"{name} must be an integer")
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise _bad(f"{name} must fit a signed 64-bit integer")
     return value
 
 
@@ -230,11 +241,13 @@ def host_function(name: str) -> Callable[[Impl], Impl]:
     return register
 
 
+_LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
+
+
 @host_function("aspen_log")
 def _log(ctx: CallContext, args: dict[str, Any]) -> dict[str, Any]:
-    level = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}.get(
-        args.get("level", "info")
-    )
+    name = args.get("level", "info")
+    level = _LOG_LEVELS.get(name) if isinstance(name, str) else None
     if level is None:
         raise _bad("level must be one of debug, info, warn, error")
     message = args.get("message", "")
@@ -404,7 +417,7 @@ def _kv_transaction(ctx: CallContext, args: dict[str, Any]) -> dict[str, Any]:
     success = _op_list(args, "success")
     failure = _op_list(args, "failure")
     check_ops_count(compares, success, failure)
-    kinds = {o.get("op") for o in success + failure}
+    kinds = {str(o.get("op")) for o in success + failure}  # an op that is not a string is refused below
     if compares or kinds & {"get", "range"}:
         env.gate.require("kv_read")
     if kinds & {"put", "delete"}:
@@ -516,6 +529,7 @@ def _reply(ctx: CallContext | None, name: str, impl: Impl, raw: bytes) -> bytes:
     if not isinstance(ctx, CallContext):
         return _encode({"error": {"code": ErrorCode.INTERNAL, "message": "host function called outside an Aspen call"}})
     try:
+        check_depth(raw, max_depth=MAX_ARG_DEPTH, code=ErrorCode.BAD_REQUEST)
         try:
             args = _decode(raw) if raw else {}
         except msgspec.DecodeError as exc:
@@ -532,8 +546,14 @@ def _reply(ctx: CallContext | None, name: str, impl: Impl, raw: bytes) -> bytes:
     except AspenError as exc:
         return _encode({"error": exc.to_body()})
     except Exception:  # a host bug must reach the guest as an error, never as a crash
-        log.exception("plugin %s: host function %s failed", ctx.env.plugin, name)
+        ctx.env.gate.log.log(
+            ("host-error", name), logging.ERROR, "plugin %s: host function %s failed", ctx.env.plugin, name,
+            exc_info=True,
+        )  # fmt: skip
         return _encode({"error": {"code": ErrorCode.INTERNAL, "message": f"{name} failed on the host"}})
+
+
+_bridge_logger = LogThrottle(log)  # the plugin is unknown here, so one throttle for the process
 
 
 def _bridge(name: str, impl: Impl) -> extism.Function:
@@ -544,7 +564,7 @@ def _bridge(name: str, impl: Impl) -> extism.Function:
             out = _reply(ctx, name, impl, current.input_bytes(inputs[0]))
             current.return_bytes(outputs[0], out)
         except Exception:  # never let an exception unwind into the runtime
-            log.exception("host function %s could not answer", name)
+            _bridge_logger.log(name, logging.ERROR, "host function %s could not answer", name, exc_info=True)
 
     return bridge
 

@@ -8,7 +8,10 @@ Entry point (``aspen.handlers`` group)::
 Node configuration, ``[plugins]`` table of ``aspen.toml``:
 ``allow_unsigned`` (default false; also ``ASPEN_ALLOW_UNSIGNED_PLUGINS=1``,
 set by ``aspen node start --allow-unsigned-plugins``), ``drain_seconds``
-(30), ``resync_seconds`` (30), ``health_seconds`` (10).
+(30), ``resync_seconds`` (30), ``health_seconds`` (10), and the caps no
+manifest's ``limits`` may exceed: ``max_memory_mib`` (16), ``max_timeout_ms``
+(5000), ``max_input_bytes`` and ``max_output_bytes`` (4 MiB),
+``max_instances`` (8).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 from aspen.errors import AspenError, ErrorCode
 from aspen.plugins import requests as r
 from aspen.plugins.admin import PluginAdmin
+from aspen.plugins.manifest import NodePluginLimits
 from aspen.plugins.reconciler import PluginReconciler
 from aspen.rpc.catalog import parse_body, to_body
 from aspen.rpc.handler import Request, RequestContext, Response
@@ -90,6 +94,30 @@ def _seconds(section: dict[str, Any], name: str, default: float) -> float:
     return float(value)
 
 
+MAX_MEMORY_MIB = 4096  # a wasm32 memory cannot grow past 4 GiB
+# [plugins] key -> (NodePluginLimits field, unit in bytes, largest value)
+_CAPS = {
+    "max_memory_mib": ("max_memory_bytes", 1 << 20, MAX_MEMORY_MIB),
+    "max_timeout_ms": ("max_timeout_ms", 1, 1 << 31),
+    "max_input_bytes": ("max_max_input_bytes", 1, 1 << 31),
+    "max_output_bytes": ("max_max_output_bytes", 1, 1 << 31),
+    "max_instances": ("max_concurrency", 1, 1024),
+}
+
+
+def node_limits(section: dict[str, Any]) -> NodePluginLimits:
+    """The caps of the ``[plugins]`` table over the built-in defaults."""
+    caps = {}
+    for key, (field, unit, largest) in _CAPS.items():
+        value = section.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= largest:
+            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"[plugins] {key} must be an integer in 1..{largest}")
+        caps[field] = value * unit
+    return NodePluginLimits(**caps)
+
+
 def create(node: Any) -> LifecycleHandler:
     """Build the node's reconciler (``node.plugins``), register it for
     ``PluginReload``, and return the handler whose start/stop run it."""
@@ -104,6 +132,7 @@ def create(node: Any) -> LifecycleHandler:
         drain_seconds=_seconds(section, "drain_seconds", 30.0),
         resync_seconds=_seconds(section, "resync_seconds", 30.0),
         health_seconds=_seconds(section, "health_seconds", 10.0),
+        limits=node_limits(section),
     )
     node.plugins = reconciler
     node.registry.set_reload_callback(reconciler.reload)

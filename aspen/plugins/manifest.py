@@ -16,6 +16,7 @@ import msgspec
 
 from aspen.errors import AspenError, ErrorCode
 from aspen.plugins.namespace import validate_prefixes
+from aspen.rpc.nesting import check_depth
 
 MIN_PRIORITY = 900
 MAX_PRIORITY = 999
@@ -26,6 +27,7 @@ MAX_TAGS = 16
 MAX_TAG_BYTES = 64
 MAX_DESCRIPTION_BYTES = 1024
 MAX_WASM_BYTES = 50 << 20
+MAX_MANIFEST_DEPTH = 16  # a real plugin.json nests 3 levels (dependencies)
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _REQUEST_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
@@ -208,6 +210,7 @@ def validate_manifest(m: PluginManifest) -> None:
 
 def parse_manifest(raw: bytes | str) -> PluginManifest:
     """Decode and validate ``plugin.json``; any problem is ``INVALID_MANIFEST``."""
+    check_depth(raw, max_depth=MAX_MANIFEST_DEPTH, code=ErrorCode.INVALID_MANIFEST)
     try:
         manifest = msgspec.json.decode(raw, type=PluginManifest)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:

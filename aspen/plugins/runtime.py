@@ -39,6 +39,7 @@ from aspen.handoff import (
 )
 from aspen.plugins.host_functions import HOST_FUNCTIONS, CallContext, HostEnv
 from aspen.plugins.manifest import EffectiveLimits
+from aspen.rpc.nesting import check_depth
 
 log = logging.getLogger("aspen.plugins")
 
@@ -48,6 +49,7 @@ FAULT_CODES = frozenset(
 # Faults after which the instance's state is suspect; BAD_OUTPUT leaves it sound.
 INSTANCE_FAULTS = frozenset({ErrorCode.PLUGIN_TRAP, ErrorCode.PLUGIN_TIMEOUT, ErrorCode.PLUGIN_OOM})
 DEGRADED_AFTER = 3  # consecutive faults
+MAX_OUTPUT_DEPTH = 64  # nesting of a guest's JSON output, checked before decoding
 QUEUED_PER_INSTANCE = 16  # calls waiting for a free instance before PLUGIN_OVERLOADED
 
 
@@ -79,7 +81,16 @@ def bad_output(plugin: str, message: str) -> AspenError:
 _decode_json = msgspec.json.Decoder().decode
 
 
+def check_output_depth(plugin: str, export: str, raw: bytes) -> None:
+    """Guest output nested too deep for the decoder is ``PLUGIN_BAD_OUTPUT``."""
+    try:
+        check_depth(raw, max_depth=MAX_OUTPUT_DEPTH, code=ErrorCode.PLUGIN_BAD_OUTPUT)
+    except AspenError as exc:
+        raise bad_output(plugin, f"{export} output: {exc.message}") from None
+
+
 def decode_json_object(plugin: str, export: str, raw: bytes) -> dict[str, Any]:
+    check_output_depth(plugin, export, raw)
     try:
         value = _decode_json(raw)
     except msgspec.DecodeError:
@@ -242,7 +253,9 @@ class PluginRuntime:
                 if exc.code in INSTANCE_FAULTS:
                     instance = None  # a faulted instance is never reused
             except Exception as exc:  # a host bug: report it, keep the worker alive
-                log.exception("plugin %s: worker failed", self.name)
+                self.env.gate.log.log(
+                    "worker-error", logging.ERROR, "plugin %s: worker failed", self.name, exc_info=True
+                )
                 ok, value = False, AspenError(ErrorCode.INTERNAL, f"plugin '{self.name}': internal error: {exc}")
             job.outcome = (ok, value)
             owe_bump = True
@@ -369,7 +382,9 @@ class PluginRuntime:
         self.faults += 1
         self.consecutive_faults += 1
         self.last_fault = exc.code
-        log.warning("plugin %s fault %s: %s", self.name, exc.code, exc.message)
+        self.env.gate.log.log(
+            ("fault", exc.code), logging.WARNING, "plugin %s fault %s: %s", self.name, exc.code, exc.message
+        )
         if self.consecutive_faults >= DEGRADED_AFTER and self.state is PluginState.READY:
             log.warning("plugin %s is degraded after %d consecutive faults", self.name, self.consecutive_faults)
             self.state = PluginState.DEGRADED

@@ -2,10 +2,11 @@
 
 Every rule the Rust original only defined is enforced here, each with its
 own error code so an operator (or a script) can tell them apart: the name,
-1–64 handles, priority 900–999 (rejected, never clamped), at most 16 KV
-prefixes under the isolation rules of :mod:`aspen.plugins.namespace`, limits
-within the node's caps, the host API version, dependencies present and new
-enough, no cycles, at most 64 plugins. What is left (version syntax, app id,
+1–64 handles that no other installed plugin handles, priority 900–999
+(rejected, never clamped), at most 16 KV prefixes under the isolation rules
+of :mod:`aspen.plugins.namespace`, limits within the node's caps (``[plugins]
+max_*``), the host API version, dependencies present and new enough, no
+cycles, at most 64 plugins. What is left (version syntax, app id,
 tags …) is :func:`aspen.plugins.manifest.validate_manifest`'s
 ``INVALID_MANIFEST``.
 
@@ -125,11 +126,23 @@ def check_against_installed(
     m: PluginManifest, installed: Mapping[str, PluginManifest], *, max_plugins: int = MAX_PLUGINS
 ) -> None:
     """The rules about ``m`` among the installed plugins (``m`` replaces any
-    installed plugin of the same name: install, upgrade or rollback)."""
+    installed plugin of the same name: install, upgrade or rollback). A
+    request type belongs to one plugin, enabled or not: otherwise the lower
+    priority number would silently take it from the other."""
     name = m.name
     others = {n: x for n, x in installed.items() if n != name}
     if name not in installed and len(installed) >= max_plugins:
         raise _err(ErrorCode.PLUGIN_TOO_MANY_PLUGINS, f"{len(installed)} plugins installed, at most {max_plugins}", name)
+    for other, x in sorted(others.items()):
+        shared = sorted(set(m.handles) & set(x.handles))
+        if shared:
+            raise _err(
+                ErrorCode.PLUGIN_HANDLES_OVERLAP,
+                f"plugin '{other}' already handles {', '.join(shared)}; a request type has one plugin",
+                name,
+                other=other,
+                request_types=shared,
+            )
     clash = find_overlap(
         effective_prefixes(name, m.kv_prefixes),
         {n: effective_prefixes(n, x.kv_prefixes) for n, x in others.items()},

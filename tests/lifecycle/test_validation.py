@@ -17,7 +17,10 @@ from tests.lifecycle.conftest import vers_manifest
 
 
 def m(name="p", version="1.0.0", deps=(), **kw):
-    return vers_manifest(version, name=name, dependencies=tuple(deps), kv_prefixes=kw.pop("kv_prefixes", (f"{name}:",)), **kw)
+    """Each plugin gets its own prefix and its own request type unless told otherwise."""
+    kw.setdefault("kv_prefixes", (f"{name}:",))
+    kw.setdefault("handles", (f"Ask_{name.replace('-', '_')}",))
+    return vers_manifest(version, name=name, dependencies=tuple(deps), **kw)
 
 
 def dep(name, min_version=None, optional=False):
@@ -132,3 +135,16 @@ def test_versions_and_dependents():
     assert version_satisfies("custom", "custom") and not version_satisfies("custom", "other")
     ms = {"a": m("a"), "b": m("b", deps=[dep("a")]), "c": m("c", deps=[dep("a", optional=True)])}
     assert dependents("a", ms) == ["b"]
+
+
+def test_handles_overlap_with_another_plugin():
+    installed = {"echo": m("echo", handles=("Ping", "Echo")), "off": m("off", handles=("Dormant",), enabled=False)}
+    with pytest.raises(AspenError) as info:
+        check_against_installed(m("kv-counter", handles=("CounterGet", "Echo")), installed)
+    assert info.value.code == ErrorCode.PLUGIN_HANDLES_OVERLAP
+    assert info.value.details == {"plugin": "kv-counter", "other": "echo", "request_types": ["Echo"]}
+    with pytest.raises(AspenError) as info:  # a disabled plugin keeps its request types
+        check_against_installed(m("other", handles=("Dormant",)), installed)
+    assert info.value.code == ErrorCode.PLUGIN_HANDLES_OVERLAP
+    check_against_installed(m("echo", "1.1.0", handles=("Ping", "Echo", "More")), installed)  # an upgrade of itself
+    check_against_installed(m("kv-counter", handles=("CounterGet",)), installed)

@@ -1,6 +1,7 @@
 //! hostile/faults: every way a guest can fail at run time. Spin loops
 //! forever, MemBomb allocates until memory runs out, BigOutput returns
-//! {"mib": n} MiB, NotJson returns text, Trap executes `unreachable`, Fine
+//! {"mib": n} MiB, NotJson returns text, DeepOutput returns a reply nested
+//! {"depth": n} arrays deep, Trap executes `unreachable`, Fine
 //! answers normally (to show the plugin and the node keep serving). It also
 //! exports every optional lifecycle function.
 const std = @import("std");
@@ -9,7 +10,7 @@ const aspen = @import("aspen");
 pub const info = aspen.Info{
     .name = "faults",
     .version = "0.1.0",
-    .handles = &.{ "Spin", "MemBomb", "BigOutput", "NotJson", "Trap", "Fine" },
+    .handles = &.{ "Spin", "MemBomb", "BigOutput", "NotJson", "DeepOutput", "Trap", "Fine" },
     .priority = 990,
     .description = "hostile: loops, memory bombs, bad output, traps",
 };
@@ -63,6 +64,16 @@ fn handle(req: aspen.Request) ![]const u8 {
         return block;
     }
     if (eql(req.type, "NotJson")) return "this is not JSON";
+    if (eql(req.type, "DeepOutput")) {
+        const depth: usize = if (aspen.field(req.body, "depth")) |v| @intCast(v.integer) else 10_000;
+        const head = "{\"type\":\"Deep\",\"body\":{\"v\":";
+        const out = try aspen.arena().alloc(u8, head.len + 2 * depth + 2);
+        @memcpy(out[0..head.len], head);
+        @memset(out[head.len .. head.len + depth], '[');
+        @memset(out[head.len + depth .. head.len + 2 * depth], ']');
+        @memcpy(out[head.len + 2 * depth ..], "}}");
+        return out;
+    }
     if (eql(req.type, "Trap")) @trap();
     if (eql(req.type, "Fine")) return aspen.reply("Fine", aspen.empty);
     return aspen.replyError("UNHANDLED", req.type);
