@@ -47,6 +47,9 @@ BASELINE = textwrap.dedent(
 )
 
 
+JSON_HEADERS = {"content-type": "application/json"}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -111,7 +114,7 @@ def main() -> None:
             "Ping": b'{"type":"Ping","body":{}}',
             "ReadKey": b'{"type":"ReadKey","body":{"key":"bench/key"}}',
         }
-        answers = {name: httpx.post(f"{node_url}/v1/rpc", content=body).content for name, body in requests.items()}
+        answers = {name: httpx.post(f"{node_url}/v1/rpc", content=body, headers=JSON_HEADERS).content for name, body in requests.items()}
         assert b'"Error"' not in answers["ReadKey"], answers
         (work / "baseline.py").write_text(
             BASELINE.format(pong=answers["Ping"], read=answers["ReadKey"], settings=SERVER_SETTINGS)
@@ -119,7 +122,7 @@ def main() -> None:
         base = subprocess.Popen([sys.executable, str(work / "baseline.py"), str(base_port)])
         procs.append(base)
         wait_up(base_url, base)
-        assert httpx.post(f"{base_url}/v1/rpc", content=requests["ReadKey"]).content == answers["ReadKey"]
+        assert httpx.post(f"{base_url}/v1/rpc", content=requests["ReadKey"], headers=JSON_HEADERS).content == answers["ReadKey"]
 
         best: dict[tuple[str, str], tuple[float, float, float]] = {}
         for _ in range(args.rounds):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from aspen.cli import blob, cluster, dev, job, kv, node, plugin, status
+from aspen.cli.common import CacertOpt
 
 app = typer.Typer(
     name="aspen",
@@ -13,6 +14,13 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _root(cacert: CacertOpt = None) -> None:
+    """Options every command shares; ``connect`` reads them from the root context."""
+
+
 app.add_typer(node.app, name="node")
 app.add_typer(kv.app, name="kv")
 app.add_typer(blob.app, name="blob")

@@ -23,6 +23,7 @@ import grpc
 from aetcd import rpc
 
 from aspen.errors import AspenError, ErrorCode
+from aspen.storage.etcd_security import EtcdSecurity, check_auth, open_channel
 
 T = TypeVar("T")
 
@@ -128,6 +129,8 @@ def map_rpc_error(exc: grpc.aio.AioRpcError) -> AspenError:
         )
     if "lease already exists" in low:
         return AspenError(ErrorCode.INVALID_ARGUMENT, "a lease with this id already exists")
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED) or "user name is empty" in low:
+        return AspenError(ErrorCode.ETCD_AUTH_FAILED, f"etcd: {details} (see [node] etcd_user / etcd_cert)")
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return AspenError(ErrorCode.INVALID_ARGUMENT, f"etcd: {details}")
     if transient(exc) or code == grpc.StatusCode.RESOURCE_EXHAUSTED:
@@ -146,8 +149,10 @@ class EndpointPool:
         request_timeout: float = 5.0,
         failover_timeout: float = 20.0,
         connect_timeout: float = 3.0,
+        security: EtcdSecurity | None = None,
     ) -> None:
         self.endpoints = parse_endpoints(endpoints)
+        self.security = security
         self.request_timeout = request_timeout
         self.failover_timeout = failover_timeout
         self.connect_timeout = connect_timeout
@@ -168,7 +173,7 @@ class EndpointPool:
         s = self._stubs.get(i)
         if s is None:
             host, port = self.endpoints[i]
-            ch = grpc.aio.insecure_channel(f"{host}:{port}", options=_CHANNEL_OPTIONS)
+            ch = open_channel(f"{host}:{port}", self.security, _CHANNEL_OPTIONS)
             self._channels[i] = ch
             s = self._stubs[i] = Stubs(
                 endpoint=f"{host}:{port}",
@@ -190,8 +195,9 @@ class EndpointPool:
             remaining = max(0.2, deadline - time.monotonic())
             try:
                 status = await self.stubs(i).maintenance.Status(rpc.StatusRequest(), timeout=remaining)
+                await check_auth(self._channels[i], self.security, remaining)
             except grpc.aio.AioRpcError as exc:
-                errors.append(f"{self.names()[i]}: {exc.code().name}")
+                errors.append(f"{self.names()[i]}: {exc.code().name}: {exc.details()}")
                 continue
             self._current = i
             return status.header.revision

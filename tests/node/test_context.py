@@ -39,7 +39,7 @@ async def test_envelope_fields_reach_the_handler(tmp_path):
     try:
         node.services.registry.add(Inspect())
         transport = httpx.ASGITransport(app=node.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://node") as h:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as h:
             r = await h.post(
                 "/v1/rpc",
                 json={"type": "Inspect", "app": "inspector", "token": "abc", "proxy_hops": 2, "timeout_ms": 5000},
