@@ -3,10 +3,12 @@ its own module."""
 
 from __future__ import annotations
 
+import os
+from typing import Annotated
+
 import typer
 
 from aspen.cli import blob, cluster, dev, job, kv, node, plugin, status
-from aspen.cli.common import CacertOpt
 
 app = typer.Typer(
     name="aspen",
@@ -16,9 +18,18 @@ app = typer.Typer(
 )
 
 
+CacertOpt = Annotated[
+    str | None,
+    typer.Option("--cacert", envvar="ASPEN_CACERT", help="CA bundle (PEM) that signed the nodes' HTTPS certificates."),
+]
+
+
 @app.callback()
 def _root(cacert: CacertOpt = None) -> None:
-    """Options every command shares; ``connect`` reads them from the root context."""
+    """Options for every command, given before it (``aspen --cacert ca.pem kv get k``).
+    ``--cacert`` is the flag form of ASPEN_CACERT, which the client reads."""
+    if cacert:
+        os.environ["ASPEN_CACERT"] = cacert
 
 
 app.add_typer(node.app, name="node")
