@@ -58,6 +58,10 @@ _TRANSIENT_DETAILS = (
 )
 
 
+# etcd's auth refusals, some of which travel as InvalidArgument or FailedPrecondition
+_AUTH_DETAILS = ("user name is empty", "user name not found", "authentication failed", "permission denied")
+
+
 def transient(exc: grpc.aio.AioRpcError) -> bool:
     if exc.code() in _TRANSIENT:
         return True
@@ -129,7 +133,9 @@ def map_rpc_error(exc: grpc.aio.AioRpcError) -> AspenError:
         )
     if "lease already exists" in low:
         return AspenError(ErrorCode.INVALID_ARGUMENT, "a lease with this id already exists")
-    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED) or "user name is empty" in low:
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED) or any(
+        d in low for d in _AUTH_DETAILS
+    ):
         return AspenError(ErrorCode.ETCD_AUTH_FAILED, f"etcd: {details} (see [node] etcd_user / etcd_cert)")
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return AspenError(ErrorCode.INVALID_ARGUMENT, f"etcd: {details}")
@@ -194,9 +200,12 @@ class EndpointPool:
             i = (self._current + attempt) % len(self.endpoints)
             remaining = max(0.2, deadline - time.monotonic())
             try:
-                status = await self.stubs(i).maintenance.Status(rpc.StatusRequest(), timeout=remaining)
+                stubs = self.stubs(i)
                 await check_auth(self._channels[i], self.security, remaining)
+                status = await stubs.maintenance.Status(rpc.StatusRequest(), timeout=remaining)
             except grpc.aio.AioRpcError as exc:
+                if not transient(exc):
+                    raise map_rpc_error(exc) from exc
                 errors.append(f"{self.names()[i]}: {exc.code().name}: {exc.details()}")
                 continue
             self._current = i

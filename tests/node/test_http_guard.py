@@ -11,10 +11,13 @@ import httpx
 import msgspec
 import pytest
 import websockets
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 from websockets.exceptions import InvalidStatus
 
 from aspen.node.config import load_config
-from aspen.node.http_guard import allowed_host_names
+from aspen.node.http_guard import HttpGuard, allowed_host_names
 from tests.node.node_process import NodeProcess
 
 ALLOWED_ORIGIN = "https://dashboard.example"
@@ -164,3 +167,11 @@ async def test_websocket_without_or_with_allowed_origin_works(guarded, origin):
     ) as ws:
         await ws.send(json.dumps({"type": "WatchCreate", "body": {"prefix": "guard/ws/"}}))
         assert json.loads(await ws.recv())["type"] == "WatchCreateResult"
+
+
+async def test_star_turns_the_host_check_off_but_not_the_origin_check():
+    inner = Starlette(routes=[Route("/", lambda request: PlainTextResponse("ok"))])
+    app = HttpGuard(inner, load_config(allowed_hosts=["*"]))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://anything.example") as h:
+        assert (await h.get("/")).text == "ok"
+        _error(await h.get("/", headers={"origin": "http://anything.example"}), 403, "ORIGIN_NOT_ALLOWED")

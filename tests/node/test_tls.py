@@ -106,7 +106,7 @@ def test_plain_http_is_not_served(https_node):
 
 def _cli(*args: str, **env: str) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if k != "ASPEN_CACERT"}
-    return subprocess.run([ASPEN, *args], capture_output=True, text=True, timeout=60, env={**base, **env})
+    return subprocess.run([ASPEN, *args], check=False, capture_output=True, text=True, timeout=60, env={**base, **env})
 
 
 def test_cli_cacert_option_and_env(https_node, pki):
@@ -150,7 +150,7 @@ def test_mismatched_key_stops_the_node_with_a_clear_error(pki, tmp_path):
     config.write_text(f'[node]\ntls_cert = "{pki.cert}"\ntls_key = "{wrong_key}"\n')
     r = subprocess.run(
         [ASPEN, "node", "start", "--data-dir", str(tmp_path / "d"), "--listen", "127.0.0.1:0", "--config", str(config)],
-        capture_output=True, text=True, timeout=60,
+        check=False, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert r.returncode == 1 and "INVALID_ARGUMENT" in r.stderr and "cannot load" in r.stderr
     assert "Traceback" not in r.stderr
