@@ -9,7 +9,6 @@ import sys
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-import click
 import msgspec
 import typer
 from rich.console import Console
@@ -21,10 +20,6 @@ UrlOpt = Annotated[
     str | None,
     typer.Option("--url", envvar="ASPEN_URL", help="Node URL(s), comma-separated. Default http://127.0.0.1:7420."),
 ]
-CacertOpt = Annotated[
-    str | None,
-    typer.Option("--cacert", envvar="ASPEN_CACERT", help="CA bundle (PEM) that signed the nodes' HTTPS certificates."),
-]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON (bytes as base64).")]
 
 console = Console()
@@ -33,11 +28,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def connect(url: str | None) -> SyncClient:
-    """A client for ``url`` (or ASPEN_URL); the token comes from ASPEN_TOKEN,
-    the CA bundle from ``aspen --cacert`` (a root option, so no command repeats it)."""
-    ctx = click.get_current_context(silent=True)
-    cacert = ctx.find_root().params.get("cacert") if ctx is not None else None
-    return SyncClient(url, cacert=cacert)
+    """A client for ``url`` (or ASPEN_URL); the token comes from ASPEN_TOKEN."""
+    return SyncClient(url)
 
 
 def fail(code: str, message: str) -> typer.Exit:
