@@ -114,8 +114,6 @@ async def _refuse(scope: dict, send: Any, status: int, exc: AspenError) -> None:
     if scope["type"] == "http":
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-    elif "websocket.http.response" in scope.get("extensions", {}):  # a real 403 with the envelope
+    else:  # the handshake answered with the envelope (ASGI's websocket.http.response, which uvicorn has)
         await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
         await send({"type": "websocket.http.response.body", "body": body})
-    else:  # closing before accept: the server answers the handshake with 403
-        await send({"type": "websocket.close", "code": 1008})

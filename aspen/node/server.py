@@ -77,10 +77,11 @@ def check_server_tls(config: NodeConfig) -> None:
 
 
 def etcd_security(config: NodeConfig) -> EtcdSecurity | None:
-    from aspen.storage.etcd_security import EtcdSecurity  # grpc loads only for etcd
-
+    """TLS and auth for etcd from the ``etcd_*`` keys; None when none is set."""
     if not (config.etcd_ca or config.etcd_cert or config.etcd_user):
         return None
+    from aspen.storage.etcd_security import EtcdSecurity  # grpc loads only for etcd
+
     return EtcdSecurity.from_files(
         ca=config.etcd_ca, cert=config.etcd_cert, key=config.etcd_key, user=config.etcd_user,
         password=config.etcd_password,

@@ -23,7 +23,7 @@ import grpc
 from aetcd import rpc
 
 from aspen.errors import AspenError, ErrorCode
-from aspen.storage.etcd_security import EtcdSecurity, check_auth, open_channel
+from aspen.storage.etcd_security import EtcdSecurity, open_channel
 
 T = TypeVar("T")
 
@@ -200,12 +200,10 @@ class EndpointPool:
             i = (self._current + attempt) % len(self.endpoints)
             remaining = max(0.2, deadline - time.monotonic())
             try:
-                stubs = self.stubs(i)
-                await check_auth(self._channels[i], self.security, remaining)
-                status = await stubs.maintenance.Status(rpc.StatusRequest(), timeout=remaining)
+                status = await self.stubs(i).maintenance.Status(rpc.StatusRequest(), timeout=remaining)
             except grpc.aio.AioRpcError as exc:
-                if not transient(exc):
-                    raise map_rpc_error(exc) from exc
+                if not transient(exc):  # refused (credentials), not unreachable: no member will do better
+                    raise self._refused(exc) from exc
                 errors.append(f"{self.names()[i]}: {exc.code().name}: {exc.details()}")
                 continue
             self._current = i
@@ -215,6 +213,13 @@ class EndpointPool:
             f"no etcd endpoint answered within {self.connect_timeout:g}s ({'; '.join(errors)})",
             endpoints=self.names(),
         )
+
+    def _refused(self, exc: grpc.aio.AioRpcError) -> AspenError:
+        err = map_rpc_error(exc)
+        user = self.security.user if self.security else None
+        if err.code == ErrorCode.ETCD_AUTH_FAILED and user:
+            return AspenError(err.code, f"etcd refused user {user!r}: {exc.details()}", user=user)
+        return err
 
     def rotate(self, failed: int) -> None:
         if self._current == failed:

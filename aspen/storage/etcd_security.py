@@ -73,22 +73,6 @@ def open_channel(target: str, security: EtcdSecurity | None, options: list) -> g
     return channel
 
 
-async def check_auth(channel: grpc.aio.Channel, security: EtcdSecurity | None, timeout: float) -> None:
-    """Authenticate once now, so wrong credentials fail the open, not a later call."""
-    if security is None or not security.user:
-        return
-    try:
-        await rpc.AuthStub(channel).Authenticate(
-            rpc.AuthenticateRequest(name=security.user, password=security.password or ""), timeout=timeout
-        )
-    except grpc.aio.AioRpcError as exc:
-        if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            raise
-        raise AspenError(
-            ErrorCode.ETCD_AUTH_FAILED, f"etcd refused user {security.user!r}: {exc.details()}", user=security.user
-        ) from None
-
-
 def _is_stale_token(exc: grpc.aio.AioRpcError) -> bool:
     return "invalid auth token" in (exc.details() or "").lower()
 
