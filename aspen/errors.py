@@ -49,6 +49,10 @@ class ErrorCode(StrEnum):
     UNAUTHORIZED = "UNAUTHORIZED"
     QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
     FORBIDDEN = "FORBIDDEN"
+    HOST_NOT_ALLOWED = "HOST_NOT_ALLOWED"  # Host header not among the node's names (DNS rebinding)
+    ORIGIN_NOT_ALLOWED = "ORIGIN_NOT_ALLOWED"  # a browser Origin not in [node] allowed_origins
+    UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"  # /v1/rpc takes only JSON or msgpack
+    TLS_VERIFY_FAILED = "TLS_VERIFY_FAILED"  # the node's certificate did not verify (see --cacert)
     TIMEOUT = "TIMEOUT"
     UNAVAILABLE = "UNAVAILABLE"
     SHUTTING_DOWN = "SHUTTING_DOWN"
@@ -105,6 +109,7 @@ class ErrorCode(StrEnum):
     EXECUTOR_UNAVAILABLE = "EXECUTOR_UNAVAILABLE"
     # cluster
     ETCD_UNREACHABLE = "ETCD_UNREACHABLE"
+    ETCD_AUTH_FAILED = "ETCD_AUTH_FAILED"  # etcd refused the configured user/password or certificate
     PEER_UNAVAILABLE = "PEER_UNAVAILABLE"
 
 

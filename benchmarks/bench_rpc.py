@@ -52,6 +52,9 @@ BASELINE = textwrap.dedent(
 )
 
 
+JSON_HEADERS = {"content-type": "application/json"}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -191,7 +194,7 @@ def main() -> None:
             "ReadKey": b'{"type":"ReadKey","body":{"key":"bench/key"}}',
         }
         headers = {"authorization": f"Bearer {token}"}
-        answers = {name: httpx.post(f"{node_url}/v1/rpc", content=body, headers=headers).content for name, body in requests.items()}
+        answers = {name: httpx.post(f"{node_url}/v1/rpc", content=body, headers={**JSON_HEADERS, **headers}).content for name, body in requests.items()}
         assert b'"Error"' not in answers["ReadKey"] and b'"Error"' not in answers["Ping"], answers
         (work / "baseline.py").write_text(
             BASELINE.format(pong=answers["Ping"], read=answers["ReadKey"], settings=SERVER_SETTINGS)
@@ -199,7 +202,7 @@ def main() -> None:
         base = subprocess.Popen([sys.executable, str(work / "baseline.py"), str(base_port)])
         procs.append(base)
         wait_up(base_url, base)
-        assert httpx.post(f"{base_url}/v1/rpc", content=requests["ReadKey"]).content == answers["ReadKey"]
+        assert httpx.post(f"{base_url}/v1/rpc", content=requests["ReadKey"], headers=JSON_HEADERS).content == answers["ReadKey"]
         targets = [("baseline", base_url, None), ("node", node_url, token)]
         if args.before:
             tree, env = checkout(args.before, work)
@@ -211,7 +214,7 @@ def main() -> None:
             procs.append(before)
             wait_up(before_url, before)
             httpx.post(f"{before_url}/v1/rpc", json=write)
-            assert b'"Error"' not in httpx.post(f"{before_url}/v1/rpc", content=requests["ReadKey"]).content
+            assert b'"Error"' not in httpx.post(f"{before_url}/v1/rpc", content=requests["ReadKey"], headers=JSON_HEADERS).content
             targets.append(("before", before_url, None))
 
         best: dict[tuple[str, str], tuple[float, float, float]] = {}

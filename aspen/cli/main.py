@@ -18,15 +18,23 @@ app = typer.Typer(
 )
 
 
+CacertOpt = Annotated[
+    str | None,
+    typer.Option("--cacert", envvar="ASPEN_CACERT", help="CA bundle (PEM) that signed the nodes' HTTPS certificates."),
+]
+
+
 @app.callback()
 def main(
     url: Annotated[str | None, typer.Option("--url", help="Node URL(s) for every command (as ASPEN_URL).")] = None,
     token_: Annotated[str | None, typer.Option("--token", help="Token to send (as ASPEN_TOKEN).")] = None,
     token_file: Annotated[str | None, typer.Option("--token-file", help="File holding the token.")] = None,
+    cacert: CacertOpt = None,
 ) -> None:
     """Options before the command group apply to the whole command, as with
-    etcdctl and kubectl: ``aspen --url … --token … kv get a``."""
-    for name, value in (("ASPEN_URL", url), ("ASPEN_TOKEN", token_), ("ASPEN_TOKEN_FILE", token_file)):
+    etcdctl and kubectl: ``aspen --url … --token … --cacert ca.pem kv get a``."""
+    given = (("ASPEN_URL", url), ("ASPEN_TOKEN", token_), ("ASPEN_TOKEN_FILE", token_file), ("ASPEN_CACERT", cacert))
+    for name, value in given:
         if value:
             os.environ[name] = value
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,23 @@ def resolve_urls(urls: str | Sequence[str] | None) -> list[str]:
     return [u if "://" in u else f"http://{u}" for u in found]
 
 
+def tls_verify(cacert: str | None) -> ssl.SSLContext | bool:
+    """Verify HTTPS nodes against ``cacert`` (else ``ASPEN_CACERT``, else the system CAs)."""
+    cacert = cacert or os.environ.get("ASPEN_CACERT") or None
+    if cacert is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=cacert)
+    except (ssl.SSLError, OSError) as exc:
+        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"cannot use CA bundle {cacert}: {exc}") from None
+
+
+def _cert_rejected(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    while exc is not None and not isinstance(exc, ssl.SSLCertVerificationError):
+        exc = exc.__cause__ or exc.__context__
+    return exc
+
+
 def _raise_for(resp: httpx.Response) -> None:
     """Turn an error envelope from a streaming route into AspenError."""
     if resp.status_code < 400:
@@ -64,6 +82,7 @@ class Client:
         encoding: str = "msgpack",
         retries: int = 3,
         retry_delay: float = 0.1,
+        cacert: str | None = None,
     ) -> None:
         if encoding not in ("msgpack", "json"):
             raise AspenError(ErrorCode.INVALID_ARGUMENT, f"encoding must be msgpack or json, got {encoding!r}")
@@ -76,7 +95,9 @@ class Client:
         self._retry_delay = retry_delay
         self._current = 0  # index of the URL that answered last
         headers = {"authorization": f"Bearer {self.token}"} if self.token else None
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=5.0), headers=headers)
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=5.0), headers=headers, verify=tls_verify(cacert)
+        )
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -104,6 +125,12 @@ class Client:
                 try:
                     resp = await self._http.send(build(self.urls[index]), stream=stream)
                 except httpx.ConnectError as exc:  # never reached the node: safe to move on
+                    if (bad := _cert_rejected(exc)) is not None:  # no retry can fix this
+                        raise AspenError(
+                            ErrorCode.TLS_VERIFY_FAILED,
+                            f"the TLS certificate of {self.urls[index]} did not verify ({bad.verify_message}); "
+                            "give its CA with --cacert or ASPEN_CACERT",
+                        ) from None
                     last = exc
                     continue
                 except httpx.TransportError as exc:

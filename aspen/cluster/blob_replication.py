@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Annotated
 
@@ -86,9 +87,12 @@ class ReplicatedBlobStore:
         url: str,
         replication_factor: int = 1,
         http: httpx.AsyncClient | None = None,
+        verify: ssl.SSLContext | bool = True,
         transfer_timeout: float = TRANSFER_TIMEOUT,
         peer_token: str | None = None,
     ) -> None:
+        """``verify`` checks peers' HTTPS certificates (``[node] tls_ca``) when
+        the store makes its own ``http`` client."""
         if not isinstance(node_id, str) or not node_id or ":" in node_id:
             raise AspenError(ErrorCode.INVALID_ARGUMENT, f"node_id must be a non-empty string without ':', got {node_id!r}")
         if (
@@ -107,7 +111,7 @@ class ReplicatedBlobStore:
         self.replication_factor = replication_factor
         self.transfer_timeout = transfer_timeout
         self._own_http = http is None
-        self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0))
+        self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0), verify=verify)
         # the node credential: only cluster members can push or fetch local copies
         self._peer_headers = {PEER_HEADER: "1"}
         if peer_token:

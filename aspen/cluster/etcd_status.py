@@ -12,6 +12,7 @@ import msgspec
 from aetcd import rpc
 
 from aspen.storage.etcd_endpoints import EndpointPool, map_rpc_error
+from aspen.storage.etcd_security import EtcdSecurity
 
 STATUS_TIMEOUT = 1.5
 
@@ -35,7 +36,7 @@ class EtcdClusterStatus(msgspec.Struct, frozen=True):
     leader: str | None  # member name
 
 
-async def _member_status(member, timeout: float) -> EtcdMemberStatus:
+async def _member_status(member, timeout: float, security: EtcdSecurity | None) -> EtcdMemberStatus:
     base = dict(
         id=f"{member.ID:x}",
         name=member.name,
@@ -44,7 +45,7 @@ async def _member_status(member, timeout: float) -> EtcdMemberStatus:
     )
     if not member.clientURLs:
         return EtcdMemberStatus(**base, healthy=False, error="not started (no client URL yet)")
-    pool = EndpointPool(list(member.clientURLs)[:1], request_timeout=timeout)
+    pool = EndpointPool(list(member.clientURLs)[:1], request_timeout=timeout, security=security)
     try:
         st = await pool.stubs(0).maintenance.Status(rpc.StatusRequest(), timeout=timeout)
     except grpc.aio.AioRpcError as exc:
@@ -66,7 +67,7 @@ async def _member_status(member, timeout: float) -> EtcdMemberStatus:
 async def etcd_cluster_status(pool: EndpointPool, timeout: float = STATUS_TIMEOUT) -> EtcdClusterStatus:
     """Members through ``pool`` (with its failover), then each member's status."""
     resp = await pool.call(lambda s, t: s.cluster.MemberList(rpc.MemberListRequest(), timeout=t), idempotent=True)
-    members = await asyncio.gather(*(_member_status(m, timeout) for m in resp.members))
+    members = await asyncio.gather(*(_member_status(m, timeout, pool.security) for m in resp.members))
     members = sorted(members, key=lambda m: m.name)
     leader = next((m.name for m in members if m.is_leader), None)
     return EtcdClusterStatus(members=members, leader=leader)

@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from aspen.cluster.blob_routes import blob_http_routes
 from aspen.errors import AspenError
+from aspen.node.http_guard import HttpGuard
 from aspen.node.rpc_route import rpc_route
 from aspen.node.watch_routes import watch_routes
 
@@ -20,7 +21,8 @@ def _error(exc: AspenError, status: int) -> HttpResponse:
     return HttpResponse(msgspec.json.encode({"type": "Error", "body": exc.to_body()}), status, media_type="application/json")
 
 
-def build_app(services: Any) -> Starlette:
+def build_app(services: Any) -> HttpGuard:
+    """The routes, behind the Host/Origin/content-type guard (``http_guard``)."""
     async def healthz(request: HttpRequest) -> HttpResponse:
         draining = services.stopping.is_set()
         body = {"status": "draining" if draining else "ok", "node_id": services.node_id}
@@ -36,4 +38,4 @@ def build_app(services: Any) -> Starlette:
         *blob_http_routes(services.blobs, services.auth),
         *watch_routes(services, _error),
     ]
-    return Starlette(routes=routes)
+    return HttpGuard(Starlette(routes=routes), services.config)

@@ -27,6 +27,20 @@ class NodeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_request_seconds: float = 30.0  # cap on any caller's deadline
     drain_seconds: float = 10.0  # how long SIGTERM waits for in-flight requests
     log_level: str = "info"
+    # browsers: Host names besides the node's own (listen, advertise_url, localhost,
+    # 127.0.0.1, ::1; "*" turns the check off), and the Origins allowed to call it
+    allowed_hosts: list[str] = []
+    allowed_origins: list[str] = []  # exact "scheme://host[:port]"; empty: any Origin is refused
+    # TLS: serve HTTPS with this certificate and key; verify peer nodes with tls_ca
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    # etcd: CA for its TLS, a client certificate, and etcd's own user/password auth
+    etcd_ca: str | None = None
+    etcd_cert: str | None = None
+    etcd_key: str | None = None
+    etcd_user: str | None = None
+    etcd_password: str | None = None
     sections: dict[str, dict[str, Any]] = {}
 
     @property
@@ -40,9 +54,20 @@ class NodeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     @property
     def advertise_url(self) -> str:
         """The URL peers use to reach this node: ``[cluster] advertise_url``,
-        else ``http://{listen}``."""
+        else ``http(s)://{listen}``."""
         url = self.sections.get("cluster", {}).get("advertise_url")
-        return str(url).rstrip("/") if url else f"http://{self.listen}"
+        return str(url).rstrip("/") if url else f"{'https' if self.tls_cert else 'http'}://{self.listen}"
+
+
+def _check_pairs(config: NodeConfig) -> None:
+    """Settings that only work together, and files that must exist."""
+    for a, b in (("tls_cert", "tls_key"), ("etcd_cert", "etcd_key"), ("etcd_user", "etcd_password")):
+        if (getattr(config, a) is None) != (getattr(config, b) is None):
+            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"invalid node config: {a} and {b} go together")
+    for name in ("tls_cert", "tls_key", "tls_ca", "etcd_ca", "etcd_cert", "etcd_key"):
+        path = getattr(config, name)
+        if path is not None and not Path(path).is_file():
+            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"invalid node config: {name} {path} is not a file")
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -79,4 +104,5 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> NodeConfig:
     except msgspec.ValidationError as exc:
         raise AspenError(ErrorCode.INVALID_ARGUMENT, f"invalid node config: {exc}") from None
     split_listen(config.listen)
+    _check_pairs(config)
     return config

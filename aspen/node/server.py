@@ -12,16 +12,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
-from starlette.applications import Starlette
 
 from aspen.auth.service import AuthService
 from aspen.cluster.blob_replication import ReplicatedBlobStore
+from aspen.errors import AspenError, ErrorCode
 from aspen.node.app import build_app
 from aspen.node.config import NodeConfig
+from aspen.node.http_guard import HttpGuard
 from aspen.node.services import NodeServices
 from aspen.node.watches import WatchHub
 from aspen.rpc.handler import HANDLERS_ENTRY_POINT_GROUP
@@ -29,13 +32,16 @@ from aspen.rpc.registry import HandlerRegistry, load_entry_point_handlers
 from aspen.storage.blobs import LocalBlobStore
 from aspen.storage.sqlite import SqliteKeyValueStore
 
+if TYPE_CHECKING:
+    from aspen.storage.etcd_security import EtcdSecurity
+
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Node:
     services: NodeServices
-    app: Starlette
+    app: HttpGuard
     local_blobs: LocalBlobStore  # ``services.blobs`` itself, or the store it replicates
 
     async def close(self) -> None:
@@ -48,6 +54,40 @@ class Node:
             await self.local_blobs.close()
         await s.kv.close()
         log.info("node %s stopped; stores closed", s.node_id)
+
+
+def peer_verify(config: NodeConfig) -> ssl.SSLContext | bool:
+    """How this node checks peers' HTTPS certificates: ``tls_ca``, else the system CAs."""
+    if config.tls_ca is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=config.tls_ca)
+    except (ssl.SSLError, OSError) as exc:
+        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"tls_ca {config.tls_ca}: not a CA bundle ({exc})") from None
+
+
+def check_server_tls(config: NodeConfig) -> None:
+    """Load ``tls_cert``/``tls_key`` once up front, so a bad pair is a clear error, not a traceback."""
+    if config.tls_cert is None:
+        return
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(config.tls_cert, config.tls_key)
+    except (ssl.SSLError, OSError) as exc:
+        raise AspenError(
+            ErrorCode.INVALID_ARGUMENT, f"tls_cert {config.tls_cert} / tls_key {config.tls_key}: cannot load ({exc})"
+        ) from None
+
+
+def etcd_security(config: NodeConfig) -> EtcdSecurity | None:
+    """TLS and auth for etcd from the ``etcd_*`` keys; None when none is set."""
+    if not (config.etcd_ca or config.etcd_cert or config.etcd_user):
+        return None
+    from aspen.storage.etcd_security import EtcdSecurity  # grpc loads only for etcd
+
+    return EtcdSecurity.from_files(
+        ca=config.etcd_ca, cert=config.etcd_cert, key=config.etcd_key, user=config.etcd_user,
+        password=config.etcd_password,
+    )  # fmt: skip
 
 
 def node_id_for(config: NodeConfig, data_dir: Path) -> str:
@@ -65,12 +105,13 @@ def node_id_for(config: NodeConfig, data_dir: Path) -> str:
 async def open_node(config: NodeConfig) -> Node:
     data_dir = Path(config.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
+    verify = peer_verify(config)  # bad TLS files fail before any store is open
     if config.etcd:
         from aspen.storage.etcd import (
             EtcdKeyValueStore,  # fails fast (ETCD_UNREACHABLE) when no member answers
         )
 
-        kv = await EtcdKeyValueStore.open(config.etcd)
+        kv = await EtcdKeyValueStore.open(config.etcd, security=etcd_security(config))
     else:
         kv = await SqliteKeyValueStore.open(data_dir / "kv.sqlite3")
     local_blobs = await LocalBlobStore.open(data_dir / "blobs")
@@ -85,6 +126,7 @@ async def open_node(config: NodeConfig) -> Node:
             url=config.advertise_url,
             replication_factor=int(config.sections.get("cluster", {}).get("blob_replication_factor", 1)),
             peer_token=auth.node_token,
+            verify=verify,
         )
     stopping = asyncio.Event()
     quotas = config.sections.get("quotas", {})
@@ -134,6 +176,7 @@ class _Server(uvicorn.Server):
 
 
 async def serve(config: NodeConfig) -> None:
+    check_server_tls(config)
     node = await open_node(config)
     server = _Server(
         uvicorn.Config(
@@ -144,6 +187,8 @@ async def serve(config: NodeConfig) -> None:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=config.drain_seconds,
+            ssl_certfile=config.tls_cert,
+            ssl_keyfile=config.tls_key,
         ),
         node.services.stopping,
     )

@@ -31,6 +31,7 @@ from aetcd import rpc
 from aspen.errors import AspenError, ErrorCode
 from aspen.storage import limits
 from aspen.storage.etcd_endpoints import EndpointPool, Stubs, map_rpc_error, transient
+from aspen.storage.etcd_security import EtcdSecurity
 from aspen.storage.records import (
     CasResult,
     Compare,
@@ -180,14 +181,17 @@ class EtcdKeyValueStore:
         request_timeout: float = 5.0,
         failover_timeout: float = 20.0,
         connect_timeout: float = 3.0,
+        security: EtcdSecurity | None = None,
     ) -> "EtcdKeyValueStore":
         """Connect to the first member that answers; ``ETCD_UNREACHABLE``
-        within ``connect_timeout`` when none does."""
+        within ``connect_timeout`` when none does, ``ETCD_AUTH_FAILED`` when
+        ``security``'s user is refused."""
         pool = EndpointPool(
             endpoints,
             request_timeout=request_timeout,
             failover_timeout=failover_timeout,
             connect_timeout=connect_timeout,
+            security=security,
         )
         try:
             revision = await pool.connect()

@@ -23,6 +23,7 @@ import grpc
 from aetcd import rpc
 
 from aspen.errors import AspenError, ErrorCode
+from aspen.storage.etcd_security import EtcdSecurity, open_channel
 
 T = TypeVar("T")
 
@@ -55,6 +56,10 @@ _TRANSIENT_DETAILS = (
     "deadline exceeded",
     "unhealthy cluster",
 )
+
+
+# etcd's auth refusals, some of which travel as InvalidArgument or FailedPrecondition
+_AUTH_DETAILS = ("user name is empty", "user name not found", "authentication failed", "permission denied")
 
 
 def transient(exc: grpc.aio.AioRpcError) -> bool:
@@ -128,6 +133,10 @@ def map_rpc_error(exc: grpc.aio.AioRpcError) -> AspenError:
         )
     if "lease already exists" in low:
         return AspenError(ErrorCode.INVALID_ARGUMENT, "a lease with this id already exists")
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED) or any(
+        d in low for d in _AUTH_DETAILS
+    ):
+        return AspenError(ErrorCode.ETCD_AUTH_FAILED, f"etcd: {details} (see [node] etcd_user / etcd_cert)")
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return AspenError(ErrorCode.INVALID_ARGUMENT, f"etcd: {details}")
     if transient(exc) or code == grpc.StatusCode.RESOURCE_EXHAUSTED:
@@ -146,8 +155,10 @@ class EndpointPool:
         request_timeout: float = 5.0,
         failover_timeout: float = 20.0,
         connect_timeout: float = 3.0,
+        security: EtcdSecurity | None = None,
     ) -> None:
         self.endpoints = parse_endpoints(endpoints)
+        self.security = security
         self.request_timeout = request_timeout
         self.failover_timeout = failover_timeout
         self.connect_timeout = connect_timeout
@@ -168,7 +179,7 @@ class EndpointPool:
         s = self._stubs.get(i)
         if s is None:
             host, port = self.endpoints[i]
-            ch = grpc.aio.insecure_channel(f"{host}:{port}", options=_CHANNEL_OPTIONS)
+            ch = open_channel(f"{host}:{port}", self.security, _CHANNEL_OPTIONS)
             self._channels[i] = ch
             s = self._stubs[i] = Stubs(
                 endpoint=f"{host}:{port}",
@@ -191,7 +202,9 @@ class EndpointPool:
             try:
                 status = await self.stubs(i).maintenance.Status(rpc.StatusRequest(), timeout=remaining)
             except grpc.aio.AioRpcError as exc:
-                errors.append(f"{self.names()[i]}: {exc.code().name}")
+                if not transient(exc):  # refused (credentials), not unreachable: no member will do better
+                    raise self._refused(exc) from exc
+                errors.append(f"{self.names()[i]}: {exc.code().name}: {exc.details()}")
                 continue
             self._current = i
             return status.header.revision
@@ -200,6 +213,13 @@ class EndpointPool:
             f"no etcd endpoint answered within {self.connect_timeout:g}s ({'; '.join(errors)})",
             endpoints=self.names(),
         )
+
+    def _refused(self, exc: grpc.aio.AioRpcError) -> AspenError:
+        err = map_rpc_error(exc)
+        user = self.security.user if self.security else None
+        if err.code == ErrorCode.ETCD_AUTH_FAILED and user:
+            return AspenError(err.code, f"etcd refused user {user!r}: {exc.details()}", user=user)
+        return err
 
     def rotate(self, failed: int) -> None:
         if self._current == failed:

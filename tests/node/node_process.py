@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -29,10 +30,12 @@ def admin_headers(data_dir: Path) -> dict[str, str]:
 
 
 class NodeProcess:
-    def __init__(self, data_dir: Path, *extra: str, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, *extra: str, port: int | None = None, cacert: str | None = None) -> None:
+        """``cacert``: the node serves HTTPS (its config has tls_cert/tls_key) signed by this CA."""
         self.data_dir = data_dir
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if cacert else 'http'}://127.0.0.1:{self.port}"
+        self.verify = ssl.create_default_context(cafile=cacert) if cacert else True
         self.log_path = data_dir.with_name(data_dir.name + f"-{self.port}.log")
         self.extra = extra
         self.proc: subprocess.Popen | None = None
@@ -52,7 +55,7 @@ class NodeProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"node exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/healthz", timeout=1, verify=self.verify).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass

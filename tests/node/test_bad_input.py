@@ -108,7 +108,7 @@ def test_store_limits_keep_their_codes(node):
 def _disconnect_after_partial_body(node, path: str, declared: int, sent: int) -> None:
     with socket.create_connection(("127.0.0.1", node.port)) as s:
         s.sendall(
-            f"PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+            f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
             f"Content-Length: {declared}\r\n\r\n".encode()
         )
         s.sendall(b"x" * sent)
@@ -118,7 +118,7 @@ def test_client_disconnecting_mid_upload(node):
     before = httpx.post(f"{node.url}/v1/rpc", json={"type": "ListBlobs"}, headers=node.auth_headers).json()["body"]["blobs"]
     _disconnect_after_partial_body(node, "/v1/blobs", 8 << 20, 1 << 20)
     with socket.create_connection(("127.0.0.1", node.port)) as s:  # and a half-sent RPC
-        s.sendall(b"POST /v1/rpc HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"type\": ")
+        s.sendall(b"POST /v1/rpc HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"type\": ")
     assert_serving(node)
     after = httpx.post(f"{node.url}/v1/rpc", json={"type": "ListBlobs"}, headers=node.auth_headers).json()["body"]["blobs"]
     assert after == before  # no partial blob was committed

@@ -43,7 +43,7 @@ async def test_envelope_fields_reach_the_handler(tmp_path):
         transport = httpx.ASGITransport(app=node.app)
         headers = admin_headers(tmp_path)
         token = headers["authorization"].split()[1]
-        async with httpx.AsyncClient(transport=transport, base_url="http://node", headers=headers) as h:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost", headers=headers) as h:
             r = await h.post(
                 "/v1/rpc",
                 json={"type": "Inspect", "app": "inspector", "token": token, "proxy_hops": 2, "timeout_ms": 5000},

@@ -86,7 +86,7 @@ async def test_sigterm_drains_an_in_flight_upload_and_healthz_stops_answering_20
 async def test_healthz_and_get_health_say_draining_once_stopping(tmp_path):
     node = await open_node(load_config(data_dir=str(tmp_path)))
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=node.app), base_url="http://node") as h:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=node.app), base_url="http://localhost") as h:
             r = await h.get("/healthz")
             assert r.status_code == 200 and r.json()["status"] == "ok"
             node.services.stopping.set()  # what the SIGTERM handler does first
