@@ -41,6 +41,7 @@ class ErrorCode(StrEnum):
     NO_HANDLER = "NO_HANDLER"
     CAPABILITY_UNAVAILABLE = "CAPABILITY_UNAVAILABLE"
     UNAUTHORIZED = "UNAUTHORIZED"
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"  # details: quota, limit, and the use or request over it
     FORBIDDEN = "FORBIDDEN"
     TIMEOUT = "TIMEOUT"
     UNAVAILABLE = "UNAVAILABLE"
