@@ -363,7 +363,9 @@ class WorkerPool:
 
     async def _report(self, job: Job, token: str, outcome: tuple[str, Any], ctx: JobContext, took: float) -> None:
         log_blob = None
-        dropped = await asyncio.to_thread(cap_file, ctx.log_path, self.output_limit)
+        dropped = 0
+        if ctx.log_size() > self.output_limit:  # a cheap stat first: most logs are small
+            dropped = await asyncio.to_thread(cap_file, ctx.log_path, self.output_limit)
         if dropped:
             log.warning("job %s: output over %d bytes, %d bytes dropped", job.id, self.output_limit, dropped)
         if self.store.blobs is not None and ctx.log_size() > 0:

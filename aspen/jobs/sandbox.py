@@ -76,7 +76,9 @@ class Sandbox:
         self.setpriv = shutil.which("setpriv")
         self.prlimit = shutil.which("prlimit")
         if mode == "none":
-            log.warning("job sandbox disabled ([jobs] shell_sandbox = \"none\"): jobs run on the host as the node's user")
+            log.warning(
+                "job sandbox disabled ([jobs] shell_sandbox = \"none\"): jobs run on the host as the node's user"
+            )
 
     @property
     def active(self) -> bool:

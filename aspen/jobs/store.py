@@ -589,7 +589,8 @@ class JobStore:
             if len(collected) >= limit:
                 break
             prefix = keys.state_prefix(state)
-            page = await self.kv.scan(start=prefix, end=f"{prefix}{max(0, before_ms):012x}", limit=limit - len(collected))
+            end = f"{prefix}{max(0, before_ms):012x}"
+            page = await self.kv.scan(start=prefix, end=end, limit=limit - len(collected))
             ids = [e.key[len(prefix) :] for e in page.entries]
             records = await self.kv.batch_read([keys.job(i) for i in ids]) if ids else []
             for job_id, kv in zip(ids, records):

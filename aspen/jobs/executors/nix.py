@@ -68,9 +68,10 @@ def check_args(args: list[str]) -> tuple[list[str], bool]:
         if arg in FLAGS:
             out.append(arg)
         elif arg in WITH_VALUE:
-            path = next(rest, None)
-            if path is None or not path or "\0" in path or PurePosixPath(path).is_absolute() or ".." in PurePosixPath(path).parts:
-                raise AspenError(ErrorCode.INVALID_ARGUMENT, f"{arg} needs a relative path inside the work dir", arg=arg)
+            path = next(rest, None) or ""
+            parts = PurePosixPath(path)
+            if not path or "\0" in path or parts.is_absolute() or ".." in parts.parts:
+                raise AspenError(ErrorCode.INVALID_ARGUMENT, f"{arg} needs a relative path in the work dir", arg=arg)
             out += [arg, path]
             link = True
         elif arg.startswith("-"):
