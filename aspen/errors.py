@@ -47,7 +47,7 @@ class ErrorCode(StrEnum):
     TOKEN_REVOKED = "TOKEN_REVOKED"
     WRONG_AUDIENCE = "WRONG_AUDIENCE"
     UNAUTHORIZED = "UNAUTHORIZED"
-    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"  # details: quota, limit, and the use or request over it
     FORBIDDEN = "FORBIDDEN"
     HOST_NOT_ALLOWED = "HOST_NOT_ALLOWED"  # Host header not among the node's names (DNS rebinding)
     ORIGIN_NOT_ALLOWED = "ORIGIN_NOT_ALLOWED"  # a browser Origin not in [node] allowed_origins
@@ -145,7 +145,8 @@ class AspenError(Exception):
 
 
 def quota_exceeded(quota: str, limit: int | float, used: int | float) -> AspenError:
-    """The one shape of a quota refusal: which quota, its limit, the current use."""
+    """The one shape of a quota refusal: which quota, its limit, and the
+    current use (or, for a cap on one request, what it asked for)."""
     return AspenError(
         ErrorCode.QUOTA_EXCEEDED,
         f"quota {quota} exceeded: limit {limit}, in use {used}",

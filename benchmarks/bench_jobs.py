@@ -14,7 +14,15 @@ when every one of them is recorded as finished.
   per job) against redis-server on a free loopback port (default config, no
   AOF); submits are ``Queue.enqueue_many`` batches of 64.
 
-Needs the ``bench`` extra (``pip install rq redis``) and Debian's redis-server.
+Then a ``shell`` job running ``true``, end to end the same way, inside the
+job sandbox (bubblewrap as an unprivileged uid, rlimits: the node's default)
+and with it opted out (``shell_sandbox = "none"``: the same process and
+rlimits, no bubblewrap); the difference is the sandbox's cost per job.
+
+    .venv/bin/python benchmarks/bench_jobs.py --shell-jobs 200   # 0 skips it
+
+Needs the ``bench`` extra (``pip install rq redis``) and Debian's redis-server
+(and bubblewrap for the shell rows).
 """
 
 from __future__ import annotations
@@ -58,21 +66,24 @@ class NoopWorker:
         return None
 
 
-async def aspen_worker(db: str, blob_dir: str) -> None:
+async def aspen_worker(db: str, blob_dir: str, kind: str = "noop") -> None:
     """The worker process: a pool on the shared SQLite file."""
+    from aspen.jobs.executors.shell import ShellWorker
     from aspen.jobs.pool import WorkerPool
+    from aspen.jobs.sandbox import Sandbox
     from aspen.jobs.store import JobStore
     from aspen.storage.blobs import LocalBlobStore
     from aspen.storage.sqlite import SqliteKeyValueStore
 
     kv = await SqliteKeyValueStore.open(db)
     store = JobStore(kv, await LocalBlobStore.open(blob_dir))
-    pool = WorkerPool(store, [NoopWorker()], poll_interval=0.5)
+    worker = NoopWorker() if kind == "noop" else ShellWorker(sandbox=Sandbox(kind))
+    pool = WorkerPool(store, [worker], poll_interval=0.5)
     await pool.start()
     await asyncio.Event().wait()
 
 
-async def aspen_round(work: Path, jobs: int) -> float:
+async def aspen_round(work: Path, jobs: int, kind: str = "noop") -> float:
     from aspen.jobs.model import JobSpec, JobState
     from aspen.jobs.store import JobStore
     from aspen.storage.sqlite import SqliteKeyValueStore
@@ -80,11 +91,11 @@ async def aspen_round(work: Path, jobs: int) -> float:
     db, blob_dir = work / "kv.db", work / "blobs"
     kv = await SqliteKeyValueStore.open(db)
     store = JobStore(kv)
-    worker = subprocess.Popen([sys.executable, __file__, "--aspen-worker", str(db), str(blob_dir)])
+    worker = subprocess.Popen([sys.executable, __file__, "--aspen-worker", str(db), str(blob_dir), kind])
     try:
         while not await store.workers():  # registered: ready to claim
             await asyncio.sleep(0.05)
-        spec = JobSpec(type="noop")
+        spec = JobSpec(type="noop") if kind == "noop" else JobSpec(type="shell", payload={"command": ["true"]})
         t0 = time.perf_counter()
         for start in range(0, jobs, BATCH):
             await asyncio.gather(*(store.submit(spec) for _ in range(min(BATCH, jobs - start))))
@@ -157,7 +168,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--dir", default=None)
-    parser.add_argument("--aspen-worker", nargs=2, metavar=("DB", "BLOBS"), help=argparse.SUPPRESS)
+    parser.add_argument("--shell-jobs", type=int, default=200)
+    parser.add_argument("--aspen-worker", nargs=3, metavar=("DB", "BLOBS", "KIND"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.aspen_worker:
         asyncio.run(aspen_worker(*args.aspen_worker))
@@ -170,6 +182,9 @@ def main() -> None:
         # Not the baseline: shows how much of RQ's time is its fork per job.
         "rq-simple": lambda tmp: rq_round(tmp, args.jobs, "rq.worker.SimpleWorker"),
     }
+    if args.shell_jobs:
+        runs["shell-sandbox"] = lambda tmp: asyncio.run(aspen_round(tmp, args.shell_jobs, "required"))
+        runs["shell-none"] = lambda tmp: asyncio.run(aspen_round(tmp, args.shell_jobs, "none"))
     results: dict[str, list[float]] = {name: [] for name in runs}
     for r in range(args.rounds):
         for name, run in runs.items():
@@ -184,6 +199,14 @@ def main() -> None:
     print(f"  rq (redis, SimpleWorker, no fork)     {best['rq-simple']:8.0f}   (reference only)")
     print(f"  ratio aspen/rq                        {best['aspen'] / best['rq']:8.2f}x")
     print(f"  ratio aspen/rq-simple                 {best['aspen'] / best['rq-simple']:8.2f}x")
+    if args.shell_jobs:
+        print(f"\nshell `true` jobs/s, submit → succeeded, {args.shell_jobs} jobs, concurrency 4, per round:")
+        for name in ("shell-sandbox", "shell-none"):
+            print(f"  {name:<14} " + "  ".join(f"{r:6.1f}" for r in results[name]) + f"   best {best[name]:6.1f}")
+        pairs = list(zip(results["shell-sandbox"], results["shell-none"]))
+        for label, per in (("pool throughput", 1000), ("a worker slot  ", 4000)):
+            costs = "  ".join(f"{per / a - per / b:5.2f}" for a, b in pairs)
+            print(f"  sandbox cost, ms per job of {label}: {costs}")
 
 
 if __name__ == "__main__":

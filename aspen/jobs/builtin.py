@@ -1,5 +1,12 @@
 """The workers a node runs: the built-in executors plus those that other
-distributions add through the ``aspen.workers`` entry-point group."""
+distributions add through the ``aspen.workers`` entry-point group; and the
+``[jobs]`` options that configure them and the pool.
+
+Sandbox: ``shell_sandbox = "required"`` (default) or ``"none"``,
+``sandbox_uid = 65534``, ``sandbox_gid`` (= uid), ``nix_network = false``.
+Limits: see :mod:`aspen.jobs.limits`. Pool: ``max_output_mb = 16`` (per job
+log), ``retention_days = 7`` (finished jobs, then collected).
+"""
 
 from __future__ import annotations
 
@@ -8,20 +15,37 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from aspen.errors import AspenError, ErrorCode
+from aspen.jobs.cgroup import Cgroups
 from aspen.jobs.executors.nix import NixWorker
 from aspen.jobs.executors.shell import ShellWorker
+from aspen.jobs.limits import LimitPolicy, MiB
+from aspen.jobs.sandbox import DEFAULT_UID, Sandbox
 from aspen.jobs.worker import WORKERS_ENTRY_POINT_GROUP, Worker
 
 log = logging.getLogger(__name__)
 
 
+def _sandbox(options: dict[str, Any], **kw: Any) -> Sandbox:
+    uid = int(options.get("sandbox_uid", DEFAULT_UID))
+    return Sandbox(
+        options.get("shell_sandbox", "required"), uid=uid, gid=int(options.get("sandbox_gid", uid)), **kw
+    )
+
+
 def builtin_workers(options: dict[str, Any], node: Any = None) -> list[Worker]:
+    policy = LimitPolicy.from_options(options)
+    shell_sandbox = _sandbox(options)
+    cgroups = Cgroups.open()
     workers: list[Worker] = [
         ShellWorker(
-            concurrency=int(options.get("shell_concurrency", 4)),
-            sandbox=options.get("shell_sandbox", "auto"),
+            concurrency=int(options.get("shell_concurrency", 4)), sandbox=shell_sandbox, policy=policy, cgroups=cgroups
         ),
-        NixWorker(concurrency=int(options.get("nix_concurrency", 1))),
+        NixWorker(
+            concurrency=int(options.get("nix_concurrency", 1)),
+            sandbox=_sandbox(options, network=bool(options.get("nix_network", False))),
+            policy=policy,
+            cgroups=cgroups,
+        ),
     ]
     try:
         from aspen.jobs.executors.wasm import WasmWorker
@@ -45,3 +69,11 @@ def entry_point_workers(node: Any) -> list[Worker]:
                 raise AspenError(ErrorCode.PLUGIN_LOAD_FAILED, f"entry point {ep.name!r} did not return a Worker")
             found.append(worker)
     return found
+
+
+def pool_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The ``WorkerPool`` keyword arguments that ``[jobs]`` sets."""
+    output_mb, days = options.get("max_output_mb", 16), options.get("retention_days", 7)
+    if not (isinstance(output_mb, int | float) and output_mb > 0 and isinstance(days, int | float) and days > 0):
+        raise AspenError(ErrorCode.INVALID_ARGUMENT, "[jobs] max_output_mb and retention_days must be positive numbers")
+    return {"output_limit": int(output_mb * MiB), "retention_seconds": float(days) * 86400}

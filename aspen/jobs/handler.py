@@ -3,7 +3,8 @@
 Registered through the ``aspen.handlers`` entry-point group
 (``jobs = "aspen.jobs.handler:create"``). Node config, table ``[jobs]``:
 ``workers = true`` (run a pool on this node), ``lease_ttl = 10``,
-``shell_sandbox = "auto" | "off" | "required"``, ``shell_concurrency = 4``.
+``shell_concurrency = 4``; the sandbox, limit, output and retention keys are
+read in :mod:`aspen.jobs.builtin`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import msgspec
 
 from aspen.errors import AspenError, ErrorCode, quota_exceeded
-from aspen.jobs.builtin import builtin_workers, entry_point_workers
+from aspen.jobs.builtin import builtin_workers, entry_point_workers, pool_options
 from aspen.jobs.messages import (
     MAX_LIST_LIMIT,
     MAX_LOG_CHUNK,
@@ -82,6 +83,7 @@ class JobsHandler:
             node_id=getattr(self.node, "node_id", None),
             lease_ttl=int(self.options.get("lease_ttl", 10)),
             log_dir=f"{data_dir}/job-logs" if data_dir else None,
+            **pool_options(self.options),
         )
         await self.pool.start()
 

@@ -5,6 +5,9 @@ its claims hang off it, so one keepalive per heartbeat covers every running
 job, and a dead process loses all its claims at once when the lease expires.
 The reaper (any pool runs it) then returns those jobs to the queue.
 
+Each job's log is kept (as a blob) up to ``output_limit`` bytes; finished
+jobs older than ``retention_seconds`` are collected with their logs.
+
 Wake-up: a watch on the ready index wakes the claim loop as soon as work is
 queued anywhere; a bounded poll (and the earliest ``run_at``) covers delayed
 jobs, retries and a watch that lags.
@@ -26,6 +29,7 @@ from aspen.clock import now_ms
 from aspen.errors import AspenError, ErrorCode
 from aspen.jobs import keys
 from aspen.jobs.model import Job, JobFailure, LiveLog, WorkerInfo, encode
+from aspen.jobs.output import DEFAULT_OUTPUT_LIMIT, cap_file
 from aspen.jobs.store import JobStore, new_job_id
 from aspen.jobs.worker import JobContext, Worker
 from aspen.storage.records import Compare, PutOp
@@ -36,7 +40,11 @@ DEFAULT_CONCURRENCY = 4
 LIVE_LOG_INTERVAL = 1.0
 LIVE_LOG_TAIL = 64 * 1024
 # Codes that retrying cannot fix.
-PERMANENT_CODES = frozenset({ErrorCode.INVALID_JOB, ErrorCode.EXECUTOR_UNAVAILABLE, ErrorCode.UNKNOWN_JOB_TYPE})
+PERMANENT_CODES = frozenset(
+    {ErrorCode.INVALID_JOB, ErrorCode.EXECUTOR_UNAVAILABLE, ErrorCode.UNKNOWN_JOB_TYPE, ErrorCode.QUOTA_EXCEEDED}
+)
+DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600.0
+COLLECT_INTERVAL = 60.0
 
 
 class WorkerPool:
@@ -54,6 +62,9 @@ class WorkerPool:
         poll_interval: float = 1.0,
         maintenance_interval: float = 1.0,
         log_dir: str | os.PathLike[str] | None = None,
+        output_limit: int = DEFAULT_OUTPUT_LIMIT,
+        retention_seconds: float = DEFAULT_RETENTION_SECONDS,
+        collect_interval: float = COLLECT_INTERVAL,
     ) -> None:
         self.store = store
         self.kv = store.kv
@@ -63,6 +74,9 @@ class WorkerPool:
         self.poll_interval = poll_interval
         self.maintenance_interval = maintenance_interval
         self._log_dir = Path(log_dir) if log_dir else Path(tempfile.gettempdir()) / "aspen-job-logs"
+        self.output_limit = output_limit
+        self.retention_seconds = retention_seconds
+        self.collect_interval = collect_interval
         self._routes: dict[str, Worker] = {}
         self._limits: dict[Worker, int] = {}
         for worker in workers:
@@ -227,12 +241,18 @@ class WorkerPool:
                 await asyncio.sleep(self.poll_interval)
 
     async def _maintenance_loop(self) -> None:
+        collected_at = 0.0
         while True:
             await asyncio.sleep(self.maintenance_interval)
             try:
                 if await self.store.reap():
                     self._wake.set()
                 await self.store.sweep_blocked()
+                if time.monotonic() - collected_at >= self.collect_interval:
+                    collected_at = time.monotonic()
+                    gone = await self.store.collect_finished(now_ms() - int(self.retention_seconds * 1000))
+                    if gone:
+                        log.info("collected %d finished jobs older than %.0f s", len(gone), self.retention_seconds)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -298,7 +318,9 @@ class WorkerPool:
     async def _run(self, worker: Worker, job: Job) -> None:
         token = job.token or ""
         log_path = self._log_dir / f"{job.id}.{job.attempts}.log"
-        ctx = JobContext(job, token, self.worker_id, self.kv, self.store.blobs, log_path, self.store.progress)
+        ctx = JobContext(
+            job, token, self.worker_id, self.kv, self.store.blobs, log_path, self.store.progress, self.output_limit
+        )
         self._contexts[job.id] = ctx
         outcome: tuple[str, Any] | None = None
         started = time.monotonic()
@@ -341,6 +363,11 @@ class WorkerPool:
 
     async def _report(self, job: Job, token: str, outcome: tuple[str, Any], ctx: JobContext, took: float) -> None:
         log_blob = None
+        dropped = 0
+        if ctx.log_size() > self.output_limit:  # a cheap stat first: most logs are small
+            dropped = await asyncio.to_thread(cap_file, ctx.log_path, self.output_limit)
+        if dropped:
+            log.warning("job %s: output over %d bytes, %d bytes dropped", job.id, self.output_limit, dropped)
         if self.store.blobs is not None and ctx.log_size() > 0:
             log_blob = (await self.store.blobs.add_file(str(ctx.log_path))).hash
             await self.store.blobs.protect(log_blob, f"job-log:{job.id}")

@@ -593,6 +593,50 @@ class JobStore:
         if ids:
             await self._resolve_dependents(ids)
 
+    # --- retention ----------------------------------------------------------
+
+    async def collect_finished(self, before_ms: int, limit: int = 500) -> list[str]:
+        """Delete up to ``limit`` jobs that finished before ``before_ms``, with
+        their index keys, and release their log and result blobs (deleted
+        unless another tag still protects the same bytes). Ids sort by
+        creation time and a job finishes after it is created, so only ids
+        created before the cutoff are scanned."""
+        collected: list[str] = []
+        for state in sorted(s for s in JobState if s.terminal):
+            if len(collected) >= limit:
+                break
+            prefix = keys.state_prefix(state)
+            end = f"{prefix}{max(0, before_ms):012x}"
+            page = await self.kv.scan(start=prefix, end=end, limit=limit - len(collected))
+            ids = [e.key[len(prefix) :] for e in page.entries]
+            records = await self.kv.batch_read([keys.job(i) for i in ids]) if ids else []
+            for job_id, kv in zip(ids, records):
+                job = decode_job(kv.value) if kv is not None else None
+                if job is not None and (not job.state.terminal or (job.finished_ms or job.updated_ms) >= before_ms):
+                    continue
+                ops = [DeleteOp(keys.state(state, job_id)), DeleteOp(keys.dependents(job_id))]
+                if kv is not None:
+                    ops.append(DeleteOp(keys.job(job_id)))
+                result = await self.kv.transaction([_unchanged(keys.job(job_id), kv)], ops)
+                if result.succeeded:
+                    collected.append(job_id)
+                    if job is not None:
+                        await self._release_blobs(job)
+        return collected
+
+    async def _release_blobs(self, job: Job) -> None:
+        if self.blobs is None:
+            return
+        for tag, blob in ((f"job-log:{job.id}", job.log_blob), (f"job-result:{job.id}", job.result_blob)):
+            if blob is None:
+                continue
+            await self.blobs.unprotect(tag)
+            try:
+                await self.blobs.delete(blob)
+            except AspenError as exc:
+                if exc.code not in (ErrorCode.BLOB_PROTECTED, ErrorCode.BLOB_NOT_FOUND):
+                    raise
+
     # --- recovery of expired claims -----------------------------------------
 
     async def reap(self, limit: int = 1000) -> list[str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from aspen.jobs.model import Job
+from aspen.jobs.output import DEFAULT_OUTPUT_LIMIT
 from aspen.storage.protocol import BlobStore, KeyValueStore
 
 # Workers from other distributions: each entry point names a factory
@@ -33,7 +34,7 @@ class Worker(Protocol):
 @dataclass
 class JobContext:
     """Per-execution services. The log file is uploaded as the job's log
-    blob when the execution ends."""
+    blob when the execution ends, cut to ``output_limit`` bytes."""
 
     job: Job
     token: str
@@ -42,6 +43,7 @@ class JobContext:
     blobs: BlobStore | None
     log_path: Path
     _progress: Any = field(repr=False, default=None)
+    output_limit: int = DEFAULT_OUTPUT_LIMIT
 
     @property
     def attempt(self) -> int:

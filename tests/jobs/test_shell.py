@@ -13,11 +13,12 @@ from aspen.errors import AspenError, ErrorCode
 from aspen.jobs.executors.shell import ShellWorker
 from aspen.jobs.model import JobSpec, JobState, RetryPolicy
 from aspen.jobs.pool import WorkerPool
+from aspen.jobs.sandbox import Sandbox
 from aspen.jobs.store import JobStore
 
 HAVE_BWRAP = shutil.which("bwrap") is not None
-# Every behaviour runs both inside bubblewrap and directly on the host.
-MODES = ["auto", "off"]
+# Every behaviour runs both inside bubblewrap (the default) and, opted out explicitly, on the host.
+MODES = ["required", "none"]
 
 
 def alive_with(marker: str) -> list[int]:
@@ -43,9 +44,9 @@ def shell_job(command, **kw) -> JobSpec:
 
 @pytest.fixture(params=MODES)
 async def shell_pool(request, store: JobStore):
-    worker = ShellWorker(sandbox=request.param)
-    if request.param == "auto":
-        assert worker.bwrap is not None or not HAVE_BWRAP
+    worker = ShellWorker(sandbox=Sandbox(request.param))
+    if request.param == "required":
+        assert worker.sandbox.bwrap is not None, "the default mode needs bubblewrap: install it (scripts/setup.sh)"
     pool = WorkerPool(store, [worker], poll_interval=0.5, maintenance_interval=0.5, lease_ttl=3)
     await pool.start()
     yield worker
@@ -60,7 +61,7 @@ async def logs(store: JobStore, job_id: str) -> str:
 async def test_output_env_cwd_and_result(shell_pool, store, wait_for_state):
     job = await store.submit(shell_job("pwd; echo out $FOO; echo err >&2", payload={"env": {"FOO": "bar"}, "cwd": "sub"}))
     done = await wait_for_state(job.id, JobState.SUCCEEDED)
-    assert done.result["exit_code"] == 0 and done.result["sandboxed"] == (shell_pool.bwrap is not None)
+    assert done.result["exit_code"] == 0 and done.result["sandboxed"] == (shell_pool.sandbox.mode == "required")
     out = await logs(store, job.id)
     assert "out bar\n" in out and "err\n" in out
     assert out.splitlines()[0].endswith("/sub")
@@ -137,11 +138,11 @@ async def test_sandbox_has_no_network_and_a_read_only_system(store, wait_for_sta
     port = server.sockets[0].getsockname()[1]
     probe = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=2); print('connected')"
     async with server:
-        host = WorkerPool(store, [ShellWorker(sandbox="off")], poll_interval=0.5)
+        host = WorkerPool(store, [ShellWorker(sandbox=Sandbox("none"))], poll_interval=0.5)
         async with host:
             job = await store.submit(shell_job(["python3", "-c", probe]))
             await wait_for_state(job.id, JobState.SUCCEEDED)  # the probe works on the host
-        sandboxed = WorkerPool(store, [ShellWorker(sandbox="required")], poll_interval=0.5)
+        sandboxed = WorkerPool(store, [ShellWorker()], poll_interval=0.5)
         async with sandboxed:
             net = await store.submit(shell_job(["python3", "-c", probe]))
             await wait_for_state(net.id, JobState.FAILED, JobState.DEAD)

@@ -1,34 +1,39 @@
-"""The ``shell`` executor: a command in a subprocess, inside bubblewrap when
-it is installed (no network, read-only system, a private writable work
-directory, its own PID namespace so nothing survives the job).
+"""The ``shell`` executor: a command in the job sandbox (:mod:`aspen.jobs.sandbox`).
 
-Payload: ``{"command": "echo hi" | ["echo", "hi"], "env": {...}, "cwd": "sub/dir"}``.
-A string runs through ``/bin/sh -c``. ``cwd`` is relative to the job's
-private work directory. stdout and stderr go to the job's log blob.
+Payload: ``{"command": "echo hi" | ["echo", "hi"], "env": {...}, "cwd": "sub/dir",
+"limits": {"memory_mb": 2048, ...}}``. A string runs through ``/bin/sh -c``.
+``cwd`` is relative to the job's private work directory (``/work`` in the
+sandbox). ``limits`` override the node's defaults within its caps. stdout
+and stderr go to the job's log, bounded by the pool's output limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import tempfile
 import time
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
 from aspen.errors import AspenError, ErrorCode
+from aspen.jobs.cgroup import Cgroups, JobCgroup
 from aspen.jobs.executors.process import run_process
+from aspen.jobs.limits import JobLimits, LimitPolicy
 from aspen.jobs.model import Job, JobFailure
+from aspen.jobs.output import OutputLog
+from aspen.jobs.sandbox import SANDBOX_WORKDIR, Sandbox, job_env
 from aspen.jobs.worker import JobContext
+
+log = logging.getLogger(__name__)
 
 MAX_COMMAND_BYTES = 64 * 1024
 MAX_ARGS = 1024
 MAX_ENV = 256
-SANDBOX_WORKDIR = "/work"
-_RO_SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
 # Exit codes a retry cannot fix: not executable / not found.
 _PERMANENT_EXITS = frozenset({126, 127})
 
@@ -37,6 +42,7 @@ class ShellPayload(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     command: str | list[str]
     env: dict[str, str] = {}
     cwd: str = "."
+    limits: dict[str, int | float] = {}
 
 
 def parse_payload(payload: Any) -> ShellPayload:
@@ -59,72 +65,103 @@ def parse_payload(payload: Any) -> ShellPayload:
     return spec
 
 
-class ShellWorker:
-    """``sandbox``: ``"auto"`` uses bwrap when present, ``"off"`` never,
-    ``"required"`` fails jobs with ``EXECUTOR_UNAVAILABLE`` without it."""
+class SandboxedRunner:
+    """What the shell and nix executors share: a sandbox, the node's limit
+    policy and (where the node can make them) per-job cgroups."""
 
+    def __init__(self, sandbox: Sandbox | None, policy: LimitPolicy | None, cgroups: Cgroups | bool | None) -> None:
+        self.sandbox = sandbox or Sandbox()
+        self.policy = policy or LimitPolicy()
+        self.cgroups = Cgroups.open() if cgroups is True else cgroups or None
+
+    async def run(
+        self,
+        job: Job,
+        ctx: JobContext,
+        command: list[str],
+        *,
+        cwd: str,
+        limits: JobLimits,
+        env: dict[str, str],
+        stdout: int | None = None,
+    ) -> tuple[int, int]:
+        """Run in the sandbox; returns (exit status, bytes of output dropped).
+        ``env`` gets ``HOME`` (the work dir) unless it has one."""
+        self.sandbox.check()
+        if not self.sandbox.active:
+            log.warning("job %s runs UNSANDBOXED on the host ([jobs] shell_sandbox = \"none\")", job.id)
+        cgroup: JobCgroup | None = None
+        host_dir = None
+        try:
+            if self.cgroups is not None:
+                cgroup = await asyncio.to_thread(self.cgroups.create, f"job-{job.id}-{job.attempts}", limits)
+            argv = self.sandbox.command(command, cwd=cwd, limits=limits, cgroup_procs=cgroup and cgroup.procs)
+            if self.sandbox.active:
+                run_in, home = "/", SANDBOX_WORKDIR
+            else:  # the work dir is on the host
+                host_dir = await asyncio.to_thread(tempfile.mkdtemp, prefix=f"aspen-job-{job.id}-")
+                run_in, home = os.path.join(host_dir, cwd), host_dir
+                await asyncio.to_thread(os.makedirs, run_in, exist_ok=True)
+            env = {"HOME": home, **env}
+            with OutputLog(ctx.log_path, ctx.output_limit) as out:
+                code = await run_process(argv, env=env, cwd=run_in, log=out, stdout=stdout)
+            if out.dropped:
+                log.warning("job %s: output limit of %d bytes hit, %d bytes dropped", job.id, out.limit, out.dropped)
+            return code, out.dropped
+        finally:
+            if cgroup is not None:
+                await asyncio.to_thread(cgroup.close)
+            if host_dir is not None:
+                await asyncio.to_thread(shutil.rmtree, host_dir, True)
+
+    def close(self) -> None:
+        if self.cgroups is not None:
+            self.cgroups.close()
+
+
+class ShellWorker:
     job_types = frozenset({"shell"})
 
     def __init__(
         self,
         *,
         concurrency: int = 4,
-        sandbox: Literal["auto", "off", "required"] = "auto",
-        work_root: str | None = None,
+        sandbox: Sandbox | None = None,
+        policy: LimitPolicy | None = None,
+        cgroups: Cgroups | bool | None = True,
     ) -> None:
+        """``cgroups``: True opens the node's job cgroups when it can, or pass
+        one :class:`Cgroups` shared with other workers, or None for none."""
         self.concurrency = concurrency
-        self.sandbox = sandbox
-        self.work_root = work_root
-        self.bwrap = shutil.which("bwrap") if sandbox != "off" else None
+        self.runner = SandboxedRunner(sandbox, policy, cgroups)
+
+    @property
+    def sandbox(self) -> Sandbox:
+        return self.runner.sandbox
 
     def validate(self, payload: Any) -> None:
-        parse_payload(payload)
-
-    def _argv(self, spec: ShellPayload, work_dir: str) -> tuple[list[str], str]:
-        command = ["/bin/sh", "-c", spec.command] if isinstance(spec.command, str) else list(spec.command)
-        if self.bwrap is None:
-            if self.sandbox == "required":
-                raise AspenError(ErrorCode.EXECUTOR_UNAVAILABLE, "the shell sandbox (bwrap) is not installed")
-            return command, os.path.join(work_dir, spec.cwd)
-        argv = [self.bwrap, "--unshare-all", "--die-with-parent", "--new-session"]
-        for path in _RO_SYSTEM:
-            argv += ["--ro-bind-try", path, path]
-        argv += [
-            "--proc", "/proc",
-            "--dev", "/dev",
-            "--tmpfs", "/tmp",
-            "--bind", work_dir, SANDBOX_WORKDIR,
-            "--chdir", str(PurePosixPath(SANDBOX_WORKDIR) / spec.cwd),
-            "--",
-            *command,
-        ]  # fmt: skip
-        return argv, work_dir
+        self.runner.policy.resolve(parse_payload(payload).limits)
 
     async def execute(self, job: Job, ctx: JobContext) -> dict[str, Any]:
         spec = parse_payload(job.payload)
-        work_dir = await asyncio.to_thread(tempfile.mkdtemp, prefix=f"aspen-job-{job.id}-", dir=self.work_root)
-        try:
-            argv, cwd = self._argv(spec, work_dir)
-            await asyncio.to_thread(os.makedirs, os.path.join(work_dir, spec.cwd), exist_ok=True)
-            home = SANDBOX_WORKDIR if self.bwrap else work_dir
-            env = {
-                "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin",
-                "HOME": home,
-                "LANG": "C.UTF-8",
-                "ASPEN_JOB_ID": job.id,
-                "ASPEN_JOB_ATTEMPT": str(job.attempts),
-                **spec.env,
-            }
-            started = time.monotonic()
-            with open(ctx.log_path, "ab") as out:
-                code = await run_process(argv, env=env, cwd=cwd, stdout=out.fileno(), stderr=out.fileno())
-            took = int((time.monotonic() - started) * 1000)
-        finally:
-            await asyncio.to_thread(shutil.rmtree, work_dir, True)
+        limits = self.runner.policy.resolve(spec.limits)
+        command = ["/bin/sh", "-c", spec.command] if isinstance(spec.command, str) else list(spec.command)
+        env = job_env(spec.env, ASPEN_JOB_ID=job.id, ASPEN_JOB_ATTEMPT=str(job.attempts))
+        started = time.monotonic()
+        code, dropped = await self.runner.run(job, ctx, command, cwd=spec.cwd, limits=limits, env=env)
+        took = int((time.monotonic() - started) * 1000)
         if code != 0:
             raise JobFailure(
                 f"exit status {code}" if code > 0 else f"killed by signal {-code}",
                 code=f"EXIT_{code}" if code > 0 else f"SIGNAL_{-code}",
                 retryable=code not in _PERMANENT_EXITS,
             )
-        return {"exit_code": code, "duration_ms": took, "sandboxed": self.bwrap is not None}
+        return {
+            "exit_code": code,
+            "duration_ms": took,
+            "sandboxed": self.sandbox.active,
+            "output_dropped": dropped,
+        }
+
+    async def close(self) -> None:
+        self.runner.close()
