@@ -10,9 +10,8 @@ from typing import Annotated
 
 import typer
 
-from aspen.auth.keys import ADMIN_TOKEN_FILE
 from aspen.cli.common import console, reports_errors
-from aspen.client.credentials import credentials_path, remember
+from aspen.client.credentials import credentials_path
 from aspen.cluster.dev_cluster import DevCluster
 
 app = typer.Typer(help="Local development tooling.", no_args_is_help=True)
@@ -40,7 +39,6 @@ def cluster(
         console.print("etcd endpoints: " + ",".join(dev.etcd.endpoints))
         for n in dev.members:
             console.print(f"{n.name}: {n.url}   (log: {n.log_path})")
-            remember(n.url, n.data_dir / ADMIN_TOKEN_FILE)  # any node's admin token is the cluster's
         console.print(f"\nexport ASPEN_URL={','.join(dev.urls)}")
         console.print(f"credentials for these URLs: {credentials_path()}", highlight=False)
         console.print("then: aspen cluster status   — Ctrl-C stops everything", highlight=False)

@@ -1,6 +1,7 @@
 """A whole distributed Aspen on loopback for development: an etcd cluster
 (:mod:`aspen.cluster.etcd_launcher`) and N Aspen nodes on it, each node a
-real ``aspen node start --etcd …`` subprocess with its own data dir."""
+real ``aspen node start --etcd …`` subprocess with its own data dir. Each
+node's URL is recorded with its admin token in the credentials file."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aspen.auth.keys import ADMIN_TOKEN_FILE
+from aspen.client.credentials import remember
 from aspen.cluster.etcd_launcher import EtcdCluster, free_port
 from aspen.errors import AspenError, ErrorCode
 
@@ -79,6 +82,7 @@ class DevCluster:
             try:
                 with urllib.request.urlopen(f"{n.url}/healthz", timeout=1.0) as resp:
                     if resp.status == 200:
+                        remember(n.url, n.data_dir / ADMIN_TOKEN_FILE)  # the CLI and clients just work
                         return
             except (urllib.error.URLError, OSError):
                 pass
