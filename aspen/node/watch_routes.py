@@ -37,6 +37,7 @@ from aspen.auth.service import HTTP_STATUS, bearer
 from aspen.auth.verifier import Principal
 from aspen.errors import AspenError, ErrorCode, quota_exceeded
 from aspen.rpc.access import WATCH_STREAM
+from aspen.rpc.nesting import check_depth
 from aspen.rpc.catalog import (
     WatchCancel,
     WatchCancelResult,
@@ -167,6 +168,7 @@ def watch_routes(services: Any, error_response) -> list:
             while True:
                 raw = await ws.receive_text()
                 try:
+                    check_depth(raw)  # before the recursive decoder sees it
                     msg = msgspec.json.decode(raw)
                     if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
                         raise AspenError(ErrorCode.BAD_REQUEST, "expected {\"type\": ..., \"body\": {...}}")

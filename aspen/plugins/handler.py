@@ -35,6 +35,7 @@ class WasmPluginHandler:
         self.runtime = runtime
         self.name = manifest.name
         self.request_types = frozenset(manifest.handles)
+        self.public_types = frozenset(manifest.public)  # no plugin:call needed (aspen.rpc.access)
         self.priority = manifest.priority
         self.app_id = manifest.app_id  # the registry maps request types to it
 

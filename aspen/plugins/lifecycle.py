@@ -134,6 +134,7 @@ class ManagedPlugin:
         self.generation = generation
         self.name = handler.name
         self.request_types = handler.request_types
+        self.public_types = handler.public_types
         self.priority = handler.priority
         self.app_id = handler.app_id
         self.metrics = PluginMetrics()

@@ -129,6 +129,7 @@ class PluginManifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     name: str
     version: str
     handles: tuple[str, ...]
+    public: tuple[str, ...] = ()  # handled types any authenticated caller may send (else plugin:call)
     priority: int = 950
     wasm_hash: str = ""  # BLAKE3 hex of the WASM; filled in at load when empty
     app_id: str | None = None
@@ -175,6 +176,8 @@ def validate_manifest(m: PluginManifest) -> None:
             raise _invalid(f"request type {t!r} must match [A-Za-z][A-Za-z0-9_]*", "handles")
     if len(set(m.handles)) != len(m.handles):
         raise _invalid("handles lists a request type twice", "handles")
+    if not set(m.public) <= set(m.handles):
+        raise _invalid(f"public names types the plugin does not handle: {sorted(set(m.public) - set(m.handles))}", "public")
     if not MIN_PRIORITY <= m.priority <= MAX_PRIORITY:
         raise _invalid(f"priority {m.priority} outside {MIN_PRIORITY}-{MAX_PRIORITY} (WASM tier)", "priority")
     if m.wasm_hash and not _HEX64.fullmatch(m.wasm_hash):

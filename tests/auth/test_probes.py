@@ -3,6 +3,7 @@ that now fails the attacker (the auth issue's "Why")."""
 
 from __future__ import annotations
 
+import base64
 import time
 
 import httpx
@@ -151,3 +152,24 @@ def test_an_expiring_token_ends_its_watch_stream(node, mint, admin):
     assert any(line.startswith("data:") and "exp/a" in line for line in lines), lines
     assert "event: error" in lines and any("TOKEN_EXPIRED" in line for line in lines), lines
     assert time.monotonic() - started < 10
+
+
+def test_a_manifest_can_make_request_types_public(node, admin, mint, echo):
+    import json
+
+    from aspen.plugins.build import REPO
+
+    manifest = json.loads((REPO / "plugins" / "echo" / "plugin.json").read_text())
+    wasm = base64.b64encode((REPO / "plugins" / "echo" / "plugin.wasm").read_bytes()).decode()
+    bad = {**manifest, "version": "0.1.1", "public": ["NotHandled"]}
+    r = rpc(node, "PluginUpgrade", {"manifest": bad, "wasm": wasm}, token=node.token)
+    assert code_of(r) == "INVALID_MANIFEST"
+    upgrade = {**manifest, "version": "0.1.1", "public": ["EchoRead"]}
+    r = rpc(node, "PluginUpgrade", {"manifest": upgrade, "wasm": wasm}, token=node.token)
+    assert r.json()["body"]["status"]["state"] == "ready", r.text
+    anyone = mint(("kv:read", "nothing/"))
+    r = rpc(node, "EchoRead", {"key": "k"}, token=anyone)
+    assert r.status_code == 200 and code_of(r) != "UNAUTHORIZED", r.text  # it reached the plugin
+    r = rpc(node, "Echo", {"x": 1}, token=anyone)
+    assert r.json()["body"]["details"] == {"operation": "plugin:call", "resource": "echo"}
+    assert rpc(node, "EchoRead", {"key": "k"}).status_code == 401  # public is not anonymous

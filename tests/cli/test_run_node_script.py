@@ -110,6 +110,18 @@ async def test_run_node_script_serves_the_example_plugins_and_stops_on_sigterm(t
             assert (await client.call("CounterIncrement", {"name": "run-node"}))["value"] == 2
             assert (await client.read_key("counter:run-node")).kv.value == b"2"  # the plugin wrote through to KV
 
+        # "in another terminal": the CLI finds the admin token through the credentials entry the script wrote
+        put = await asyncio.to_thread(
+            subprocess.run,
+            [str(REPO / ".venv" / "bin" / "aspen"), "kv", "put", "a", "b"],
+            env={**env, "ASPEN_URL": f"http://127.0.0.1:{port}"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert put.returncode == 0, put.stderr
+
         script.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(script.wait, 60)
         assert code == 0, await asyncio.to_thread(out.rest)

@@ -110,3 +110,13 @@ async def test_watch_rejects_bad_prefix(node):
         with pytest.raises(AspenError) as err:
             await c.watch_create("k" * 5000)
         assert err.value.code == ErrorCode.KEY_TOO_LARGE
+
+
+async def test_websocket_refuses_deep_nesting_and_keeps_serving(node):
+    url = node.url.replace("http", "ws") + "/v1/watch/ws"
+    async with websockets.connect(url, additional_headers=node.auth_headers) as ws:
+        await ws.send('{"type": "WatchCreate", "body": ' + "[" * 5000 + "]" * 5000 + "}")
+        refused = json.loads(await asyncio.wait_for(ws.recv(), 20))
+        assert refused["type"] == "Error" and refused["body"]["code"] == "VALIDATION_ERROR"
+        await ws.send(json.dumps({"type": "WatchCreate", "body": {"prefix": "deep/"}}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 20))["type"] == "WatchCreateResult"
