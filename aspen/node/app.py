@@ -28,14 +28,28 @@ def build_app(services: Any) -> HttpGuard:
         body = {"status": "draining" if draining else "ok", "node_id": services.node_id}
         return HttpResponse(msgspec.json.encode(body), 503 if draining else 200, media_type="application/json")
 
-    async def metrics(request: HttpRequest) -> HttpResponse:
-        return HttpResponse(services.metrics.render(), media_type="text/plain; version=0.0.4")
-
     routes = [
         rpc_route(services),
         Route("/healthz", healthz, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
         *blob_http_routes(services.blobs, services.auth),
         *watch_routes(services, _error),
     ]
+    if services.config.metrics_listen is None:
+        routes.append(metrics_route(services))
     return HttpGuard(Starlette(routes=routes), services.config)
+
+
+def metrics_route(services: Any) -> Route:
+    """``GET /metrics``, open like ``/healthz``: on the node's own address, or
+    alone on ``[node] metrics_listen`` (:func:`build_metrics_app`)."""
+
+    async def metrics(request: HttpRequest) -> HttpResponse:
+        return HttpResponse(services.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return Route("/metrics", metrics, methods=["GET"])
+
+
+def build_metrics_app(services: Any) -> Starlette:
+    """The metrics listener's app: ``/metrics`` only, read-only and without
+    the Host guard, so a scraper may use any address of the machine."""
+    return Starlette(routes=[metrics_route(services)])

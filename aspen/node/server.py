@@ -10,6 +10,7 @@ every acknowledged write is on disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import ssl
@@ -22,8 +23,8 @@ import uvicorn
 from aspen.auth.service import AuthService
 from aspen.cluster.blob_replication import ReplicatedBlobStore
 from aspen.errors import AspenError, ErrorCode
-from aspen.node.app import build_app
-from aspen.node.config import NodeConfig
+from aspen.node.app import build_app, build_metrics_app
+from aspen.node.config import NodeConfig, split_listen
 from aspen.node.http_guard import HttpGuard
 from aspen.node.services import NodeServices
 from aspen.node.watches import WatchHub
@@ -175,6 +176,15 @@ class _Server(uvicorn.Server):
         self._captured_signals.clear()
 
 
+class _MetricsServer(uvicorn.Server):
+    """The ``metrics_listen`` listener: the main server owns the signals and
+    stops this one when it has drained."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
 async def serve(config: NodeConfig) -> None:
     check_server_tls(config)
     node = await open_node(config)
@@ -192,8 +202,23 @@ async def serve(config: NodeConfig) -> None:
         ),
         node.services.stopping,
     )
+    metrics = None
+    if config.metrics_listen is not None:
+        host, port = split_listen(config.metrics_listen)
+        metrics = _MetricsServer(
+            uvicorn.Config(build_metrics_app(node.services), host=host, port=port, log_level=config.log_level,
+                           access_log=False, lifespan="off")  # fmt: skip
+        )
     try:
         log.info("aspen node %s serving on %s, data in %s", node.services.node_id, config.listen, node.services.data_dir)
-        await server.serve()
+        if metrics is None:
+            await server.serve()
+        else:
+            scraping = asyncio.ensure_future(metrics.serve())
+            try:
+                await server.serve()
+            finally:
+                metrics.should_exit = True
+                await scraping
     finally:
         await node.close()

@@ -28,3 +28,15 @@ def test_metrics_count_requests_by_type_and_outcome(node):
     assert count(after, "other", "UNKNOWN_REQUEST") - count(before, "other", "UNKNOWN_REQUEST") == 1
     assert 'aspen_rpc_request_seconds_bucket{le="0.001",type="Ping"}' in after
     assert "aspen_rpc_in_flight" in after
+
+
+def test_metrics_can_move_to_their_own_listen_address(tmp_path):
+    from tests.node.node_process import NodeProcess, free_port
+
+    port = free_port()
+    (tmp_path / "aspen.toml").write_text(f'[node]\nmetrics_listen = "127.0.0.1:{port}"\n')
+    with NodeProcess(tmp_path / "data", "--config", str(tmp_path / "aspen.toml")) as proc:
+        assert httpx.get(f"{proc.url}/metrics").status_code == 404
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics")
+        assert scraped.status_code == 200 and "aspen_rpc_requests" in scraped.text
+        assert proc.terminate() == 0  # SIGTERM stops both listeners and the node exits cleanly
