@@ -205,10 +205,9 @@ async def serve(config: NodeConfig) -> None:
     metrics = None
     if config.metrics_listen is not None:
         host, port = split_listen(config.metrics_listen)
-        metrics = _MetricsServer(
-            uvicorn.Config(build_metrics_app(node.services), host=host, port=port, log_level=config.log_level,
-                           access_log=False, lifespan="off")  # fmt: skip
-        )
+        app = build_metrics_app(node.services)
+        quiet = {"log_level": config.log_level, "access_log": False, "lifespan": "off"}
+        metrics = _MetricsServer(uvicorn.Config(app, host=host, port=port, **quiet))
     try:
         log.info("aspen node %s serving on %s, data in %s", node.services.node_id, config.listen, node.services.data_dir)
         if metrics is None:
