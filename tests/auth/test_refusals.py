@@ -124,3 +124,9 @@ def test_health_and_metrics_stay_open(node):
 
     assert httpx.get(f"{node.url}/healthz").status_code == 200
     assert httpx.get(f"{node.url}/metrics").status_code == 200
+
+
+def test_first_start_says_where_the_admin_token_is(node):
+    assert f"admin token written to {node.token_path}" in node.log()
+    assert node.token_path.stat().st_mode & 0o777 == 0o600
+    assert (node.data_dir / "auth" / "root.key").stat().st_mode & 0o777 == 0o600
