@@ -37,6 +37,7 @@ from aspen.jobs.model import (
     decode_worker,
     encode,
 )
+from aspen.storage.pages import count_prefix
 from aspen.storage.protocol import BlobStore, KeyValueStore
 from aspen.storage.records import Compare, DeleteOp, KeyValue, PutOp
 
@@ -124,13 +125,7 @@ class JobStore:
         return jobs, page.continuation_token if page.is_truncated else None
 
     async def count(self, state: JobState) -> int:
-        total, token = 0, None
-        while True:
-            page = await self.kv.scan(keys.state_prefix(state), limit=10_000, continuation=token)
-            total += len(page.entries)
-            if not page.is_truncated:
-                return total
-            token = page.continuation_token
+        return await count_prefix(self.kv, keys.state_prefix(state))
 
     async def stats(self) -> dict[str, Any]:
         states = {s.value: await self.count(s) for s in JobState}
@@ -176,13 +171,7 @@ class JobStore:
 
     async def unfinished_count(self, submitter: str) -> int:
         """How many of ``submitter``'s jobs have not reached a final state."""
-        total, token = 0, None
-        while True:
-            page = await self.kv.scan(keys.unfinished_prefix(submitter), limit=10_000, continuation=token)
-            total += len(page.entries)
-            if not page.is_truncated:
-                return total
-            token = page.continuation_token
+        return await count_prefix(self.kv, keys.unfinished_prefix(submitter))
 
     async def submit(self, spec: JobSpec, submitter: str | None = None) -> Job:
         """Store a new job. Its dependencies must exist; one that already

@@ -20,6 +20,7 @@ from aspen.rpc import catalog as c
 from aspen.rpc.handler import RequestContext
 from aspen.rpc.typed_handler import TypedHandler
 from aspen.storage.limits import check_lease_id
+from aspen.storage.pages import scan_all
 from aspen.storage.records import LeaseInfo
 
 OWNERS_PREFIX = "__auth:leases:"
@@ -61,13 +62,7 @@ class LeaseHandler(TypedHandler):
         return int(self.node.config.sections.get("quotas", {}).get(name, default))
 
     async def _owned_ids(self, caller: str) -> list[int]:
-        ids, token = [], None
-        while True:
-            page = await self.node.kv.scan(owner_prefix(caller), limit=1000, continuation=token)
-            ids += [int(e.key.rsplit(":", 1)[1]) for e in page.entries]
-            if not page.is_truncated:
-                return ids
-            token = page.continuation_token
+        return [int(e.key.rsplit(":", 1)[1]) async for e in scan_all(self.node.kv, owner_prefix(caller))]
 
     async def lease_grant(self, body: c.LeaseGrant, ctx: RequestContext) -> c.LeaseGrantResult:
         kv = self.node.kv
