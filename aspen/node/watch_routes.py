@@ -34,6 +34,7 @@ from aspen.rpc.catalog import (
     WatchEventMessage,
     parse_body,
 )
+from aspen.storage.limits import check_revision
 from aspen.storage.records import WatchEvent
 
 _enc = msgspec.json.Encoder()
@@ -84,6 +85,7 @@ def watch_routes(services: Any, error_response) -> list:
                 start = last + 1
             if start is None:
                 start = await services.kv.current_revision() + 1
+            check_revision(start)  # here, while a 400 can still be sent
             events = hub.events(prefix, start)
         except AspenError as exc:
             return error_response(exc, 400)
