@@ -33,6 +33,7 @@ class ErrorCode(StrEnum):
     INVALID_RANGE = "INVALID_RANGE"
     BLOB_INCOMPLETE = "BLOB_INCOMPLETE"
     BLOB_PROTECTED = "BLOB_PROTECTED"
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"  # details: quota (its config name), limit, used
     # rpc / node
     BAD_REQUEST = "BAD_REQUEST"
     VALIDATION_ERROR = "VALIDATION_ERROR"

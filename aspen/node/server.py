@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 
 from aspen.cluster.blob_replication import ReplicatedBlobStore
 from aspen.node.app import build_app
+from aspen.node.blob_gc import BlobGc, blobs_config
 from aspen.node.config import NodeConfig
 from aspen.node.services import NodeServices
 from aspen.node.watches import WatchHub
@@ -36,10 +37,12 @@ class Node:
     services: NodeServices
     app: Starlette
     local_blobs: LocalBlobStore  # ``services.blobs`` itself, or the store it replicates
+    blob_gc: BlobGc
 
     async def close(self) -> None:
         s = self.services
         s.stopping.set()
+        await self.blob_gc.stop()
         await s.registry.stop()
         await s.blobs.close()
         if s.blobs is not self.local_blobs:
@@ -61,6 +64,7 @@ def node_id_for(config: NodeConfig, data_dir: Path) -> str:
 
 
 async def open_node(config: NodeConfig) -> Node:
+    quotas = blobs_config(config)  # before anything opens: a bad table leaks nothing
     data_dir = Path(config.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     if config.etcd:
@@ -71,7 +75,9 @@ async def open_node(config: NodeConfig) -> Node:
         kv = await EtcdKeyValueStore.open(config.etcd)
     else:
         kv = await SqliteKeyValueStore.open(data_dir / "kv.sqlite3")
-    local_blobs = await LocalBlobStore.open(data_dir / "blobs")
+    local_blobs = await LocalBlobStore.open(
+        data_dir / "blobs", max_blob_size=quotas.max_blob_bytes, max_total_bytes=quotas.max_total_bytes
+    )
     blobs = local_blobs
     node_id = node_id_for(config, data_dir)
     if config.etcd:  # several nodes: a blob lives where it was added, peers fetch it by hash
@@ -102,7 +108,9 @@ async def open_node(config: NodeConfig) -> Node:
             await local_blobs.close()
         await kv.close()
         raise
-    return Node(services, build_app(services), local_blobs)
+    blob_gc = BlobGc(blobs, interval=quotas.gc_interval_seconds, grace=quotas.gc_grace_seconds)
+    blob_gc.start()
+    return Node(services, build_app(services), local_blobs, blob_gc)
 
 
 class _Server(uvicorn.Server):
