@@ -66,4 +66,6 @@ def test_very_deep_input_is_refused_without_recursing(depth_):
 def test_malformed_text_is_left_to_the_decoder():
     check_depth(b"]" * 1000)  # not JSON: the decoder reports it
     check_depth(b'"' + b"[" * 1000)  # an unterminated string
-    check_depth(b"[" * 100 + b"]" * 100 + b"[]")  # two documents: not JSON either
+    check_depth(b"[]" * 100 + b"]")  # an unpaired closer
+    with pytest.raises(AspenError):  # malformed, but only after it got too deep
+        check_depth(b"[" * 100 + b"]" * 100 + b"}")
