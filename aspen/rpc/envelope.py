@@ -21,6 +21,7 @@ from aspen.rpc.nesting import (
     check_depth,
     check_value_depth,
     msgpack_may_exceed,
+    too_deep,
 )
 from aspen.storage.limits import MAX_INT64, MIN_INT64
 
@@ -74,9 +75,7 @@ def decode_request(data: bytes, msgpack: bool) -> Envelope:
         if msgpack and msgpack_may_exceed(data, MAX_DEPTH):
             check_value_depth({"body": env.body}, max_depth=MAX_DEPTH)  # the envelope is one level
     except RecursionError:  # msgspec stops at Python's recursion limit, long before it overflows
-        raise AspenError(
-            ErrorCode.VALIDATION_ERROR, f"value is nested deeper than {MAX_DEPTH} levels", max_depth=MAX_DEPTH
-        ) from None
+        raise too_deep("message", MAX_DEPTH) from None
     except msgspec.ValidationError as exc:
         raise AspenError(ErrorCode.BAD_REQUEST, f"malformed envelope: {exc}") from None
     except msgspec.DecodeError as exc:

@@ -33,8 +33,10 @@ _MSGPACK_CONTAINER_HEADERS = bytes([*range(0x80, 0xA0), 0xDC, 0xDD, 0xDE, 0xDF])
 _CONTAINERS = frozenset({dict, list, tuple})
 
 
-def _too_deep(max_depth: int, code: str) -> AspenError:
-    return AspenError(code, f"value is nested deeper than {max_depth} levels", max_depth=max_depth)
+def too_deep(what: str, max_depth: int, code: str = ErrorCode.VALIDATION_ERROR) -> AspenError:
+    return AspenError(
+        code, f"{what} nested at least {max_depth + 1} levels deep; the limit is {max_depth}", max_depth=max_depth
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -65,7 +67,7 @@ def check_depth(data: bytes | str, *, max_depth: int = MAX_DEPTH, code: str = Er
         return
     match = _json_within(max_depth).fullmatch(raw)
     if match is not None and match.group("deep") is not None:
-        raise _too_deep(max_depth, code)
+        raise too_deep("JSON", max_depth, code)
 
 
 def msgpack_may_exceed(data: bytes, max_depth: int = MAX_DEPTH) -> bool:
@@ -84,7 +86,7 @@ def check_value_depth(value: Any, *, max_depth: int = MAX_DEPTH, code: str = Err
     while level:
         depth += 1
         if depth > max_depth:
-            raise _too_deep(max_depth, code)
+            raise too_deep("value", max_depth, code)
         is_dict = list(map(operator.is_, map(type, level), itertools.repeat(dict)))
         dicts = list(itertools.compress(level, is_dict))
         members = itertools.chain(
