@@ -33,7 +33,6 @@ class ErrorCode(StrEnum):
     INVALID_RANGE = "INVALID_RANGE"
     BLOB_INCOMPLETE = "BLOB_INCOMPLETE"
     BLOB_PROTECTED = "BLOB_PROTECTED"
-    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"  # details: quota (its config name), limit, used
     # rpc / node
     BAD_REQUEST = "BAD_REQUEST"
     VALIDATION_ERROR = "VALIDATION_ERROR"
@@ -42,6 +41,7 @@ class ErrorCode(StrEnum):
     NO_HANDLER = "NO_HANDLER"
     CAPABILITY_UNAVAILABLE = "CAPABILITY_UNAVAILABLE"
     UNAUTHORIZED = "UNAUTHORIZED"
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"  # details: quota, limit, and the use or request over it
     FORBIDDEN = "FORBIDDEN"
     TIMEOUT = "TIMEOUT"
     UNAVAILABLE = "UNAVAILABLE"
@@ -130,6 +130,18 @@ class AspenError(Exception):
 
     def __reduce__(self):  # picklable across process pools
         return (_rebuild, (self.code, self.message, self.details))
+
+
+def quota_exceeded(quota: str, limit: int | float, used: int | float) -> AspenError:
+    """The one shape of a quota refusal: which quota, its limit, and the
+    current use (or, for a cap on one request, what it asked for)."""
+    return AspenError(
+        ErrorCode.QUOTA_EXCEEDED,
+        f"quota {quota} exceeded: limit {limit}, in use {used}",
+        quota=quota,
+        limit=limit,
+        used=used,
+    )
 
 
 def _rebuild(code: str, message: str, details: dict[str, Any]) -> AspenError:

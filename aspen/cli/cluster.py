@@ -7,6 +7,7 @@ import time
 import msgspec
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from aspen.cli.common import (
     JsonOpt,
@@ -50,7 +51,7 @@ def status(url: UrlOpt = None, json: JsonOpt = False) -> None:
     for col in ("name", "id", "client url", "health", "leader", "version", "raft index", "db size"):
         members.add_column(col)
     for m in result.etcd.members:
-        health = literal("healthy", "green") if m.healthy else literal("unhealthy", "red") + literal(f" {m.error}")
+        health = Text.assemble(("healthy", "green")) if m.healthy else Text.assemble(("unhealthy", "red"), f" {m.error}")
         members.add_row(
             literal(m.name),
             literal(m.id),
@@ -62,4 +63,4 @@ def status(url: UrlOpt = None, json: JsonOpt = False) -> None:
             f"{m.db_size / 1024:.0f} KiB" if m.healthy else "",
         )
     console.print(members)
-    console.print(literal("etcd leader: ") + (literal(result.etcd.leader) if result.etcd.leader else literal("none", "red")))
+    console.print(Text.assemble("etcd leader: ", (result.etcd.leader, "") if result.etcd.leader else ("none", "red")))

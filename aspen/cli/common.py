@@ -36,9 +36,9 @@ def connect(url: str | None) -> SyncClient:
     return SyncClient(url)
 
 
-def literal(value: object, style: str = "") -> Text:
-    """``value`` as Rich text that prints exactly as it is (no markup, no emoji codes)."""
-    return Text(str(value), style=style)
+def literal(text: str) -> Text:
+    """Data shown as it is: no Rich markup, no emoji codes."""
+    return Text(text)
 
 
 def fail(code: str, message: str) -> typer.Exit:

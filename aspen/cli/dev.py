@@ -38,14 +38,14 @@ def cluster(
         console.print(literal("etcd endpoints: " + ",".join(dev.etcd.endpoints)))
         for n in dev.members:
             console.print(literal(f"{n.name}: {n.url}   (log: {n.log_path})"))
-        console.print(literal(f"\nexport ASPEN_URL={','.join(dev.urls)}"))
+        console.print(f"\nexport ASPEN_URL={','.join(dev.urls)}")
         console.print("then: aspen cluster status   — Ctrl-C stops everything", highlight=False)
         reported: set[str] = set()
         while not stop.wait(0.5):
             for n in dev.members:
                 if not n.running() and n.name not in reported:
                     reported.add(n.name)
-                    console.print(literal(f"{n.name} exited ({n.process.returncode}); see {n.log_path}", "yellow"))
+                    console.print(literal(f"{n.name} exited ({n.process.returncode}); see {n.log_path}"), style="yellow")
     finally:
         console.print("stopping …")
         dev.stop()

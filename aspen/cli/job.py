@@ -75,7 +75,7 @@ _STATE_STYLE = {
 
 
 def _state(state: str) -> Text:
-    return literal(state, _STATE_STYLE.get(state, ""))
+    return Text(state, style=_STATE_STYLE.get(state, ""))
 
 
 @app.command()
@@ -154,7 +154,7 @@ def status(job_id: Annotated[str, typer.Argument(metavar="ID")], url: UrlOpt = N
     if reply.get("result") is not None:
         rows.append(("result", jsonlib.dumps(reply["result"])[:2000]))
     for name, value in rows:
-        console.print(literal(f"{name:>12}", "bold") + " " + value)
+        console.print(Text.assemble((f"{name:>12}", "bold"), " ", value))
 
 
 def _list_table(jobs: list[dict[str, Any]]) -> Table:

@@ -103,7 +103,7 @@ def scan(
         table.add_row(literal(kv.key), literal(show_bytes(kv.value)[:60]), str(kv.version), str(kv.mod_revision))
     console.print(table)
     if truncated:
-        console.print(literal(f"more keys: --all, or continue after {entries[-1].key!r}", "dim"))
+        console.print(literal(f"more keys: --all, or continue after {entries[-1].key!r}"), style="dim")
 
 
 @app.command()

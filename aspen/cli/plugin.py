@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import msgspec
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from aspen.cli.common import (
     JsonOpt,
@@ -362,7 +363,7 @@ def info(name: str, url: UrlOpt = None, json: JsonOpt = False) -> None:
         return
     m = result.record.manifest
     state = "enabled" if m.enabled else "disabled"
-    console.print(literal(m.name, "bold") + literal(f" {m.version}  generation {result.record.generation}  {state}"))
+    console.print(Text.assemble((m.name, "bold"), f" {m.version}  generation {result.record.generation}  {state}"))
     console.print(literal(f"  handles: {', '.join(m.handles)}  priority {m.priority}"))
     console.print(literal(f"  module: {m.wasm_hash}"))
     console.print(literal(f"  signed by: {m.signature.author_pubkey if m.signature else '(unsigned)'}"))
@@ -405,7 +406,7 @@ def deps(
             mark = "ok" if d.is_satisfied else "MISSING"
             console.print(literal(f"{d.name} {need}{' (optional)' if d.optional else ''}: {d.installed_version or '-'} {mark}"))
     for p in result.problems:
-        console.print(literal(f"{p.plugin}: {p.code}: {p.message}", "red"))
+        console.print(literal(f"{p.plugin}: {p.code}: {p.message}"), style="red")
 
 
 @app.command()

@@ -47,7 +47,7 @@ from pathlib import Path
 from blake3 import blake3
 
 from aspen.clock import now_ms
-from aspen.errors import AspenError, ErrorCode
+from aspen.errors import AspenError, ErrorCode, quota_exceeded
 from aspen.storage.records import BlobAddResult, BlobInfo, BlobPage
 
 SEGMENT_SIZE = 256 * 1024
@@ -113,17 +113,6 @@ def _unavailable(exc: BaseException) -> AspenError:
 
 def _too_large(size: int, limit: int) -> AspenError:
     return AspenError(ErrorCode.BLOB_TOO_LARGE, f"blob exceeds the limit of {limit} bytes", size=size, max=limit)
-
-
-def _over_quota(used: int, size: int, limit: int) -> AspenError:
-    return AspenError(
-        ErrorCode.QUOTA_EXCEEDED,
-        f"adding {size} bytes would exceed the blob store quota max_total_bytes of {limit} bytes ({used} in use)",
-        quota="max_total_bytes",
-        limit=limit,
-        used=used,
-        size=size,
-    )
 
 
 class _BlobWriter:
@@ -338,7 +327,7 @@ class LocalBlobStore:
                 if writer.size + len(pending) > self.max_blob_size:
                     raise _too_large(writer.size + len(pending), self.max_blob_size)
                 if used + writer.size + len(pending) > self.max_total_bytes:
-                    raise _over_quota(used, writer.size + len(pending), self.max_total_bytes)
+                    raise quota_exceeded("max_total_bytes", self.max_total_bytes, used)
                 if len(pending) >= IO_CHUNK:
                     buf, pending = bytes(pending), bytearray()
                     await asyncio.to_thread(writer.write, buf)
@@ -387,7 +376,7 @@ class LocalBlobStore:
                 return BlobAddResult(hash=h, size=writer.size, was_new=False)
             used = self._used_in(db) - (row[0] if row is not None else 0)
             if used + writer.size > self.max_total_bytes:
-                raise _over_quota(used, writer.size, self.max_total_bytes)
+                raise quota_exceeded("max_total_bytes", self.max_total_bytes, used)
             shard = final.parent
             if not shard.is_dir():
                 shard.mkdir(exist_ok=True)
