@@ -31,9 +31,11 @@ err_console = Console(stderr=True, emoji=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def connect(url: str | None) -> SyncClient:
-    """A client for ``url`` (or ASPEN_URL); the token comes from ASPEN_TOKEN."""
-    return SyncClient(url)
+def connect(url: str | None, *, token: str | None = None) -> SyncClient:
+    """A client for ``url`` (or ASPEN_URL); the token is ``token``, else found
+    as :mod:`aspen.client.credentials` says (ASPEN_TOKEN, ASPEN_TOKEN_FILE,
+    the credentials file)."""
+    return SyncClient(url, token=token)
 
 
 def literal(text: str) -> Text:
