@@ -64,7 +64,7 @@ def node_id_for(config: NodeConfig, data_dir: Path) -> str:
 
 
 async def open_node(config: NodeConfig) -> Node:
-    quotas = blobs_config(config)  # before anything opens: a bad table leaks nothing
+    blob_cfg = blobs_config(config)  # before anything opens: a bad table leaks nothing
     data_dir = Path(config.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     if config.etcd:
@@ -76,7 +76,7 @@ async def open_node(config: NodeConfig) -> Node:
     else:
         kv = await SqliteKeyValueStore.open(data_dir / "kv.sqlite3")
     local_blobs = await LocalBlobStore.open(
-        data_dir / "blobs", max_blob_size=quotas.max_blob_bytes, max_total_bytes=quotas.max_total_bytes
+        data_dir / "blobs", max_blob_size=blob_cfg.max_blob_bytes, max_total_bytes=blob_cfg.max_total_bytes
     )
     blobs = local_blobs
     node_id = node_id_for(config, data_dir)
@@ -108,7 +108,7 @@ async def open_node(config: NodeConfig) -> Node:
             await local_blobs.close()
         await kv.close()
         raise
-    blob_gc = BlobGc(blobs, interval=quotas.gc_interval_seconds, grace=quotas.gc_grace_seconds)
+    blob_gc = BlobGc(blobs, interval=blob_cfg.gc_interval_seconds, grace=blob_cfg.gc_grace_seconds)
     blob_gc.start()
     return Node(services, build_app(services), local_blobs, blob_gc)
 
