@@ -32,7 +32,7 @@ async def test_codes_outside_the_catalogue_count_as_other(tmp_path):
     try:
         node.services.registry.add(CodeMaker())
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=node.app), base_url="http://node", headers=auth_headers(data)
+            transport=httpx.ASGITransport(app=node.app), base_url="http://localhost", headers=auth_headers(data)
         ) as h:
             for i in range(50):
                 r = await h.post("/v1/rpc", json=envelope(data, "MakeCode", {"code": f"PLUGIN_MADE_UP_{i}"}))
