@@ -34,6 +34,7 @@ _CONTAINERS = frozenset({dict, list, tuple})
 
 
 def too_deep(what: str, max_depth: int, code: str = ErrorCode.VALIDATION_ERROR) -> AspenError:
+    """The one refusal for nesting, whichever check (or decoder) found it."""
     return AspenError(
         code, f"{what} nested at least {max_depth + 1} levels deep; the limit is {max_depth}", max_depth=max_depth
     )
