@@ -207,7 +207,7 @@ def main() -> None:
         if args.before:
             tree, env = checkout(args.before, work)
             before = subprocess.Popen(
-                [sys.executable, "-m", "aspen.cli.main", "node", "start", "--data-dir", str(work / "before-data"),
+                [sys.executable, "-c", "from aspen.cli.main import app; app()", "node", "start", "--data-dir", str(work / "before-data"),
                  "--listen", f"127.0.0.1:{before_port}", "--log-level", "warning"],
                 env=env, cwd=tree,
             )  # fmt: skip

@@ -16,6 +16,7 @@ from aspen.cli.common import (
     console,
     err_console,
     fail,
+    literal,
     print_json,
     reports_errors,
 )
@@ -47,7 +48,7 @@ def add(
     if json:
         print_json(result)
     else:
-        console.print(result.hash, highlight=False)
+        console.print(literal(result.hash))
 
 
 @app.command()
@@ -66,7 +67,7 @@ def get(
         with _progress() as bar:
             task = bar.add_task(f"download {hash[:12]}", total=probe.size)
             got = client.download_blob(hash, dest, progress=lambda n: bar.update(task, completed=n))
-    err_console.print(f"{got} bytes -> {dest}")
+    err_console.print(literal(f"{got} bytes -> {dest}"))
 
 
 @app.command("ls")
@@ -84,7 +85,7 @@ def ls(
         return
     table = Table("hash", "size", "tags")
     for b in page.blobs:
-        table.add_row(b.hash, str(b.size), ",".join(b.tags))
+        table.add_row(literal(b.hash), str(b.size), literal(",".join(b.tags)))
     console.print(table)
 
 
@@ -109,7 +110,7 @@ def protect(hash: str, tag: str, url: UrlOpt = None) -> None:
     """Pin a blob under TAG so GC keeps it."""
     with connect(url) as client:
         client.protect_blob(hash, tag)
-    console.print(f"protected under {tag!r}")
+    console.print(literal(f"protected under {tag!r}"))
 
 
 @app.command()
@@ -118,4 +119,4 @@ def unprotect(tag: str, url: UrlOpt = None) -> None:
     """Remove the pin TAG."""
     with connect(url) as client:
         client.unprotect_blob(tag)
-    console.print(f"removed tag {tag!r}")
+    console.print(literal(f"removed tag {tag!r}"))

@@ -7,12 +7,14 @@ import time
 import msgspec
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from aspen.cli.common import (
     JsonOpt,
     UrlOpt,
     connect,
     console,
+    literal,
     print_json,
     reports_errors,
 )
@@ -40,25 +42,25 @@ def status(url: UrlOpt = None, json: JsonOpt = False) -> None:
         nodes.add_column(col)
     for n in result.nodes:
         mark = " (answered)" if n.node_id == result.node_id else ""
-        nodes.add_row(n.node_id + mark, n.url, n.version, _ago(n.started_at), _ago(n.last_seen))
+        nodes.add_row(literal(n.node_id + mark), literal(n.url), literal(n.version), _ago(n.started_at), _ago(n.last_seen))
     console.print(nodes)
     if result.etcd is None:
-        console.print(f"storage: {result.backend} (no etcd cluster)")
+        console.print(literal(f"storage: {result.backend} (no etcd cluster)"))
         return
     members = Table(title=f"etcd members ({len(result.etcd.members)})", title_justify="left")
     for col in ("name", "id", "client url", "health", "leader", "version", "raft index", "db size"):
         members.add_column(col)
     for m in result.etcd.members:
-        health = "[green]healthy[/]" if m.healthy else f"[red]unhealthy[/] {m.error}"
+        health = Text.assemble(("healthy", "green")) if m.healthy else Text.assemble(("unhealthy", "red"), f" {m.error}")
         members.add_row(
-            m.name,
-            m.id,
-            ", ".join(m.client_urls),
+            literal(m.name),
+            literal(m.id),
+            literal(", ".join(m.client_urls)),
             health,
             "*" if m.is_leader else "",
-            m.version,
+            literal(m.version),
             str(m.raft_index) if m.healthy else "",
             f"{m.db_size / 1024:.0f} KiB" if m.healthy else "",
         )
     console.print(members)
-    console.print(f"etcd leader: {result.etcd.leader or '[red]none[/]'}")
+    console.print(Text.assemble("etcd leader: ", (result.etcd.leader, "") if result.etcd.leader else ("none", "red")))

@@ -23,8 +23,11 @@ UrlOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON (bytes as base64).")]
 
-console = Console()
-err_console = Console(stderr=True)
+# Data (keys, values, tags, names, messages from a node) is printed through
+# ``literal``: Rich would read ``[bold]`` inside it as markup and ``:smile:``
+# as an emoji, so a key could be disguised as another.
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -41,7 +44,7 @@ def literal(text: str) -> Text:
 
 
 def fail(code: str, message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error[/]: {code}: {message}", highlight=False, soft_wrap=True)
+    err_console.print(Text.assemble(("error", "bold red"), f": {code}: {message}"), soft_wrap=True)
     return typer.Exit(1)
 
 

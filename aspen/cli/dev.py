@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from aspen.cli.common import console, reports_errors
+from aspen.cli.common import console, literal, reports_errors
 from aspen.client.credentials import credentials_path
 from aspen.cluster.dev_cluster import DevCluster
 
@@ -32,13 +32,13 @@ def cluster(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     dev = DevCluster(root, nodes=nodes, etcd_members=etcd_members)
-    console.print(f"starting {etcd_members} etcd members and {nodes} Aspen nodes in {root} …")
+    console.print(literal(f"starting {etcd_members} etcd members and {nodes} Aspen nodes in {root} …"))
     dev.start()
     try:
         assert dev.etcd is not None
-        console.print("etcd endpoints: " + ",".join(dev.etcd.endpoints))
+        console.print(literal("etcd endpoints: " + ",".join(dev.etcd.endpoints)))
         for n in dev.members:
-            console.print(f"{n.name}: {n.url}   (log: {n.log_path})")
+            console.print(literal(f"{n.name}: {n.url}   (log: {n.log_path})"))
         console.print(f"\nexport ASPEN_URL={','.join(dev.urls)}")
         console.print(f"credentials for these URLs: {credentials_path()}", highlight=False)
         console.print("then: aspen cluster status   — Ctrl-C stops everything", highlight=False)
@@ -47,7 +47,7 @@ def cluster(
             for n in dev.members:
                 if not n.running() and n.name not in reported:
                     reported.add(n.name)
-                    console.print(f"[yellow]{n.name} exited ({n.process.returncode}); see {n.log_path}[/]")
+                    console.print(literal(f"{n.name} exited ({n.process.returncode}); see {n.log_path}"), style="yellow")
     finally:
         console.print("stopping …")
         dev.stop()

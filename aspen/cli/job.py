@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from aspen import clock
 from aspen.cli.common import (
@@ -20,6 +21,7 @@ from aspen.cli.common import (
     connect,
     console,
     fail,
+    literal,
     print_json,
     reports_errors,
 )
@@ -72,9 +74,8 @@ _STATE_STYLE = {
 }
 
 
-def _state(state: str) -> str:
-    style = _STATE_STYLE.get(state)
-    return f"[{style}]{state}[/]" if style else state
+def _state(state: str) -> Text:
+    return Text(state, style=_STATE_STYLE.get(state, ""))
 
 
 @app.command()
@@ -110,7 +111,7 @@ def submit(
         job = client.call("JobSubmit", body)["job"]
         if wait:
             job = _wait(client, job["id"])
-    print_json(job) if json else console.print(job["id"] if not wait else f"{job['id']} {_state(job['state'])}")
+    print_json(job) if json else console.print(literal(job["id"]) if not wait else literal(f"{job['id']} ") + _state(job["state"]))
     if wait and job["state"] != JobState.SUCCEEDED:
         raise typer.Exit(1)
 
@@ -153,20 +154,20 @@ def status(job_id: Annotated[str, typer.Argument(metavar="ID")], url: UrlOpt = N
     if reply.get("result") is not None:
         rows.append(("result", jsonlib.dumps(reply["result"])[:2000]))
     for name, value in rows:
-        console.print(f"[bold]{name:>12}[/] {value}", highlight=False)
+        console.print(Text.assemble((f"{name:>12}", "bold"), " ", value))
 
 
 def _list_table(jobs: list[dict[str, Any]]) -> Table:
     table = Table("id", "type", "state", "priority", "attempts", "created", "error")
     for job in jobs:
         table.add_row(
-            job["id"],
-            job["type"],
+            literal(job["id"]),
+            literal(job["type"]),
             _state(job["state"]),
-            job["priority"],
+            literal(job["priority"]),
             str(job["attempts"]),
             _when(job["created_ms"]),
-            (job.get("error") or "")[:60],
+            literal((job.get("error") or "")[:60]),
         )
     return table
 
@@ -250,7 +251,7 @@ def _act(request_type: str, job_id: str, url: str | None, json: bool) -> None:
     """Send a request that changes one job and show the job it returns."""
     with connect(url) as client:
         job = client.call(request_type, {"id": job_id})["job"]
-    print_json(job) if json else console.print(f"{job['id']} {_state(job['state'])}")
+    print_json(job) if json else console.print(literal(f"{job['id']} ") + _state(job["state"]))
 
 
 @app.command()
@@ -266,10 +267,10 @@ def workers(url: UrlOpt = None, json: JsonOpt = False) -> None:
     now = time.time() * 1000
     for w in found:
         table.add_row(
-            w["worker_id"],
-            w.get("node_id") or "-",
-            f"{w['host']}/{w['pid']}",
-            ", ".join(f"{t}×{n}" for t, n in w["concurrency"].items()),
+            literal(w["worker_id"]),
+            literal(w.get("node_id") or "-"),
+            literal(f"{w['host']}/{w['pid']}"),
+            literal(", ".join(f"{t}×{n}" for t, n in w["concurrency"].items())),
             str(len(w["running"])),
             str(w["processed"]),
             str(w["failed"]),

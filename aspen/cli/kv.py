@@ -15,6 +15,7 @@ from aspen.cli.common import (
     connect,
     console,
     fail,
+    literal,
     print_json,
     reports_errors,
     show_bytes,
@@ -61,7 +62,7 @@ def put(
     """Set KEY to VALUE."""
     with connect(url) as client:
         result = client.write_key(key, _value(value, file), lease_id=lease)
-    print_json(result) if json else console.print(f"OK revision {result.revision}")
+    print_json(result) if json else console.print(literal(f"OK revision {result.revision}"))
 
 
 @app.command()
@@ -99,10 +100,10 @@ def scan(
         return
     table = Table("key", "value", "version", "mod rev")
     for kv in entries:
-        table.add_row(kv.key, show_bytes(kv.value)[:60], str(kv.version), str(kv.mod_revision))
+        table.add_row(literal(kv.key), literal(show_bytes(kv.value)[:60]), str(kv.version), str(kv.mod_revision))
     console.print(table)
     if truncated:
-        console.print(f"[dim]more keys: --all, or continue after {entries[-1].key!r}[/]")
+        console.print(literal(f"more keys: --all, or continue after {entries[-1].key!r}"), style="dim")
 
 
 @app.command()
@@ -123,7 +124,7 @@ def cas(
     if json:
         print_json(result)
     elif result.is_success:
-        console.print(f"OK revision {result.revision}")
+        console.print(literal(f"OK revision {result.revision}"))
     if not result.is_success:
         current = "does not exist" if result.actual is None else f"is {show_bytes(result.actual.value)!r}"
         raise fail("COMPARE_FAILED", f"not swapped: {key!r} {current}")
@@ -147,7 +148,7 @@ def watch(
                     print_json(event)
                 else:
                     value = "" if event.type == "delete" else " = " + show_bytes(event.kv.value)
-                    console.print(f"{event.revision} {event.type} {event.kv.key}{value}", highlight=False)
+                    console.print(literal(f"{event.revision} {event.type} {event.kv.key}{value}"))
                 sys.stdout.flush()
                 seen += 1
                 if count is not None and seen >= count:

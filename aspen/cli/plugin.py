@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import msgspec
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from aspen.cli.common import (
     JsonOpt,
@@ -22,6 +23,7 @@ from aspen.cli.common import (
     connect,
     console,
     fail,
+    literal,
     print_json,
     reports_errors,
 )
@@ -110,11 +112,11 @@ def _print_change(result: r.PluginChangeResult, json: bool) -> None:
         print_json(result)
         return
     state = "enabled" if result.enabled else "disabled"
-    console.print(f"{result.name} {result.version} (generation {result.generation}, {state})", highlight=False)
+    console.print(literal(f"{result.name} {result.version} (generation {result.generation}, {state})"))
     if result.status is not None:
-        console.print(f"  this node: {_status_line(result.status)}", highlight=False)
+        console.print(literal(f"  this node: {_status_line(result.status)}"))
     if result.affected:
-        console.print(f"  also changed: {', '.join(result.affected)}")
+        console.print(literal(f"  also changed: {', '.join(result.affected)}"))
     if result.status is not None and result.status.error is not None:
         raise typer.Exit(1)
 
@@ -129,7 +131,7 @@ def keygen(output: Annotated[Path | None, typer.Option(help="Where to write the 
     path = output or default_key_path()
     key = generate_key()
     write_key(path, key)
-    console.print(f"wrote {path}", highlight=False)
+    console.print(literal(f"wrote {path}"))
     print(public_key_hex(key))
 
 
@@ -145,7 +147,7 @@ def sign(wasm: Path, key: KeyOpt = None, manifest: ManifestOpt = None, json: Jso
     if json or manifest is None:
         print_json(sig)
     else:
-        console.print(f"signed {wasm.name} as {sig.author_pubkey} into {manifest}", highlight=False, soft_wrap=True)
+        console.print(literal(f"signed {wasm.name} as {sig.author_pubkey} into {manifest}"), soft_wrap=True)
 
 
 @app.command()
@@ -170,7 +172,7 @@ def verify(
     assert sig is not None
     if author is not None and author != sig.author_pubkey:
         raise fail(ErrorCode.PLUGIN_SIGNATURE_INVALID, f"signed by {sig.author_pubkey}, not by {author}")
-    console.print(f"OK: signed by {sig.author_pubkey}", highlight=False)
+    console.print(literal(f"OK: signed by {sig.author_pubkey}"))
 
 
 # --- install / upgrade -------------------------------------------------------------------
@@ -310,7 +312,7 @@ def remove(
 ) -> None:
     """Uninstall a plugin (refused while other plugins depend on it)."""
     result = _call(url, "PluginRemove", r.PluginRemove(name=name, force=force, cascade=cascade, wait_seconds=wait), wait)
-    print_json(result) if json else console.print(f"removed {', '.join(result.removed)}")
+    print_json(result) if json else console.print(literal(f"removed {', '.join(result.removed)}"))
 
 
 @app.command()
@@ -328,7 +330,7 @@ def reload(
     if json:
         print_json(result)
     else:
-        console.print(result.message, highlight=False)
+        console.print(literal(result.message))
     if not result.is_success:
         raise typer.Exit(1)
 
@@ -348,7 +350,7 @@ def list_(url: UrlOpt = None, json: JsonOpt = False) -> None:
     for p in result.plugins:
         s, mt = p.status, p.status.metrics
         table.add_row(
-            p.name, p.version, "yes" if p.enabled else "no", str(p.priority), _status_line(s),
+            literal(p.name), literal(p.version), "yes" if p.enabled else "no", str(p.priority), literal(_status_line(s)),
             str(mt.calls), str(mt.errors), f"{mt.p50_ms:.2f}", f"{mt.p99_ms:.2f}", str(mt.in_flight),
         )  # fmt: skip
     console.print(table)
@@ -364,23 +366,24 @@ def info(name: str, url: UrlOpt = None, json: JsonOpt = False) -> None:
         return
     m = result.record.manifest
     state = "enabled" if m.enabled else "disabled"
-    console.print(f"[bold]{m.name}[/] {m.version}  generation {result.record.generation}  {state}")
-    console.print(f"  handles: {', '.join(m.handles)}  priority {m.priority}", highlight=False)
-    console.print(f"  module: {m.wasm_hash}", highlight=False)
-    console.print(f"  signed by: {m.signature.author_pubkey if m.signature else '(unsigned)'}", highlight=False)
-    console.print(f"  kept for rollback: {', '.join(h.version for h in result.record.history) or '-'}", highlight=False)
-    console.print(f"  dependents: {', '.join(result.dependents) or '-'}", highlight=False)
+    console.print(Text.assemble((m.name, "bold"), f" {m.version}  generation {result.record.generation}  {state}"))
+    console.print(literal(f"  handles: {', '.join(m.handles)}  priority {m.priority}"))
+    console.print(literal(f"  module: {m.wasm_hash}"))
+    console.print(literal(f"  signed by: {m.signature.author_pubkey if m.signature else '(unsigned)'}"))
+    console.print(literal(f"  kept for rollback: {', '.join(h.version for h in result.record.history) or '-'}"))
+    console.print(literal(f"  dependents: {', '.join(result.dependents) or '-'}"))
     mt = result.status.metrics
     console.print(
-        f"  this node: {_status_line(result.status)}; calls {mt.calls}, errors {mt.errors}, "
-        f"p50 {mt.p50_ms:.2f} ms, p99 {mt.p99_ms:.2f} ms, in flight {mt.in_flight}",
-        highlight=False,
+        literal(
+            f"  this node: {_status_line(result.status)}; calls {mt.calls}, errors {mt.errors}, "
+            f"p50 {mt.p50_ms:.2f} ms, p99 {mt.p99_ms:.2f} ms, in flight {mt.in_flight}"
+        )
     )
     if result.status.retiring:
-        console.print(f"  retired on this node: {_retiring_line(result.status)}", highlight=False)
+        console.print(literal(f"  retired on this node: {_retiring_line(result.status)}"))
     for s in result.nodes:
         retired = f"; retired: {_retiring_line(s)}" if s.retiring else ""
-        console.print(f"  node {s.node_id}: {_status_line(s)}{retired}", highlight=False)
+        console.print(literal(f"  node {s.node_id}: {_status_line(s)}{retired}"))
 
 
 @app.command()
@@ -397,16 +400,16 @@ def deps(
         print_json(result)
         return
     if name is None:
-        console.print("load order: " + (" → ".join(result.load_order) or "(none)"), highlight=False)
+        console.print(literal("load order: " + (" → ".join(result.load_order) or "(none)")))
     elif reverse:
-        console.print(f"depend on {name}: {', '.join(result.dependents) or '-'}", highlight=False)
+        console.print(literal(f"depend on {name}: {', '.join(result.dependents) or '-'}"))
     else:
         for d in result.dependencies:
             need = f">= {d.min_version}" if d.min_version else "any"
             mark = "ok" if d.is_satisfied else "MISSING"
-            console.print(f"{d.name} {need}{' (optional)' if d.optional else ''}: {d.installed_version or '-'} {mark}")
+            console.print(literal(f"{d.name} {need}{' (optional)' if d.optional else ''}: {d.installed_version or '-'} {mark}"))
     for p in result.problems:
-        console.print(f"[red]{p.plugin}: {p.code}: {p.message}[/]", highlight=False)
+        console.print(literal(f"{p.plugin}: {p.code}: {p.message}"), style="red")
 
 
 @app.command()
@@ -418,8 +421,8 @@ def check(url: UrlOpt = None, json: JsonOpt = False) -> None:
         print_json(result)
     else:
         for p in result.problems:
-            console.print(f"{p.plugin}: {p.code}: {p.message}", highlight=False)
-        console.print(f"{result.checked} plugin(s) checked: {'valid' if result.is_valid else 'INVALID'}")
+            console.print(literal(f"{p.plugin}: {p.code}: {p.message}"))
+        console.print(literal(f"{result.checked} plugin(s) checked: {'valid' if result.is_valid else 'INVALID'}"))
     if not result.is_valid:
         raise typer.Exit(1)
 
@@ -441,7 +444,7 @@ def trust_add(
         raise fail(ErrorCode.INVALID_ARGUMENT, "give a PUBKEY or --key-file")
     key = pubkey if pubkey is not None else public_key_hex(read_key(key_file))  # type: ignore[arg-type]
     result = _call(url, "PluginTrustAdd", r.PluginTrustAdd(pubkey=key, name=name))
-    print_json(result) if json else console.print(f"trusted {result.pubkey}", highlight=False)
+    print_json(result) if json else console.print(literal(f"trusted {result.pubkey}"))
 
 
 @trust_app.command("remove")
@@ -449,7 +452,7 @@ def trust_add(
 def trust_remove(pubkey: str, url: UrlOpt = None, json: JsonOpt = False) -> None:
     """Stop trusting an author (their plugins no longer load anywhere)."""
     result = _call(url, "PluginTrustRemove", r.PluginTrustRemove(pubkey=pubkey))
-    print_json(result) if json else console.print(f"removed {result.pubkey}", highlight=False)
+    print_json(result) if json else console.print(literal(f"removed {result.pubkey}"))
 
 
 @trust_app.command("list")
@@ -461,4 +464,4 @@ def trust_list(url: UrlOpt = None, json: JsonOpt = False) -> None:
         print_json(result)
         return
     for a in result.authors:
-        console.print(f"{a.pubkey}  {a.name}", highlight=False)
+        console.print(literal(f"{a.pubkey}  {a.name}"))

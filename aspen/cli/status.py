@@ -9,6 +9,7 @@ from aspen.cli.common import (
     UrlOpt,
     connect,
     console,
+    literal,
     print_json,
     reports_errors,
 )
@@ -24,10 +25,10 @@ def status(url: UrlOpt = None, json: JsonOpt = False) -> None:
         print_json({"health": health, "node": info})
         return
     table = Table(show_header=False, box=None)
-    table.add_row("status", health.status)
-    table.add_row("node id", health.node_id)
-    table.add_row("endpoint", info.endpoint_addr)
-    table.add_row("version", info.version)
+    table.add_row("status", literal(health.status))
+    table.add_row("node id", literal(health.node_id))
+    table.add_row("endpoint", literal(info.endpoint_addr))
+    table.add_row("version", literal(info.version))
     table.add_row("uptime", f"{health.uptime_seconds:.1f} s")
     table.add_row("revision", str(health.revision))
     table.add_row("request types", str(len(info.request_types)))

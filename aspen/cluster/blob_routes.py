@@ -37,6 +37,7 @@ _STATUS = {
     ErrorCode.INVALID_ARGUMENT: 400,
     ErrorCode.INVALID_RANGE: 416,
     ErrorCode.BLOB_TOO_LARGE: 413,
+    ErrorCode.QUOTA_EXCEEDED: 413,
     ErrorCode.BLOB_PROTECTED: 409,
     ErrorCode.BLOB_CORRUPT: 502,
     ErrorCode.PEER_UNAVAILABLE: 503,

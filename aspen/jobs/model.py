@@ -15,8 +15,12 @@ from typing import Any
 import msgspec
 
 from aspen.errors import AspenError, ErrorCode
+from aspen.jobs.keys import RUN_AT_DIGITS
+from aspen.rpc.nesting import check_value_depth
 
 MAX_PAYLOAD_BYTES = 256 * 1024
+MAX_PAYLOAD_DEPTH = 32  # workers and guests recurse over the payload; the RPC envelope allows 64 in all
+MAX_RUN_AT_MS = 10**RUN_AT_DIGITS - 1  # what the ready index's fixed-width field holds (year 33658)
 MAX_INLINE_RESULT_BYTES = 64 * 1024  # larger results go to a blob
 MAX_DEPENDENCIES = 100
 MAX_RETRIES = 100
@@ -205,7 +209,11 @@ def decode_livelog(raw: bytes) -> LiveLog:
 
 
 def parse_spec(body: Any) -> JobSpec:
-    """Decode and check a submission; every problem is ``INVALID_JOB``."""
+    """Decode and check a submission; every problem is ``INVALID_JOB``, but
+    a payload nested too deep, which is ``VALIDATION_ERROR`` like any other
+    value nested too deep (checked first: decoding it recurses)."""
+    if isinstance(body, dict):
+        check_value_depth(body.get("payload"), max_depth=MAX_PAYLOAD_DEPTH)
     try:
         spec = msgspec.convert(body, JobSpec)
     except msgspec.ValidationError as exc:
@@ -215,6 +223,8 @@ def parse_spec(body: Any) -> JobSpec:
     spec.retry.check()
     if not 1 <= spec.timeout_ms <= MAX_TIMEOUT_MS:
         raise AspenError(ErrorCode.INVALID_JOB, f"timeout_ms must be 1..{MAX_TIMEOUT_MS}")
+    if spec.run_at_ms is not None and not 0 <= spec.run_at_ms <= MAX_RUN_AT_MS:
+        raise AspenError(ErrorCode.INVALID_JOB, f"run_at_ms must be 0..{MAX_RUN_AT_MS}")
     size = len(_job_encoder.encode(spec.payload))
     if size > MAX_PAYLOAD_BYTES:
         raise AspenError(

@@ -1,5 +1,10 @@
 """Prometheus metrics of the RPC surface, in a registry owned by the node
-(not the process-global one) so several nodes can live in one process."""
+(not the process-global one) so several nodes can live in one process.
+
+Every label value comes from a closed set, since each new value is a new
+series kept forever: the outcome is ``ok``, ``disconnected`` or a code of the
+:class:`~aspen.errors.ErrorCode` catalogue, and any other code (a plugin may
+return whatever it likes) counts as ``OTHER``."""
 
 from __future__ import annotations
 
@@ -10,6 +15,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+from aspen.errors import ErrorCode
+
+OTHER_OUTCOME = "OTHER"
+OUTCOMES = frozenset({"ok", "disconnected", *ErrorCode})
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -33,6 +43,8 @@ class RpcMetrics:
         self._latency_children: dict[str, object] = {}
 
     def observe(self, request_type: str, outcome: str, seconds: float) -> None:
+        if outcome not in OUTCOMES:
+            outcome = OTHER_OUTCOME
         key = (request_type, outcome)
         counter = self._count_children.get(key)
         if counter is None:

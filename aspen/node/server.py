@@ -24,6 +24,7 @@ from aspen.auth.service import AuthService
 from aspen.cluster.blob_replication import ReplicatedBlobStore
 from aspen.errors import AspenError, ErrorCode
 from aspen.node.app import build_app, build_metrics_app
+from aspen.node.blob_gc import BlobGc, blobs_config
 from aspen.node.config import NodeConfig, split_listen
 from aspen.node.http_guard import HttpGuard
 from aspen.node.services import NodeServices
@@ -44,10 +45,12 @@ class Node:
     services: NodeServices
     app: HttpGuard
     local_blobs: LocalBlobStore  # ``services.blobs`` itself, or the store it replicates
+    blob_gc: BlobGc
 
     async def close(self) -> None:
         s = self.services
         s.stopping.set()
+        await self.blob_gc.stop()
         await s.registry.stop()
         await s.auth.close()
         await s.blobs.close()
@@ -104,6 +107,7 @@ def node_id_for(config: NodeConfig, data_dir: Path) -> str:
 
 
 async def open_node(config: NodeConfig) -> Node:
+    blob_cfg = blobs_config(config)  # before anything opens: a bad table leaks nothing
     data_dir = Path(config.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     verify = peer_verify(config)  # bad TLS files fail before any store is open
@@ -115,7 +119,9 @@ async def open_node(config: NodeConfig) -> Node:
         kv = await EtcdKeyValueStore.open(config.etcd, security=etcd_security(config))
     else:
         kv = await SqliteKeyValueStore.open(data_dir / "kv.sqlite3")
-    local_blobs = await LocalBlobStore.open(data_dir / "blobs")
+    local_blobs = await LocalBlobStore.open(
+        data_dir / "blobs", max_blob_size=blob_cfg.max_blob_bytes, max_total_bytes=blob_cfg.max_total_bytes
+    )
     blobs = local_blobs
     node_id = node_id_for(config, data_dir)
     auth = await AuthService.open(data_dir, kv, node_id, shared=bool(config.etcd))
@@ -157,7 +163,9 @@ async def open_node(config: NodeConfig) -> Node:
             await local_blobs.close()
         await kv.close()
         raise
-    return Node(services, build_app(services), local_blobs)
+    blob_gc = BlobGc(blobs, interval=blob_cfg.gc_interval_seconds, grace=blob_cfg.gc_grace_seconds)
+    blob_gc.start()
+    return Node(services, build_app(services), local_blobs, blob_gc)
 
 
 class _Server(uvicorn.Server):

@@ -37,7 +37,6 @@ from aspen.auth.service import HTTP_STATUS, bearer
 from aspen.auth.verifier import Principal
 from aspen.errors import AspenError, ErrorCode, quota_exceeded
 from aspen.rpc.access import WATCH_STREAM
-from aspen.rpc.nesting import check_depth
 from aspen.rpc.catalog import (
     WatchCancel,
     WatchCancelResult,
@@ -46,6 +45,8 @@ from aspen.rpc.catalog import (
     WatchEventMessage,
     parse_body,
 )
+from aspen.rpc.nesting import check_depth
+from aspen.storage.limits import check_revision
 from aspen.storage.records import WatchEvent
 
 _enc = msgspec.json.Encoder()
@@ -123,6 +124,7 @@ def watch_routes(services: Any, error_response) -> list:
                 start = last + 1
             if start is None:
                 start = await services.kv.current_revision() + 1
+            check_revision(start)  # here, while a 400 can still be sent
             hub.check_node_quota()
             events = hub.events(prefix, start)
         except AspenError as exc:

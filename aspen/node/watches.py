@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from aspen.errors import AspenError, ErrorCode, quota_exceeded
-from aspen.storage.limits import check_prefix
+from aspen.storage.limits import check_prefix, check_revision
 from aspen.storage.protocol import KeyValueStore
 from aspen.storage.records import WatchEvent
 
@@ -62,8 +62,8 @@ class WatchHub:
         check_prefix(prefix)
         if start_revision is None:
             start_revision = await self._kv.current_revision() + 1
-        elif isinstance(start_revision, bool) or start_revision < 1:
-            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"start_revision must be >= 1, got {start_revision}")
+        else:
+            check_revision(start_revision)
         self._expire()
         self.check_node_quota()
         mine = sum(1 for w in self._watches.values() if w.owner == owner)

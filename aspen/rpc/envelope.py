@@ -4,7 +4,8 @@ Request: ``{"type": "ReadKey", "body": {...}, "app": null, "token": null,
 "proxy_hops": 0, "timeout_ms": null}``. Response: ``{"type": "ReadResult",
 "body": {...}}`` or ``{"type": "Error", "body": {"code", "message", "details"?}}``.
 JSON by default, msgpack when the content type says so. Size is checked
-before decoding.
+before decoding, nesting depth before anything recurses over the message
+(:mod:`aspen.rpc.nesting`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,14 @@ import msgspec
 
 from aspen.errors import AspenError, ErrorCode
 from aspen.rpc.handler import Response
+from aspen.rpc.nesting import (
+    MAX_DEPTH,
+    check_depth,
+    check_value_depth,
+    msgpack_may_exceed,
+    too_deep,
+)
+from aspen.storage.limits import MAX_INT64, MIN_INT64
 
 MAX_MESSAGE_BYTES = 4 << 20
 JSON = "application/json"
@@ -60,7 +69,13 @@ def check_size(n: int) -> None:
 def decode_request(data: bytes, msgpack: bool) -> Envelope:
     check_size(len(data))
     try:
+        if not msgpack:
+            check_depth(data, max_depth=MAX_DEPTH)
         env = (_mp_env if msgpack else _json_env).decode(data)
+        if msgpack and msgpack_may_exceed(data, MAX_DEPTH):
+            check_value_depth({"body": env.body}, max_depth=MAX_DEPTH)  # the envelope is one level
+    except RecursionError:  # msgspec stops at Python's recursion limit, long before it overflows
+        raise too_deep("message", MAX_DEPTH) from None
     except msgspec.ValidationError as exc:
         raise AspenError(ErrorCode.BAD_REQUEST, f"malformed envelope: {exc}") from None
     except msgspec.DecodeError as exc:
@@ -68,6 +83,8 @@ def decode_request(data: bytes, msgpack: bool) -> Envelope:
         raise AspenError(ErrorCode.BAD_REQUEST, f"request is not valid {kind}: {exc}") from None
     if env.proxy_hops < 0:
         raise AspenError(ErrorCode.BAD_REQUEST, "proxy_hops must not be negative")
+    if env.proxy_hops > MAX_INT64 or (env.timeout_ms is not None and not MIN_INT64 <= env.timeout_ms <= MAX_INT64):
+        raise AspenError(ErrorCode.BAD_REQUEST, "proxy_hops and timeout_ms must be 64-bit integers")
     return env
 
 

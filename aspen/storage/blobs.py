@@ -47,12 +47,13 @@ from pathlib import Path
 from blake3 import blake3
 
 from aspen.clock import now_ms
-from aspen.errors import AspenError, ErrorCode
+from aspen.errors import AspenError, ErrorCode, quota_exceeded
 from aspen.storage.records import BlobAddResult, BlobInfo, BlobPage
 
 SEGMENT_SIZE = 256 * 1024
 DIGEST_SIZE = 32
 DEFAULT_MAX_BLOB_SIZE = 1 << 30
+DEFAULT_MAX_TOTAL_BYTES = 10 << 30
 MAX_LIST_LIMIT = 1000
 MAX_TAG_BYTES = 256
 MAX_CHUNK_SIZE = 64 << 20
@@ -189,13 +190,28 @@ class LocalBlobStore:
     """:class:`aspen.storage.protocol.BlobStore` on a local directory.
 
     Safe for several stores (threads or processes) on one directory. Every
-    file and SQLite operation runs in a worker thread."""
+    file and SQLite operation runs in a worker thread.
 
-    def __init__(self, root: str | os.PathLike[str], *, max_blob_size: int = DEFAULT_MAX_BLOB_SIZE) -> None:
-        if not isinstance(max_blob_size, int) or isinstance(max_blob_size, bool) or max_blob_size < 1:
-            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"max_blob_size must be a positive integer, got {max_blob_size!r}")
+    ``max_total_bytes`` caps the bytes of all blobs: an add of a new blob
+    that would pass it is refused (``QUOTA_EXCEEDED``), checked while holding
+    the write lock; a re-add of a stored blob takes no room. A stream (an
+    upload of unknown size) is also refused as soon as it cannot fit, so a
+    refused upload is not written out first, even if it would have turned
+    out to be a blob already stored."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        max_blob_size: int = DEFAULT_MAX_BLOB_SIZE,
+        max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
+    ) -> None:
+        for name, value in (("max_blob_size", max_blob_size), ("max_total_bytes", max_total_bytes)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise AspenError(ErrorCode.INVALID_ARGUMENT, f"{name} must be a positive integer, got {value!r}")
         self.root = Path(root)
         self.max_blob_size = max_blob_size
+        self.max_total_bytes = max_total_bytes
         self._objects = self.root / "objects"
         self._tmp = self.root / "tmp"
         self._quarantine = self.root / "quarantine"
@@ -300,6 +316,7 @@ class LocalBlobStore:
         if not hasattr(chunks, "__aiter__"):
             raise AspenError(ErrorCode.INVALID_ARGUMENT, f"chunks must be an async iterable, got {type(chunks).__name__}")
         self._conn()
+        used = await asyncio.to_thread(self._used)
         writer = await asyncio.to_thread(_BlobWriter, self._tmp, self.max_blob_size)
         try:
             pending = bytearray()
@@ -309,6 +326,8 @@ class LocalBlobStore:
                 pending += chunk
                 if writer.size + len(pending) > self.max_blob_size:
                     raise _too_large(writer.size + len(pending), self.max_blob_size)
+                if used + writer.size + len(pending) > self.max_total_bytes:
+                    raise quota_exceeded("max_total_bytes", self.max_total_bytes, used)
                 if len(pending) >= IO_CHUNK:
                     buf, pending = bytes(pending), bytearray()
                     await asyncio.to_thread(writer.write, buf)
@@ -355,6 +374,9 @@ class LocalBlobStore:
                 db.execute("UPDATE blobs SET touched_at_ms = ? WHERE hash = ?", (now, h))
                 writer.path.unlink(missing_ok=True)
                 return BlobAddResult(hash=h, size=writer.size, was_new=False)
+            used = self._used_in(db) - (row[0] if row is not None else 0)
+            if used + writer.size > self.max_total_bytes:
+                raise quota_exceeded("max_total_bytes", self.max_total_bytes, used)
             shard = final.parent
             if not shard.is_dir():
                 shard.mkdir(exist_ok=True)
@@ -367,6 +389,14 @@ class LocalBlobStore:
                 (h, writer.size, now, now, segments),
             )
         return BlobAddResult(hash=h, size=writer.size, was_new=True)
+
+    def _used(self) -> int:
+        with self._read_txn() as db:
+            return self._used_in(db)
+
+    @staticmethod
+    def _used_in(db: sqlite3.Connection) -> int:
+        return db.execute("SELECT COALESCE(SUM(size), 0) FROM blobs").fetchone()[0]
 
     # --- read ------------------------------------------------------------------
 

@@ -372,10 +372,8 @@ class EtcdKeyValueStore:
 
     def watch(self, prefix: str, start_revision: int | None = None) -> AsyncIterator[WatchEvent]:
         lo, hi = _range_bounds(limits.check_prefix(prefix))
-        if start_revision is not None and (
-            not isinstance(start_revision, int) or isinstance(start_revision, bool) or start_revision < 1
-        ):
-            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"start_revision must be a positive integer, got {start_revision!r}")
+        if start_revision is not None:
+            limits.check_revision(start_revision)
         self._check_open()
         # "only new events" = after the newest revision this store has seen,
         # so a write acknowledged before watch() returned is never reported

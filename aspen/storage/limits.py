@@ -90,15 +90,26 @@ def check_ttl(ttl: object) -> int:
     return ttl
 
 
-MAX_LEASE_ID = (1 << 63) - 1
+# SQLite integers and etcd's revisions, versions and lease ids are int64: a
+# bigger Python int would surface as OverflowError deep in a backend.
+MAX_INT64 = (1 << 63) - 1
+MIN_INT64 = -(1 << 63)
+MAX_LEASE_ID = MAX_INT64
 
 
 def check_lease_id(lease: object, *, allow_zero: bool = True) -> int:
     """A lease id is a positive int64; 0 means "no lease" (or "pick one" on grant)."""
     low = 0 if allow_zero else 1
     if not isinstance(lease, int) or isinstance(lease, bool) or not low <= lease <= MAX_LEASE_ID:
-        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"lease id must be an integer {low}..2**63-1, got {lease!r}")
+        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"lease id must be an integer {low}..2**63-1, got {lease!r:.40}")
     return lease
+
+
+def check_revision(revision: object, name: str = "start_revision") -> int:
+    """A revision to start from: a positive int64."""
+    if not isinstance(revision, int) or isinstance(revision, bool) or not 1 <= revision <= MAX_INT64:
+        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"{name} must be an integer 1..2**63-1, got {revision!r:.40}")
+    return revision
 
 
 def prefix_end(prefix: bytes) -> bytes | None:
@@ -175,11 +186,11 @@ def check_compare(cmp: object) -> Compare:
     elif cmp.target == "exists":
         ok = isinstance(value, bool) and cmp.op in ("==", "!=")
     else:
-        ok = isinstance(value, int) and not isinstance(value, bool)
+        ok = isinstance(value, int) and not isinstance(value, bool) and MIN_INT64 <= value <= MAX_INT64
     if not ok:
         raise AspenError(
             ErrorCode.INVALID_ARGUMENT,
-            f"compare on {cmp.target} with {cmp.op} cannot take {value!r}",
+            f"compare on {cmp.target} with {cmp.op} cannot take {value!r:.40}",
             target=cmp.target,
         )
     return cmp

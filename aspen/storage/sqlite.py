@@ -299,10 +299,8 @@ class SqliteKeyValueStore:
         written or read, fixed when ``watch`` is called, so a write awaited
         before the call is never delivered and one made after it always is."""
         lo = limits.check_prefix(prefix)
-        if start_revision is not None and (
-            not isinstance(start_revision, int) or isinstance(start_revision, bool) or start_revision < 1
-        ):
-            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"start_revision must be a positive integer, got {start_revision!r}")
+        if start_revision is not None:
+            limits.check_revision(start_revision)
         self._check_open()
         start = self._revision_seen + 1 if start_revision is None else start_revision
         return self._watch(lo, limits.prefix_end(lo) if lo else None, start)

@@ -210,8 +210,7 @@ def test_node_on_secure_etcd(secure_etcd, tmp_path):
         f'etcd_key = "{f["key"]}"\netcd_user = "root"\netcd_password = "{ROOT_PASSWORD}"\n'
     )
     with NodeProcess(tmp_path / "data", "--config", str(config)) as node:
-        token = node.data_dir / "admin.token"
-        headers = {"authorization": f"Bearer {token.read_text().strip()}"} if token.exists() else {}
+        headers = node.auth_headers
         put = {"type": "WriteKey", "body": {"key": "tls/node", "value": "aGk="}}
         assert httpx.post(f"{node.url}/v1/rpc", json=put, headers=headers).json()["type"] == "WriteResult"
         got = httpx.post(f"{node.url}/v1/rpc", json={"type": "ReadKey", "body": {"key": "tls/node"}}, headers=headers)

@@ -11,7 +11,6 @@ import pytest
 from aspen.errors import AspenError, ErrorCode
 from aspen.node.config import load_config
 from aspen.node.server import open_node
-from tests.node.node_process import admin_headers
 from aspen.rpc.handler import (
     HANDLERS_ENTRY_POINT_GROUP,
     Request,
@@ -19,6 +18,7 @@ from aspen.rpc.handler import (
     Response,
 )
 from aspen.rpc.registry import load_entry_point_handlers
+from tests.node.node_process import admin_headers
 
 
 class Greeter:

@@ -18,16 +18,11 @@ from websockets.exceptions import InvalidStatus
 
 from aspen.node.config import load_config
 from aspen.node.http_guard import HttpGuard, allowed_host_names
+from tests.node.admin_token import auth_headers
 from tests.node.node_process import NodeProcess
 
 ALLOWED_ORIGIN = "https://dashboard.example"
 ALLOWED_HOST = "aspen.internal"
-
-
-def auth_headers(data_dir) -> dict[str, str]:
-    """``Authorization`` with the node's admin token once nodes issue one (else none)."""
-    path = data_dir / "admin.token"
-    return {"authorization": f"Bearer {path.read_text().strip()}"} if path.exists() else {}
 
 
 @pytest.fixture(scope="module")

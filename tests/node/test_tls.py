@@ -16,18 +16,8 @@ from aspen.client import Client, SyncClient
 from aspen.cluster.etcd_launcher import EtcdCluster
 from aspen.errors import AspenError, ErrorCode
 from aspen.node.config import load_config
+from tests.node.admin_token import admin_token, auth_headers
 from tests.node.node_process import ASPEN, NodeProcess
-
-
-def auth_headers(data_dir) -> dict[str, str]:
-    """``Authorization`` with the node's admin token once nodes issue one (else none)."""
-    path = data_dir / "admin.token"
-    return {"authorization": f"Bearer {path.read_text().strip()}"} if path.exists() else {}
-
-
-def client_token(data_dir) -> str | None:
-    path = data_dir / "admin.token"
-    return path.read_text().strip() if path.exists() else None
 
 
 class Pki:
@@ -62,7 +52,7 @@ def https_node(tmp_path_factory, pki):
 
 async def test_client_with_cacert_talks_https(https_node, pki):
     assert https_node.url.startswith("https://")
-    async with Client(https_node.url, cacert=str(pki.ca_pem), token=client_token(https_node.data_dir)) as c:
+    async with Client(https_node.url, cacert=str(pki.ca_pem), token=admin_token(https_node.data_dir)) as c:
         await c.write_key("tls/a", b"over tls")
         assert (await c.read_key("tls/a")).value == b"over tls"
         events = c.watch("tls/", start_revision=1)  # the SSE stream goes over the same verified client
@@ -72,12 +62,12 @@ async def test_client_with_cacert_talks_https(https_node, pki):
 
 def test_sync_client_reads_aspen_cacert(https_node, pki, monkeypatch):
     monkeypatch.setenv("ASPEN_CACERT", str(pki.ca_pem))
-    with SyncClient(https_node.url, token=client_token(https_node.data_dir)) as c:
+    with SyncClient(https_node.url, token=admin_token(https_node.data_dir)) as c:
         assert c.get_health().node_id
 
 
 async def test_client_without_the_ca_fails_clearly(https_node):
-    async with Client(https_node.url, token=client_token(https_node.data_dir), retries=1) as c:
+    async with Client(https_node.url, token=admin_token(https_node.data_dir), retries=1) as c:
         with pytest.raises(AspenError) as err:
             await c.ping()
     assert err.value.code == ErrorCode.TLS_VERIFY_FAILED
@@ -110,7 +100,7 @@ def _cli(*args: str, **env: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_cacert_option_and_env(https_node, pki):
-    token = {"ASPEN_TOKEN": t} if (t := client_token(https_node.data_dir)) else {}
+    token = {"ASPEN_TOKEN": t} if (t := admin_token(https_node.data_dir)) else {}
     ok = _cli("--cacert", str(pki.ca_pem), "status", "--url", https_node.url, "--json", **token)
     assert ok.returncode == 0, ok.stderr
     ok = _cli("kv", "put", "tls/cli", "v", "--url", https_node.url, ASPEN_CACERT=str(pki.ca_pem), **token)
