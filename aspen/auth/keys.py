@@ -2,7 +2,8 @@
 
 Embedded backend: ``{data_dir}/auth/root.key`` and ``cluster_id`` (0600;
 nodes sharing one data dir and SQLite file share them too). etcd backend:
-``__auth:root_key`` and ``__auth:cluster_id`` in the store, created once
+``__auth:secret:root_key`` (which no request can read) and
+``__auth:cluster_id`` in the store, created once
 with a create-only compare-and-swap, so every node verifies every token
 offline. The first admin token goes to ``{data_dir}/admin.token`` (0600).
 """
@@ -18,11 +19,12 @@ from pathlib import Path
 import biscuit_auth as bz
 
 from aspen.auth.tokens import admin_rights, mint
+from aspen.storage.keyspace import SECRET_PREFIX
 from aspen.storage.protocol import KeyValueStore
 
 log = logging.getLogger(__name__)
 
-ROOT_KEY = "__auth:root_key"
+ROOT_KEY = SECRET_PREFIX + "root_key"
 CLUSTER_ID = "__auth:cluster_id"
 ADMIN_TOKEN_FILE = "admin.token"
 

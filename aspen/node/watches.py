@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from aspen.errors import AspenError, ErrorCode, quota_exceeded
+from aspen.storage.keyspace import is_secret
 from aspen.storage.limits import check_prefix, check_revision
 from aspen.storage.protocol import KeyValueStore
 from aspen.storage.records import WatchEvent
@@ -131,9 +132,11 @@ class WatchHub:
                 if pending_next in done:
                     fut, pending_next = pending_next, None
                     try:
-                        yield fut.result()
+                        event = fut.result()
                     except StopAsyncIteration:
                         return
+                    if not is_secret(event.kv.key):  # the cluster's secrets never leave the node
+                        yield event
                 elif done:
                     return
                 else:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 from aspen.errors import AspenError, ErrorCode
-from aspen.storage.keyspace import reserved_prefix_of
+from aspen.storage.keyspace import is_secret, reserved_prefix_of
 
 ANY = "*"
 
@@ -57,6 +57,8 @@ def _list(body: Mapping[str, Any], name: str) -> list[Any]:
 def key_need(operation: str, key: str, *, is_prefix: bool = False) -> Iterator[Need]:
     if not isinstance(key, str):
         raise AspenError(ErrorCode.VALIDATION_ERROR, "keys and prefixes are strings")
+    if is_secret(key):  # a prefix that merely covers the secrets is fine: results leave them out
+        raise AspenError(ErrorCode.RESERVED_KEY, f"{key!r} holds the cluster's secrets: no request touches it", key=key)
     yield Need(operation, key, True)
     if reserved_prefix_of(key, as_prefix=is_prefix) is not None:
         yield ADMIN

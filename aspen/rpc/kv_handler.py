@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import msgspec
+
 from aspen.errors import AspenError, ErrorCode
 from aspen.rpc import catalog as c
 from aspen.rpc.handler import RequestContext
 from aspen.rpc.lease_handler import LeaseHandler, check_owned
 from aspen.rpc.typed_handler import TypedHandler
-from aspen.storage.keyspace import reserved_prefix_of
+from aspen.storage.keyspace import is_secret, reserved_prefix_of
 from aspen.storage.records import DeleteOp, PutOp
 
 
@@ -69,9 +71,10 @@ class KvHandler(TypedHandler):
 
     async def scan_keys(self, body: c.ScanKeys, ctx: RequestContext) -> c.ScanResult:
         page = await self.node.kv.scan(body.prefix, limit=body.limit, continuation=body.continuation_token)
+        entries = [e for e in page.entries if not is_secret(e.key)]
         return c.ScanResult(
-            entries=page.entries,
-            count=len(page.entries),
+            entries=entries,
+            count=len(entries),
             is_truncated=page.is_truncated,
             continuation_token=page.continuation_token,
             revision=page.revision,
@@ -102,8 +105,12 @@ class KvHandler(TypedHandler):
         refuse_reserved([*body.operations, *body.else_operations])
         await check_owned(self.node.kv, ctx, leases_of([*body.operations, *body.else_operations]))
         r = await self.node.kv.transaction(body.conditions, body.operations, body.else_operations)
+        results = [
+            msgspec.structs.replace(x, kvs=[e for e in x.kvs if not is_secret(e.key)]) if x.op == "range" else x
+            for x in r.results
+        ]
         return c.ConditionalBatchWriteResult(
-            is_success=r.succeeded, failed_condition_index=r.failed_compare, results=r.results, revision=r.revision
+            is_success=r.succeeded, failed_condition_index=r.failed_compare, results=results, revision=r.revision
         )
 
 

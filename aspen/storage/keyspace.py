@@ -17,6 +17,16 @@ RESERVED_PREFIXES: tuple[str, ...] = (
 )
 
 
+# Secrets the cluster shares through the store (the root signing key): no
+# request ever reads or writes them, whatever its token says; prefix reads
+# (scans, ranges, watches) that cover them leave them out.
+SECRET_PREFIX = "__auth:secret:"
+
+
+def is_secret(key: str) -> bool:
+    return key.startswith(SECRET_PREFIX)
+
+
 def overlaps(a: str, b: str) -> bool:
     """Two prefixes overlap when one starts with the other: some key is under both."""
     return a.startswith(b) or b.startswith(a)

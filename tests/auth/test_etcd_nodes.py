@@ -32,3 +32,20 @@ def test_tokens_and_revocations_cross_nodes(tmp_path, etcd_cluster, etcd_store):
             assert time.monotonic() - revoked_at < 1.0, "node b still accepts a token revoked through node a"
             time.sleep(0.02)
         print(f"revocation seen on the other node after {time.monotonic() - revoked_at:.3f} s")
+
+
+def test_the_shared_root_key_is_never_readable(tmp_path, etcd_cluster, etcd_store):  # noqa: F811
+    with NodeProcess(tmp_path / "a", "--etcd", ",".join(etcd_cluster.endpoints)) as a:
+        admin = a.token  # holds cluster:admin: reserved space is readable to it, the secrets are not
+        r = rpc(a, "ReadKey", {"key": "__auth:secret:root_key"}, token=admin)
+        assert code_of(r) == "RESERVED_KEY"
+        for prefix in ("__auth:secret:", "__auth:secret:root"):
+            assert code_of(rpc(a, "ScanKeys", {"prefix": prefix}, token=admin)) == "RESERVED_KEY"
+        keys = [e["key"] for e in rpc(a, "ScanKeys", {"prefix": "__auth:"}, token=admin).json()["body"]["entries"]]
+        assert "__auth:cluster_id" in keys and not any(k.startswith("__auth:secret:") for k in keys)
+        txn = {"conditions": [], "operations": [{"type": "range", "prefix": "__auth:"}]}
+        ranged = rpc(a, "ConditionalBatchWrite", txn, token=admin).json()["body"]["results"][0]["kvs"]
+        assert ranged and not any(e["key"].startswith("__auth:secret:") for e in ranged)
+        compare = {"conditions": [{"key": "__auth:secret:root_key", "target": "exists"}], "operations": []}
+        assert code_of(rpc(a, "ConditionalBatchWrite", compare, token=admin)) == "RESERVED_KEY"
+        assert code_of(rpc(a, "BatchRead", {"keys": ["__auth:secret:root_key"]}, token=admin)) == "RESERVED_KEY"
