@@ -9,6 +9,7 @@ setup(
             "aspen._eventcount",
             ["aspen/_eventcount.c"],
             extra_compile_args=["-O2", "-std=c11"],
+            optional=True,  # without a compiler: aspen.eventcount_fallback, slower but the same
         )
     ]
 )

@@ -19,24 +19,37 @@ straight back to sleep inside the interpreter. So:
   result and every host-function request bumps it.
 
 On any other event loop everything still works: bumps are immediate and the
-loop sleeps in ``epoll`` as usual.
+loop sleeps in ``epoll`` as usual. Without the C extension (no compiler) or
+with ``ASPEN_HANDOFF=python``, :mod:`aspen.eventcount_fallback` provides the
+same type on a condition variable: nothing spins, every wait blocks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 
-from aspen._eventcount import EventCount, bump_all_and_wait
+try:  # chosen once, at import: the C extension unless it is missing or ASPEN_HANDOFF=python
+    if os.environ.get("ASPEN_HANDOFF") == "python":
+        raise ImportError("ASPEN_HANDOFF=python")
+    from aspen._eventcount import EventCount, bump_all_and_wait
+
+    NATIVE = True
+except ImportError:
+    from aspen.eventcount_fallback import EventCount, bump_all_and_wait
+
+    NATIVE = False
 
 __all__ = [
-    "EventCount",
     "IN_FLIGHT",
     "LOOP_ATTENTION",
     "LOOP_SPIN_NS",
+    "NATIVE",
     "PARK_NS",
     "SHORT_CALL_NS",
     "WORKER_SPIN_NS",
+    "EventCount",
     "bump_all_and_wait",
     "loud",
     "quiet_wakeups",
@@ -76,7 +89,7 @@ def wake(ec: EventCount, loop: asyncio.AbstractEventLoop) -> None:
 _thread = threading.local()
 
 
-class quiet_wakeups:  # noqa: N801 - used as a statement: ``with quiet_wakeups():``
+class quiet_wakeups:
     """On a worker thread: ``call_soon_threadsafe`` inside this block does not
     bump :data:`LOOP_ATTENTION`; the worker bumps it itself, with the GIL
     released (``bump_and_wait``), right after."""

@@ -13,9 +13,8 @@ import time
 
 import pytest
 
-from aspen import handoff
+from aspen import eventcount_fallback, handoff
 from aspen.errors import AspenError
-from aspen.handoff import EventCount
 from aspen.plugins import runtime
 from aspen.plugins.manifest import PluginLimits
 from aspen.rpc.handler import Request, RequestContext
@@ -24,7 +23,20 @@ from aspen.rpc.registry import HandlerRegistry
 MS = 1_000_000  # ns
 
 
-def test_eventcount_counts_and_waits():
+IMPLEMENTATIONS = {"python": eventcount_fallback.EventCount, **({"native": handoff.EventCount} if handoff.NATIVE else {})}
+
+
+def test_the_extension_is_built_unless_the_fallback_is_asked_for():
+    assert handoff.NATIVE != (os.environ.get("ASPEN_HANDOFF") == "python")
+
+
+@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+def EventCount(request):
+    """Both implementations behave alike: the C one, and the fallback a node uses without it."""
+    return IMPLEMENTATIONS[request.param]
+
+
+def test_eventcount_counts_and_waits(EventCount):
     ec = EventCount()
     assert ec.value() == 0
     assert ec.wait(0, 0) is False  # nothing moved: a zero spin returns at once
@@ -37,7 +49,7 @@ def test_eventcount_counts_and_waits():
     assert 0.025 <= time.monotonic() - start < 1.0  # spun, parked, gave up
 
 
-def test_a_parked_waiter_is_woken_by_a_bump_from_another_thread():
+def test_a_parked_waiter_is_woken_by_a_bump_from_another_thread(EventCount):
     ec, other = EventCount(), EventCount()
     result: list[bool] = []
 
@@ -56,7 +68,7 @@ def test_a_parked_waiter_is_woken_by_a_bump_from_another_thread():
     assert time.monotonic() - start < 1.0
 
 
-def test_bump_and_wait_rejects_a_non_eventcount():
+def test_bump_and_wait_rejects_a_non_eventcount(EventCount):
     with pytest.raises(TypeError):
         EventCount().bump_and_wait(object(), 0, 0)
     with pytest.raises(TypeError):
