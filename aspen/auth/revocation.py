@@ -63,7 +63,7 @@ class Revocations:
             try:
                 async for event in self._kv.watch(REVOKED_PREFIX, start):
                     start = event.revision + 1
-                    rid = event.key[len(REVOKED_PREFIX) :]
+                    rid = event.kv.key[len(REVOKED_PREFIX) :]
                     (self._ids.add if event.type == "put" else self._ids.discard)(rid)
                     self._on_change()
                 return  # the store closed
