@@ -207,6 +207,8 @@ ACCESS: dict[str, Rule] = {
     "TokenCreate": _fixed(Need("token:delegate", ANY)),
     "TokenRevoke": _AUTHENTICATED,  # your own tokens and those made from them, or cluster:admin
     "TokenVerify": _AUTHENTICATED,
+    # federation (aspen/federation/)
+    "ClusterIdentity": _AUTHENTICATED,  # public anyway: other clusters fetch it to verify signatures
 }
 
 # The HTTP routes outside /v1/rpc, by the same rules.
