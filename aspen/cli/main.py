@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from aspen.cli import app as app_cli
 from aspen.cli import blob, cluster, dev, job, kv, node, plugin, status, token
 
 app = typer.Typer(
@@ -47,4 +48,5 @@ app.add_typer(plugin.app, name="plugin")
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(dev.app, name="dev")
 app.add_typer(token.app, name="token")
+app.add_typer(app_cli.app, name="app")
 app.command("status")(status.status)

@@ -12,9 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from aspen.federation.apps import AppPublisher, list_apps
 from aspen.federation.config import federation_config
 from aspen.federation.identity import ClusterIdentity
-from aspen.federation.requests import FEDERATION_REQUESTS, ClusterIdentityResult
+from aspen.federation.requests import (
+    FEDERATION_REQUESTS,
+    AppListResult,
+    ClusterIdentityResult,
+)
 from aspen.rpc.catalog import parse_body, to_body
 from aspen.rpc.handler import Request, RequestContext, Response
 
@@ -28,16 +33,18 @@ class FederationHandler:
         self.node = node
         self.config = federation_config(node.config.sections)
         self.identity: ClusterIdentity | None = None
+        self.apps = AppPublisher(node.kv, node.registry, node.node_id)
 
     async def start(self) -> None:
         node = self.node
         self.identity = await ClusterIdentity.load(
             node.data_dir, node.kv, shared=bool(node.config.etcd), name=self.config.name
         )
+        await self.apps.start()
         node.federation = self
 
     async def stop(self) -> None:
-        pass
+        await self.apps.stop()
 
     async def handle(self, request: Request, ctx: RequestContext) -> Response:
         body_type, result_type, _ = FEDERATION_REQUESTS[request.type]
@@ -49,6 +56,10 @@ class FederationHandler:
         assert self.identity is not None
         signed = self.identity.signed_identity()
         return ClusterIdentityResult(identity=signed, valid=signed.is_valid())
+
+
+    async def _AppList(self, body: Any, ctx: RequestContext) -> AppListResult:
+        return AppListResult(apps=await list_apps(self.node.kv))
 
 
 def create(node: Any) -> FederationHandler:

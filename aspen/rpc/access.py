@@ -209,6 +209,7 @@ ACCESS: dict[str, Rule] = {
     "TokenVerify": _AUTHENTICATED,
     # federation (aspen/federation/)
     "ClusterIdentity": _AUTHENTICATED,  # public anyway: other clusters fetch it to verify signatures
+    "AppList": _AUTHENTICATED,  # what the cluster announces to its peers anyway
 }
 
 # The HTTP routes outside /v1/rpc, by the same rules.

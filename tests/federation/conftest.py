@@ -16,13 +16,13 @@ from tests.node.node_process import NodeProcess, free_port
 ECHO = Path(__file__).resolve().parents[2] / "plugins" / "echo"
 
 
-def start_cluster(root: Path, name: str, federation: str = "", port: int | None = None) -> NodeProcess:
-    """One single-node cluster; ``federation`` is extra TOML after ``[federation]``."""
+def cluster(root: Path, name: str, federation: str = "", port: int | None = None) -> NodeProcess:
+    """One single-node cluster, not started yet (``with`` or ``ExitStack.enter_context``
+    starts it); ``federation`` is extra TOML after ``[federation]``."""
     root.mkdir(parents=True, exist_ok=True)
     config = root / f"{name}.toml"
     config.write_text(f'[federation]\nname = "{name}"\n{federation}\n')
-    node = NodeProcess(root / name, "--config", str(config), "--allow-unsigned-plugins", port=port or free_port())
-    return node.start()
+    return NodeProcess(root / name, "--config", str(config), "--allow-unsigned-plugins", port=port or free_port())
 
 
 def install_echo(client: SyncClient, app_id: str | None = "echo", version: str = "0.1.0") -> None:

@@ -15,12 +15,12 @@ from aspen.client import SyncClient
 from aspen.errors import AspenError
 from aspen.federation.config import federation_config
 from aspen.federation.identity import IDENTITY_DOMAIN, SignedIdentity, canonical, verify
-from tests.federation.conftest import start_cluster
+from tests.federation.conftest import cluster
 from tests.node.node_process import ASPEN
 
 
 def test_identity_is_signed_stable_and_kept_secret(tmp_path, clusters):
-    node = clusters.enter_context(start_cluster(tmp_path, "alpha"))
+    node = clusters.enter_context(cluster(tmp_path, "alpha"))
     with SyncClient(node.url) as client:
         first = msgspec.convert(client.call("ClusterIdentity", {})["identity"], SignedIdentity)
     assert first.is_valid() and first.document.name == "alpha" and len(first.document.cluster_key) == 64
@@ -44,7 +44,7 @@ def test_identity_is_signed_stable_and_kept_secret(tmp_path, clusters):
 
 
 def test_identity_needs_a_token(tmp_path, clusters):
-    node = clusters.enter_context(start_cluster(tmp_path, "alpha"))
+    node = clusters.enter_context(cluster(tmp_path, "alpha"))
     with SyncClient(node.url, token="") as client, pytest.raises(AspenError) as err:
         client.call("ClusterIdentity", {})
     assert err.value.code == "UNAUTHENTICATED"
