@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from aspen.cluster.blob_routes import blob_http_routes
 from aspen.errors import AspenError
+from aspen.federation.routes import federation_routes
 from aspen.node.http_guard import HttpGuard
 from aspen.node.rpc_route import rpc_route
 from aspen.node.watch_routes import watch_routes
@@ -37,5 +38,6 @@ def build_app(services: Any) -> HttpGuard:
         Route("/metrics", metrics, methods=["GET"]),
         *blob_http_routes(services.blobs, services.auth),
         *watch_routes(services, _error),
+        *federation_routes(services),  # cluster-to-cluster: signed, no token
     ]
     return HttpGuard(Starlette(routes=routes), services.config)
