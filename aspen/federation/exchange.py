@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import msgspec
 from packaging.version import InvalidVersion, Version
 
 from aspen.cluster.membership import list_nodes
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 HOPS_HEADER = "x-aspen-hops"
 ANNOUNCE_PATH = "/v1/federation/announce"
 ANNOUNCEMENT_PATH = "/v1/federation/announcement"
+TRUST_REQUEST_PATH = "/v1/federation/trust-request"
 GLOBAL_RATE, GLOBAL_BURST = 100.0, 200.0  # announcements per second from everyone
 SENDER_RATE, SENDER_BURST = 10.0, 30.0  # per sending address
 MAX_SENDERS = 512
@@ -60,6 +62,7 @@ class Exchange:
         cache: AnnouncementCache,
         *,
         relay_to: Callable[[DiscoveredCluster], list[str]],
+        push_to: Callable[[], list[str]],
         count: Callable[[str], None],
         verify: Any = True,
     ) -> None:
@@ -68,6 +71,7 @@ class Exchange:
         self.announcer = announcer
         self.cache = cache
         self.relay_to = relay_to  # peer URLs an accepted announcement goes on to
+        self.push_to = push_to  # where this cluster's own announcement goes each interval
         self.count = count
         self.http = httpx.AsyncClient(verify=verify, timeout=httpx.Timeout(5.0, connect=2.0))
         self._global = TokenBucket(GLOBAL_RATE, GLOBAL_BURST)
@@ -143,7 +147,25 @@ class Exchange:
 
     async def push_all(self) -> None:
         raw = await self.own()
-        await asyncio.gather(*(self._post(u, raw, 0) for u in self.config.peers))
+        await asyncio.gather(*(self._post(u, raw, 0) for u in self.push_to()))
+
+    async def request_trust(self, url: str, identity: Any, message: str) -> str:
+        """Send this cluster's signed identity to ``url``'s pending trust requests."""
+        if not url.startswith(("http://", "https://")) or len(url) > 256:
+            raise AspenError(ErrorCode.INVALID_ARGUMENT, "url must be an http(s) URL of at most 256 characters")
+        body = msgspec.json.encode({"identity": identity, "message": message})
+        try:
+            resp = await self.http.post(url.rstrip("/") + TRUST_REQUEST_PATH, content=body,
+                                        headers={"content-type": "application/json"})  # fmt: skip
+        except httpx.HTTPError as exc:
+            raise AspenError(ErrorCode.PEER_UNAVAILABLE, f"cluster at {url} unreachable: {exc!r}") from None
+        try:
+            answer = resp.json()
+        except ValueError:
+            raise AspenError(ErrorCode.PEER_UNAVAILABLE, f"{url} answered {resp.status_code}, not JSON") from None
+        if resp.status_code >= 400:
+            raise AspenError.from_body(answer.get("body", {}))
+        return str(answer.get("status"))
 
     # --- lifecycle --------------------------------------------------------
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from aspen.clock import now_ms
 from aspen.federation.announcements import (
     AnnouncementCache,
     Announcer,
@@ -30,8 +31,15 @@ from aspen.federation.requests import (
     ClusterIdentityResult,
     FederationPeersResult,
     FederationRefreshResult,
+    FederationRequestsResult,
     PeerView,
+    PendingView,
+    RejectTrustResult,
+    RequestTrustResult,
+    TrustResult,
+    UntrustResult,
 )
+from aspen.federation.trust import PENDING_TTL_MS, TrustEntry, TrustStore, check_key
 from aspen.rpc.catalog import parse_body, to_body
 from aspen.rpc.handler import Request, RequestContext, Response
 
@@ -50,6 +58,7 @@ class FederationHandler:
             "aspen_federation_announcements", "Announcements received, by outcome", ["outcome"],
             registry=node.metrics.registry,
         )  # fmt: skip
+        self.trust = TrustStore(node.kv)
         self.exchange: Exchange | None = None
         self.cache: AnnouncementCache | None = None
 
@@ -57,10 +66,24 @@ class FederationHandler:
         self.announcements.labels(outcome).inc()
 
     def is_blocked(self, key: str) -> bool:
-        return False
+        return self.trust.is_blocked(key)
+
+    def trusted_urls(self) -> list[str]:
+        """One URL of each trusted cluster that announced itself."""
+        assert self.cache is not None
+        return [e.node_urls[0] for e in self.cache.live() if e.node_urls and self.trust.level(e.cluster_key) == "trusted"]
 
     def relay_to(self, entry: DiscoveredCluster) -> list[str]:
-        return list(self.config.peers)
+        """Gossip goes on to trusted clusters only, never back to its origin."""
+        assert self.cache is not None
+        return [
+            e.node_urls[0]
+            for e in self.cache.live()
+            if e.node_urls and e.cluster_key != entry.cluster_key and self.trust.level(e.cluster_key) == "trusted"
+        ]
+
+    def push_to(self) -> list[str]:
+        return list(dict.fromkeys([*self.config.peers, *self.trusted_urls()]))
 
     async def start(self) -> None:
         from aspen.node.server import peer_verify
@@ -72,9 +95,10 @@ class FederationHandler:
         self.cache = AnnouncementCache(self.identity.key_hex, self.is_blocked, self.count)
         announcer = Announcer(self.identity, int(self.config.announce_interval * 3000))
         self.exchange = Exchange(
-            node, self.config, announcer, self.cache, relay_to=self.relay_to, count=self.count,
-            verify=peer_verify(node.config),
+            node, self.config, announcer, self.cache, relay_to=self.relay_to, push_to=self.push_to,
+            count=self.count, verify=peer_verify(node.config),
         )  # fmt: skip
+        await self.trust.start()
         await self.apps.start()
         node.federation = self
         await self.exchange.start()
@@ -83,6 +107,7 @@ class FederationHandler:
         if self.exchange is not None:
             await self.exchange.stop()
         await self.apps.stop()
+        await self.trust.stop()
 
     async def handle(self, request: Request, ctx: RequestContext) -> Response:
         body_type, result_type, _ = FEDERATION_REQUESTS[request.type]
@@ -100,23 +125,83 @@ class FederationHandler:
 
     async def _FederationPeers(self, body: Any, ctx: RequestContext) -> FederationPeersResult:
         assert self.cache is not None
-        peers = [
-            PeerView(
+        peers = {
+            e.cluster_key: PeerView(
                 cluster_key=e.cluster_key,
                 name=e.name,
-                node_urls=list(e.node_urls),
-                apps=list(e.apps),
+                trust=self.trust.level(e.cluster_key),
+                node_urls=e.node_urls,
+                apps=e.apps,
                 expires_at_ms=e.expires_at_ms,
                 via=e.via,
             )
             for e in self.cache.live()
-        ]
-        return FederationPeersResult(peers=peers)
+        }
+        for t in self.trust.entries():
+            peers.setdefault(t.cluster_key, PeerView(cluster_key=t.cluster_key, name=t.name, trust=t.level))
+        return FederationPeersResult(peers=sorted(peers.values(), key=lambda p: (p.name, p.cluster_key)))
 
     async def _FederationRefresh(self, body: Any, ctx: RequestContext) -> FederationRefreshResult:
         assert self.exchange is not None
         got, errors = await self.exchange.pull_all()
         return FederationRefreshResult(pulled=[e.cluster_key for e in got], errors=errors)
+
+
+    # --- trust ------------------------------------------------------------
+
+    def _name_of(self, key: str, given: str | None) -> str:
+        announced = self.cache.get(key) if self.cache is not None else None
+        return given or (announced.name if announced else f"trusted-{key[:8]}")
+
+    async def _TrustCluster(self, body: Any, ctx: RequestContext) -> TrustResult:
+        key = check_key(body.cluster_key)
+        entry = TrustEntry(
+            cluster_key=key, level="trusted", name=self._name_of(key, body.name), since_ms=now_ms(),
+            notes=body.notes, apps=tuple(body.apps), callers=tuple(body.callers),
+        )  # fmt: skip
+        return TrustResult(entry=await self.trust.set(entry))
+
+    async def _UntrustCluster(self, body: Any, ctx: RequestContext) -> UntrustResult:
+        return UntrustResult(removed=await self.trust.remove(body.cluster_key))
+
+    async def _BlockCluster(self, body: Any, ctx: RequestContext) -> TrustResult:
+        key = check_key(body.cluster_key)
+        entry = TrustEntry(cluster_key=key, level="blocked", name=self._name_of(key, None), since_ms=now_ms(), notes=body.notes)
+        entry = await self.trust.set(entry)
+        assert self.cache is not None
+        self.cache.forget(key)  # never used again, whatever it announced
+        return TrustResult(entry=entry)
+
+    async def _FederationRequests(self, body: Any, ctx: RequestContext) -> FederationRequestsResult:
+        views = [
+            PendingView(
+                cluster_key=r.identity.document.cluster_key,
+                name=r.identity.document.name,
+                received_at_ms=r.received_at_ms,
+                expires_at_ms=r.received_at_ms + PENDING_TTL_MS,
+                message=r.message,
+            )
+            for r in await self.trust.pending()
+        ]
+        return FederationRequestsResult(requests=views)
+
+    async def _AcceptTrust(self, body: Any, ctx: RequestContext) -> TrustResult:
+        record = await self.trust.take_request(body.cluster_key)
+        doc = record.identity.document
+        entry = TrustEntry(
+            cluster_key=doc.cluster_key, level="trusted", name=doc.name, since_ms=now_ms(),
+            notes=record.message, apps=tuple(body.apps), callers=tuple(body.callers),
+        )  # fmt: skip
+        return TrustResult(entry=await self.trust.set(entry))
+
+    async def _RejectTrust(self, body: Any, ctx: RequestContext) -> RejectTrustResult:
+        record = await self.trust.take_request(body.cluster_key)
+        return RejectTrustResult(rejected=record.identity.document.cluster_key)
+
+    async def _RequestTrust(self, body: Any, ctx: RequestContext) -> RequestTrustResult:
+        assert self.exchange is not None and self.identity is not None
+        status = await self.exchange.request_trust(body.url, self.identity.signed_identity(), body.message)
+        return RequestTrustResult(status=status)
 
 
 def create(node: Any) -> FederationHandler:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aspen.federation.apps import AppManifest, AppView
 from aspen.federation.identity import SignedIdentity
+from aspen.federation.trust import TrustEntry
 from aspen.rpc.catalog import Body
 
 
@@ -26,12 +27,15 @@ class AppListResult(Body):
 
 
 class PeerView(Body):
+    """A cluster this one knows: announced (apps, URLs) and/or in the trust list."""
+
     cluster_key: str
     name: str
-    node_urls: list[str]
-    apps: list[AppManifest]
-    expires_at_ms: int
-    via: str
+    trust: str  # trusted, public or blocked
+    node_urls: tuple[str, ...] = ()
+    apps: tuple[AppManifest, ...] = ()
+    expires_at_ms: int = 0  # 0: no live announcement
+    via: str = ""
 
 
 class FederationPeers(Body):
@@ -51,10 +55,83 @@ class FederationRefreshResult(Body):
     errors: list[str]
 
 
+class TrustCluster(Body):
+    cluster_key: str
+    name: str | None = None  # None: the announced name, else "trusted-{first 8 hex}"
+    apps: tuple[str, ...] = ("*",)  # the apps it may call here through the proxy
+    callers: tuple[str, ...] = ("*",)  # the callers (subjects on its side) it may forward
+    notes: str = ""
+
+
+class TrustResult(Body):
+    entry: TrustEntry
+
+
+class UntrustCluster(Body):
+    cluster_key: str
+
+
+class UntrustResult(Body):
+    removed: bool
+
+
+class BlockCluster(Body):
+    cluster_key: str
+    notes: str = ""
+
+
+class FederationRequests(Body):
+    pass
+
+
+class PendingView(Body):
+    cluster_key: str
+    name: str
+    received_at_ms: int
+    expires_at_ms: int
+    message: str
+
+
+class FederationRequestsResult(Body):
+    requests: list[PendingView]
+
+
+class AcceptTrust(Body):
+    cluster_key: str
+    apps: tuple[str, ...] = ("*",)
+    callers: tuple[str, ...] = ("*",)
+
+
+class RejectTrust(Body):
+    cluster_key: str
+
+
+class RejectTrustResult(Body):
+    rejected: str
+
+
+class RequestTrust(Body):
+    """Ask the cluster at ``url`` to trust this one (it lands in its pending requests)."""
+
+    url: str
+    message: str = ""
+
+
+class RequestTrustResult(Body):
+    status: str  # "pending" or "trusted"
+
+
 # request type -> (request body, response type, response body)
 FEDERATION_REQUESTS: dict[str, tuple[type[Body], str, type[Body]]] = {
     "ClusterIdentity": (ClusterIdentityRequest, "ClusterIdentityResult", ClusterIdentityResult),
     "AppList": (AppList, "AppListResult", AppListResult),
     "FederationPeers": (FederationPeers, "FederationPeersResult", FederationPeersResult),
     "FederationRefresh": (FederationRefresh, "FederationRefreshResult", FederationRefreshResult),
+    "TrustCluster": (TrustCluster, "TrustResult", TrustResult),
+    "UntrustCluster": (UntrustCluster, "UntrustResult", UntrustResult),
+    "BlockCluster": (BlockCluster, "TrustResult", TrustResult),
+    "FederationRequests": (FederationRequests, "FederationRequestsResult", FederationRequestsResult),
+    "AcceptTrust": (AcceptTrust, "TrustResult", TrustResult),
+    "RejectTrust": (RejectTrust, "RejectTrustResult", RejectTrustResult),
+    "RequestTrust": (RequestTrust, "RequestTrustResult", RequestTrustResult),
 }

@@ -6,15 +6,31 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from aspen.errors import AspenError, ErrorCode
 from aspen.federation.announcements import MAX_ANNOUNCEMENT_BYTES, check_size
-from aspen.federation.exchange import ANNOUNCE_PATH, ANNOUNCEMENT_PATH, HOPS_HEADER
+from aspen.federation.exchange import (
+    ANNOUNCE_PATH,
+    ANNOUNCEMENT_PATH,
+    HOPS_HEADER,
+    TRUST_REQUEST_PATH,
+)
+from aspen.federation.identity import SignedIdentity
+
+
+class _TrustRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    identity: SignedIdentity
+    message: str = ""
+
+
+_trust_request = msgspec.json.Decoder(_TrustRequest)
 
 _STATUS = {
+    ErrorCode.QUOTA_EXCEEDED: 429,
     ErrorCode.MESSAGE_TOO_LARGE: 413,
     ErrorCode.FEDERATION_RATE_LIMITED: 429,
     ErrorCode.INVALID_SIGNATURE: 401,
@@ -80,7 +96,24 @@ def federation_routes(services: Any) -> list[Route]:
         except AspenError as exc:
             return error(exc)
 
+    async def trust_request(request: Request) -> Response:
+        try:
+            ex = exchange()
+            ex.admit(request.client.host if request.client else "?")
+            raw = await bounded_body(request)
+            try:
+                ask = _trust_request.decode(raw)
+            except msgspec.DecodeError as exc:
+                raise AspenError(ErrorCode.BAD_REQUEST, f"malformed trust request: {exc}") from None
+            status = await services.federation.trust.add_request(ask.identity, ask.message)
+        except AspenError as exc:
+            return error(exc)
+        except ClientDisconnect:
+            return Response(status_code=400)
+        return JSONResponse({"status": status}, 202 if status == "pending" else 200)
+
     return [
+        Route(TRUST_REQUEST_PATH, trust_request, methods=["POST"]),
         Route(ANNOUNCE_PATH, announce, methods=["POST"]),
         Route(ANNOUNCEMENT_PATH, announcement, methods=["GET"]),
     ]

@@ -212,6 +212,13 @@ ACCESS: dict[str, Rule] = {
     "AppList": _AUTHENTICATED,  # what the cluster announces to its peers anyway
     "FederationPeers": _fixed(ADMIN),
     "FederationRefresh": _fixed(ADMIN),
+    "TrustCluster": _fixed(ADMIN),
+    "UntrustCluster": _fixed(ADMIN),
+    "BlockCluster": _fixed(ADMIN),
+    "FederationRequests": _fixed(ADMIN),
+    "AcceptTrust": _fixed(ADMIN),
+    "RejectTrust": _fixed(ADMIN),
+    "RequestTrust": _fixed(ADMIN),
 }
 
 # The HTTP routes outside /v1/rpc, by the same rules. The federation routes

@@ -49,7 +49,9 @@ def test_apps_travel_and_disappear_within_two_intervals(tmp_path, clusters):
     a = clusters.enter_context(cluster(tmp_path, "a", common + f'peers = ["{url(pb)}"]', port=pa))
     b = clusters.enter_context(cluster(tmp_path, "b", common + f'peers = ["{url(pa)}", "{url(pc)}"]', port=pb))
     c = clusters.enter_context(cluster(tmp_path, "c", common + f'peers = ["{url(pb)}"]', port=pc))
-    with SyncClient(a.url) as ca, SyncClient(c.url) as cc:
+    with SyncClient(a.url) as ca, SyncClient(b.url) as cb, SyncClient(c.url) as cc:
+        a_key = ca.call("ClusterIdentity", {})["identity"]["document"]["cluster_key"]
+        cb.call("TrustCluster", {"cluster_key": a_key})  # B relays only to clusters it trusts
         install_echo(cc)
         # C's announcement reaches A only through B, which relays it
         seen = wait_for(lambda: (peers_of(ca).get("c") or {"apps": []})["apps"] and peers_of(ca)["c"], 10, "echo at A")
@@ -60,7 +62,7 @@ def test_apps_travel_and_disappear_within_two_intervals(tmp_path, clusters):
         wait_for(lambda: peers_of(ca).get("c", {"apps": [1]})["apps"] == [], 2 * INTERVAL + 2.0, "echo gone at A")
         assert time.monotonic() - gone_at <= 2 * INTERVAL + 2.0
         # pull on demand
-        result = SyncClient(b.url).call("FederationRefresh", {})
+        result = cb.call("FederationRefresh", {})
         assert len(result["pulled"]) == 2 and result["errors"] == []
 
 
