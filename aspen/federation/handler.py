@@ -25,6 +25,7 @@ from aspen.federation.apps import AppPublisher, list_apps
 from aspen.federation.config import federation_config
 from aspen.federation.exchange import Exchange
 from aspen.federation.identity import ClusterIdentity
+from aspen.federation.proxy import ProxyService
 from aspen.federation.requests import (
     FEDERATION_REQUESTS,
     AppListResult,
@@ -60,6 +61,7 @@ class FederationHandler:
         )  # fmt: skip
         self.trust = TrustStore(node.kv)
         self.exchange: Exchange | None = None
+        self.proxy: ProxyService | None = None
         self.cache: AnnouncementCache | None = None
 
     def count(self, outcome: str) -> None:
@@ -89,6 +91,7 @@ class FederationHandler:
         from aspen.node.server import peer_verify
 
         node = self.node
+        self.verify = peer_verify(node.config)
         self.identity = await ClusterIdentity.load(
             node.data_dir, node.kv, shared=bool(node.config.etcd), name=self.config.name
         )
@@ -96,10 +99,14 @@ class FederationHandler:
         announcer = Announcer(self.identity, int(self.config.announce_interval * 3000))
         self.exchange = Exchange(
             node, self.config, announcer, self.cache, relay_to=self.relay_to, push_to=self.push_to,
-            count=self.count, verify=peer_verify(node.config),
+            count=self.count, verify=self.verify,
         )  # fmt: skip
         await self.trust.start()
         await self.apps.start()
+        self.proxy = ProxyService(self)
+        if self.config.proxy.enabled:
+            node.registry.forwarder = self.proxy.forward
+            node.registry.max_proxy_hops = self.config.proxy.max_hops
         node.federation = self
         await self.exchange.start()
 
@@ -107,6 +114,9 @@ class FederationHandler:
         if self.exchange is not None:
             await self.exchange.stop()
         await self.apps.stop()
+        if self.proxy is not None:
+            self.node.registry.forwarder = None
+            await self.proxy.close()
         await self.trust.stop()
 
     async def handle(self, request: Request, ctx: RequestContext) -> Response:

@@ -11,6 +11,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from aspen.auth.service import HTTP_STATUS
 from aspen.errors import AspenError, ErrorCode
 from aspen.federation.announcements import MAX_ANNOUNCEMENT_BYTES, check_size
 from aspen.federation.exchange import (
@@ -19,7 +20,18 @@ from aspen.federation.exchange import (
     HOPS_HEADER,
     TRUST_REQUEST_PATH,
 )
-from aspen.federation.identity import SignedIdentity
+from aspen.federation.identity import SignedIdentity, is_key_hex
+from aspen.federation.proxy import CLUSTER_HEADER, PROXY_PATH
+from aspen.rpc.envelope import (
+    JSON,
+    MAX_MESSAGE_BYTES,
+    MSGPACK,
+    decode_request,
+    encode_response,
+    is_msgpack,
+)
+from aspen.rpc.envelope import check_size as check_rpc_size
+from aspen.rpc.registry import error_response
 
 
 class _TrustRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -39,6 +51,9 @@ _STATUS = {
     ErrorCode.FEDERATION_ANNOUNCEMENT_EXPIRED: 410,
     ErrorCode.SHUTTING_DOWN: 503,
 }
+
+
+_PROXY_STATUS = {**HTTP_STATUS, **_STATUS, ErrorCode.CAPABILITY_UNAVAILABLE: 200}
 
 
 def error(exc: AspenError) -> JSONResponse:
@@ -112,7 +127,24 @@ def federation_routes(services: Any) -> list[Route]:
             return Response(status_code=400)
         return JSONResponse({"status": status}, 202 if status == "pending" else 200)
 
+    async def proxy(request: Request) -> Response:
+        msgpack = is_msgpack(request.headers.get("content-type"))
+        try:
+            exchange()
+            origin = request.headers.get(CLUSTER_HEADER, "")
+            if not is_key_hex(origin):
+                raise AspenError(ErrorCode.UNAUTHENTICATED, f"{CLUSTER_HEADER} must name the sending cluster's key")
+            raw = await bounded_body(request, check_rpc_size, MAX_MESSAGE_BYTES)
+            resp = await services.federation.proxy.serve(origin, decode_request(raw, msgpack))
+            status = 200
+        except AspenError as exc:
+            resp, status = error_response(exc), _PROXY_STATUS.get(exc.code, 400)
+        except ClientDisconnect:
+            return Response(status_code=400)
+        return Response(encode_response(resp, msgpack), status, media_type=MSGPACK if msgpack else JSON)
+
     return [
+        Route(PROXY_PATH, proxy, methods=["POST"]),
         Route(TRUST_REQUEST_PATH, trust_request, methods=["POST"]),
         Route(ANNOUNCE_PATH, announce, methods=["POST"]),
         Route(ANNOUNCEMENT_PATH, announcement, methods=["GET"]),
