@@ -150,3 +150,19 @@ def refresh(url: UrlOpt = None, json: JsonOpt = False) -> None:
     console.print(f"pulled {len(result['pulled'])}")
     for e in result["errors"]:
         console.print(literal(e))
+
+
+@app.command()
+@reports_errors
+def sync(
+    resource: Annotated[str, typer.Argument(help="The resource's name.")],
+    from_cluster: Annotated[str, typer.Option("--from", help="A trusted cluster's key or announced name.")],
+    url: UrlOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Pull a resource's objects (BLAKE3-verified) and heads from a trusted cluster."""
+    result = _call(url, "FederationSync", {"resource": resource, "from_cluster": from_cluster})
+    if json:
+        print_json(result)
+        return
+    console.print(literal(f"fetched {result['fetched']}, had {result['skipped']}, heads {result['heads']}"))

@@ -33,13 +33,18 @@ from aspen.federation.requests import (
     FederationPeersResult,
     FederationRefreshResult,
     FederationRequestsResult,
+    FederationSyncResult,
     PeerView,
     PendingView,
     RejectTrustResult,
     RequestTrustResult,
+    ResourceListResult,
+    ResourcePublishResult,
+    ResourceView,
     TrustResult,
     UntrustResult,
 )
+from aspen.federation.sync import SyncService
 from aspen.federation.trust import PENDING_TTL_MS, TrustEntry, TrustStore, check_key
 from aspen.rpc.catalog import parse_body, to_body
 from aspen.rpc.handler import Request, RequestContext, Response
@@ -62,6 +67,7 @@ class FederationHandler:
         self.trust = TrustStore(node.kv)
         self.exchange: Exchange | None = None
         self.proxy: ProxyService | None = None
+        self.sync: SyncService | None = None
         self.cache: AnnouncementCache | None = None
 
     def count(self, outcome: str) -> None:
@@ -104,6 +110,7 @@ class FederationHandler:
         await self.trust.start()
         await self.apps.start()
         self.proxy = ProxyService(self)
+        self.sync = SyncService(self)
         if self.config.proxy.enabled:
             node.registry.forwarder = self.proxy.forward
             node.registry.max_proxy_hops = self.config.proxy.max_hops
@@ -117,6 +124,7 @@ class FederationHandler:
         if self.proxy is not None:
             self.node.registry.forwarder = None
             await self.proxy.close()
+            await self.sync.close()
         await self.trust.stop()
 
     async def handle(self, request: Request, ctx: RequestContext) -> Response:
@@ -212,6 +220,33 @@ class FederationHandler:
         assert self.exchange is not None and self.identity is not None
         status = await self.exchange.request_trust(body.url, self.identity.signed_identity(), body.message)
         return RequestTrustResult(status=status)
+
+
+    # --- resources and sync ---------------------------------------------------
+
+    async def _ResourcePublish(self, body: Any, ctx: RequestContext) -> ResourcePublishResult:
+        store = self.sync.store
+        await store.ensure(body.name, "", public=body.public)
+        hashes = tuple([await store.add_object(body.name, data) for data in body.objects])
+        await store.set_heads(body.name, body.heads)
+        return ResourcePublishResult(hashes=hashes)
+
+    async def _ResourceList(self, body: Any, ctx: RequestContext) -> ResourceListResult:
+        store = self.sync.store
+        views = [
+            ResourceView(
+                name=m.name,
+                origin=m.origin,
+                public=m.public,
+                heads=await store.heads(m.name),
+                objects=tuple(await store.objects(m.name)),
+            )
+            for m in await store.names()
+        ]
+        return ResourceListResult(resources=tuple(views))
+
+    async def _FederationSync(self, body: Any, ctx: RequestContext) -> FederationSyncResult:
+        return FederationSyncResult(**await self.sync.pull(body.resource, body.from_cluster))
 
 
 def create(node: Any) -> FederationHandler:

@@ -3,6 +3,8 @@ handler, the client and the CLI."""
 
 from __future__ import annotations
 
+import msgspec
+
 from aspen.federation.apps import AppManifest, AppView
 from aspen.federation.identity import SignedIdentity
 from aspen.federation.trust import TrustEntry
@@ -121,6 +123,47 @@ class RequestTrustResult(Body):
     status: str  # "pending" or "trusted"
 
 
+class ResourcePublish(Body):
+    """Add objects to a resource of this cluster and point heads at them."""
+
+    name: str
+    objects: tuple[bytes, ...] = ()  # each ≤ 16 MiB (the RPC itself is ≤ 4 MiB)
+    heads: dict[str, str] = msgspec.field(default_factory=dict)
+    public: bool = False
+
+
+class ResourcePublishResult(Body):
+    hashes: tuple[str, ...]
+
+
+class ResourceList(Body):
+    pass
+
+
+class ResourceView(Body):
+    name: str
+    origin: str
+    public: bool
+    heads: dict[str, str]
+    objects: tuple[str, ...]  # the first 1 000
+
+
+class ResourceListResult(Body):
+    resources: tuple[ResourceView, ...]
+
+
+class FederationSync(Body):
+    resource: str
+    from_cluster: str  # key or announced name of a trusted cluster
+
+
+class FederationSyncResult(Body):
+    fetched: int
+    skipped: int
+    heads: dict[str, str]
+    seconds: float
+
+
 # request type -> (request body, response type, response body)
 FEDERATION_REQUESTS: dict[str, tuple[type[Body], str, type[Body]]] = {
     "ClusterIdentity": (ClusterIdentityRequest, "ClusterIdentityResult", ClusterIdentityResult),
@@ -134,4 +177,7 @@ FEDERATION_REQUESTS: dict[str, tuple[type[Body], str, type[Body]]] = {
     "AcceptTrust": (AcceptTrust, "TrustResult", TrustResult),
     "RejectTrust": (RejectTrust, "RejectTrustResult", RejectTrustResult),
     "RequestTrust": (RequestTrust, "RequestTrustResult", RequestTrustResult),
+    "ResourcePublish": (ResourcePublish, "ResourcePublishResult", ResourcePublishResult),
+    "ResourceList": (ResourceList, "ResourceListResult", ResourceListResult),
+    "FederationSync": (FederationSync, "FederationSyncResult", FederationSyncResult),
 }

@@ -42,6 +42,9 @@ class _TrustRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 _trust_request = msgspec.json.Decoder(_TrustRequest)
 
 _STATUS = {
+    **HTTP_STATUS,
+    ErrorCode.KEY_NOT_FOUND: 404,
+    ErrorCode.BLOB_NOT_FOUND: 404,
     ErrorCode.QUOTA_EXCEEDED: 429,
     ErrorCode.MESSAGE_TOO_LARGE: 413,
     ErrorCode.FEDERATION_RATE_LIMITED: 429,
@@ -143,7 +146,9 @@ def federation_routes(services: Any) -> list[Route]:
             return Response(status_code=400)
         return Response(encode_response(resp, msgpack), status, media_type=MSGPACK if msgpack else JSON)
 
+    sync = services.federation.sync.routes(error) if services.federation is not None else []
     return [
+        *sync,
         Route(PROXY_PATH, proxy, methods=["POST"]),
         Route(TRUST_REQUEST_PATH, trust_request, methods=["POST"]),
         Route(ANNOUNCE_PATH, announce, methods=["POST"]),

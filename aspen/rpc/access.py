@@ -219,6 +219,9 @@ ACCESS: dict[str, Rule] = {
     "AcceptTrust": _fixed(ADMIN),
     "RejectTrust": _fixed(ADMIN),
     "RequestTrust": _fixed(ADMIN),
+    "ResourcePublish": _fixed(ADMIN),
+    "ResourceList": _fixed(ADMIN),
+    "FederationSync": _fixed(ADMIN),
 }
 
 # The HTTP routes outside /v1/rpc, by the same rules. The federation routes
