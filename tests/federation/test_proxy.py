@@ -129,6 +129,7 @@ class Recorder(BaseHTTPRequestHandler):
 
 def test_dead_target_falls_back_and_the_token_is_a_new_one(tmp_path, clusters):
     a = clusters.enter_context(cluster(tmp_path, "a", PROXY + "timeout = 3\n"))
+    Recorder.seen.clear()
     server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -219,3 +220,26 @@ def test_proxy_route_refuses_hostile_requests(tmp_path, clusters):
     assert send(friend, {}, raw=b"x" * (5 << 20)).status_code == 413
     bad_key = httpx.post(f"{c.url}/v1/federation/proxy", content=b"{}", headers={"x-aspen-cluster": "zz"})
     assert bad_key.status_code == 401
+
+
+def test_an_untrusted_cluster_is_used_only_in_public_mode(tmp_path, clusters):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        stranger = ClusterIdentity(bz_seed(), "stranger")
+        app = (AppManifest("echo", "1.0.0", request_types=("Echo",)),)
+        raw = signed(stranger, name="stranger", node_urls=(f"http://127.0.0.1:{server.server_port}",), apps=app)
+        closed = clusters.enter_context(cluster(tmp_path, "closed", PROXY))
+        public = clusters.enter_context(cluster(tmp_path, "open", PROXY + "public = true\n"))
+        for node in (closed, public):
+            assert httpx.post(f"{node.url}/v1/federation/announce", content=raw).status_code == 202
+        Recorder.seen.clear()
+        with SyncClient(closed.url) as c:
+            assert call_error(c, "Echo", {}).code == "CAPABILITY_UNAVAILABLE" and Recorder.seen == []
+        with SyncClient(public.url) as c:
+            assert c.call("Echo", {}) == {"from": "recorder"} and len(Recorder.seen) == 1
+            c.call("BlockCluster", {"cluster_key": stranger.key_hex})
+            assert call_error(c, "Echo", {}, app="echo").code == "CAPABILITY_UNAVAILABLE" and len(Recorder.seen) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
