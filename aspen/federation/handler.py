@@ -60,10 +60,7 @@ class FederationHandler:
         self.config = federation_config(node.config.sections)
         self.identity: ClusterIdentity | None = None
         self.apps = AppPublisher(node.kv, node.registry, node.node_id)
-        self.announcements = Counter(
-            "aspen_federation_announcements", "Announcements received, by outcome", ["outcome"],
-            registry=node.metrics.registry,
-        )  # fmt: skip
+        self.announcements: Counter | None = None  # registered at start: a factory has no side effects
         self.trust = TrustStore(node.kv)
         self.exchange: Exchange | None = None
         self.proxy: ProxyService | None = None
@@ -71,7 +68,8 @@ class FederationHandler:
         self.cache: AnnouncementCache | None = None
 
     def count(self, outcome: str) -> None:
-        self.announcements.labels(outcome).inc()
+        if self.announcements is not None:
+            self.announcements.labels(outcome).inc()
 
     def is_blocked(self, key: str) -> bool:
         return self.trust.is_blocked(key)
@@ -97,6 +95,10 @@ class FederationHandler:
         from aspen.node.server import peer_verify
 
         node = self.node
+        self.announcements = Counter(
+            "aspen_federation_announcements", "Announcements received, by outcome", ["outcome"],
+            registry=node.metrics.registry,
+        )  # fmt: skip
         self.verify = peer_verify(node.config)
         self.identity = await ClusterIdentity.load(
             node.data_dir, node.kv, shared=bool(node.config.etcd), name=self.config.name
