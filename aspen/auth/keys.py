@@ -19,12 +19,11 @@ from pathlib import Path
 import biscuit_auth as bz
 
 from aspen.auth.tokens import admin_rights, mint
-from aspen.storage.keyspace import SECRET_PREFIX
 from aspen.storage.protocol import KeyValueStore
 
 log = logging.getLogger(__name__)
 
-ROOT_KEY = SECRET_PREFIX + "root_key"
+ROOT_KEY = "__auth:secret:root_key"  # aspen.storage.keyspace.SECRET_PREFIXES: no request reads it
 CLUSTER_ID = "__auth:cluster_id"
 ADMIN_TOKEN_FILE = "admin.token"
 

@@ -64,3 +64,20 @@ def status(url: UrlOpt = None, json: JsonOpt = False) -> None:
         )
     console.print(members)
     console.print(Text.assemble("etcd leader: ", (result.etcd.leader, "") if result.etcd.leader else ("none", "red")))
+
+
+@app.command()
+@reports_errors
+def identity(url: UrlOpt = None, json: JsonOpt = False) -> None:
+    """This cluster's federation identity: its Ed25519 key, name and the signed document."""
+    from aspen.federation.requests import ClusterIdentityResult
+
+    with connect(url) as client:
+        result = msgspec.convert(client.call("ClusterIdentity", {}), ClusterIdentityResult)
+    if json:
+        print_json(result)
+        return
+    doc = result.identity.document
+    console.print(literal(f"name:      {doc.name}"))
+    console.print(literal(f"key:       {doc.cluster_key}"))
+    console.print(literal(f"signature: {result.identity.signature} ({'valid' if result.valid else 'INVALID'})"))

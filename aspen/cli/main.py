@@ -8,7 +8,19 @@ from typing import Annotated
 
 import typer
 
-from aspen.cli import blob, cluster, dev, job, kv, node, plugin, status, token
+from aspen.cli import app as app_cli
+from aspen.cli import (
+    blob,
+    cluster,
+    dev,
+    federation,
+    job,
+    kv,
+    node,
+    plugin,
+    status,
+    token,
+)
 
 app = typer.Typer(
     name="aspen",
@@ -47,4 +59,6 @@ app.add_typer(plugin.app, name="plugin")
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(dev.app, name="dev")
 app.add_typer(token.app, name="token")
+app.add_typer(app_cli.app, name="app")
+app.add_typer(federation.app, name="federation")
 app.command("status")(status.status)

@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from aspen.cluster.blob_routes import blob_http_routes
 from aspen.errors import AspenError
+from aspen.federation.routes import federation_routes
 from aspen.node.http_guard import HttpGuard
 from aspen.node.rpc_route import rpc_route
 from aspen.node.watch_routes import watch_routes
@@ -33,6 +34,7 @@ def build_app(services: Any) -> HttpGuard:
         Route("/healthz", healthz, methods=["GET"]),
         *blob_http_routes(services.blobs, services.auth),
         *watch_routes(services, _error),
+        *federation_routes(services),  # cluster-to-cluster: signed, no token
     ]
     if services.config.metrics_listen is None:
         routes.append(metrics_route(services))

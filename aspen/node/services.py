@@ -37,3 +37,4 @@ class NodeServices:
     plugins: Any = None
     jobs: Any = None
     cluster: Any = None
+    federation: Any = None  # aspen.federation.handler.FederationHandler

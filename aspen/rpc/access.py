@@ -209,9 +209,26 @@ ACCESS: dict[str, Rule] = {
     "TokenCreate": _fixed(Need("token:delegate", ANY)),
     "TokenRevoke": _AUTHENTICATED,  # your own tokens and those made from them, or cluster:admin
     "TokenVerify": _AUTHENTICATED,
+    # federation (aspen/federation/)
+    "ClusterIdentity": _AUTHENTICATED,  # public anyway: other clusters fetch it to verify signatures
+    "AppList": _AUTHENTICATED,  # what the cluster announces to its peers anyway
+    "FederationPeers": _fixed(ADMIN),
+    "FederationRefresh": _fixed(ADMIN),
+    "TrustCluster": _fixed(ADMIN),
+    "UntrustCluster": _fixed(ADMIN),
+    "BlockCluster": _fixed(ADMIN),
+    "FederationRequests": _fixed(ADMIN),
+    "AcceptTrust": _fixed(ADMIN),
+    "RejectTrust": _fixed(ADMIN),
+    "RequestTrust": _fixed(ADMIN),
+    "ResourcePublish": _fixed(ADMIN),
+    "ResourceList": _fixed(ADMIN),
+    "FederationSync": _fixed(ADMIN),
 }
 
-# The HTTP routes outside /v1/rpc, by the same rules.
+# The HTTP routes outside /v1/rpc, by the same rules. The federation routes
+# between clusters (aspen/federation/routes.py) take no token: they are
+# authenticated by the cluster key's signature.
 WATCH_STREAM = "WatchStream"  # GET /v1/watch?prefix= and the WebSocket's WatchCreate
 ROUTES: dict[str, Rule] = {
     WATCH_STREAM: _prefix("kv:watch"),

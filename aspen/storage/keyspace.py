@@ -17,14 +17,14 @@ RESERVED_PREFIXES: tuple[str, ...] = (
 )
 
 
-# Secrets the cluster shares through the store (the root signing key): no
-# request ever reads or writes them, whatever its token says; prefix reads
-# (scans, ranges, watches) that cover them leave them out.
-SECRET_PREFIX = "__auth:secret:"
+# Secrets the cluster shares through the store (the token root key, the
+# federation key): no request ever reads or writes them, whatever its token
+# says; prefix reads (scans, ranges, watches) that cover them leave them out.
+SECRET_PREFIXES: tuple[str, ...] = ("__auth:secret:", "__federation:secret:")
 
 
 def is_secret(key: str) -> bool:
-    return key.startswith(SECRET_PREFIX)
+    return key.startswith(SECRET_PREFIXES)
 
 
 def overlaps(a: str, b: str) -> bool:

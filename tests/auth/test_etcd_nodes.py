@@ -38,8 +38,11 @@ def test_tokens_and_revocations_cross_nodes(tmp_path, etcd_cluster, etcd_store):
 def test_the_shared_root_key_is_never_readable(tmp_path, etcd_cluster, etcd_store):  # noqa: F811
     with NodeProcess(tmp_path / "a", "--etcd", ",".join(etcd_cluster.endpoints)) as a:
         admin = a.token  # holds cluster:admin: reserved space is readable to it, the secrets are not
-        r = rpc(a, "ReadKey", {"key": "__auth:secret:root_key"}, token=admin)
-        assert code_of(r) == "RESERVED_KEY"
+        for secret in ("__auth:secret:root_key", "__federation:secret:cluster_key"):
+            assert code_of(rpc(a, "ReadKey", {"key": secret}, token=admin)) == "RESERVED_KEY", secret
+        assert code_of(rpc(a, "ScanKeys", {"prefix": "__federation:secret:"}, token=admin)) == "RESERVED_KEY"
+        fed = [e["key"] for e in rpc(a, "ScanKeys", {"prefix": "__federation:"}, token=admin).json()["body"]["entries"]]
+        assert not any(k.startswith("__federation:secret:") for k in fed)
         for prefix in ("__auth:secret:", "__auth:secret:root"):
             assert code_of(rpc(a, "ScanKeys", {"prefix": prefix}, token=admin)) == "RESERVED_KEY"
         keys = [e["key"] for e in rpc(a, "ScanKeys", {"prefix": "__auth:"}, token=admin).json()["body"]["entries"]]
