@@ -99,6 +99,9 @@ async def test_job_returns_output_inputs_outputs_and_has_no_network(store, vm_po
     assert await store.blobs.get_bytes(result["stderr_blob"]) == b"to-stderr\n"
     manifest = json.loads(await store.blobs.get_bytes(result["image"]))
     assert set(manifest) == {"aspen_vm_image", "kernel", "initrd"}
+    await store.collect_finished(done.finished_ms + 1)  # the outputs go with the job
+    for h in (result["outputs"]["copy.txt"], result["stdout_blob"], result["stderr_blob"]):
+        assert not await store.blobs.has(h)
     info = (await store.workers())[0]
     assert info.details["vm.accel"] == result["accel"] and info.details["vm.accel_reason"]
     await wait_gone(job.id)

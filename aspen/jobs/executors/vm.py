@@ -39,7 +39,7 @@ from aspen.jobs.model import Job, JobFailure
 from aspen.jobs.sandbox import Sandbox, job_env
 from aspen.jobs.vm import disks, qemu
 from aspen.jobs.vm.cache import DEFAULT_CACHE, ImageCache, fetch
-from aspen.jobs.worker import JobContext
+from aspen.jobs.worker import OUTPUT_BLOBS, JobContext, output_tag
 
 log = logging.getLogger(__name__)
 
@@ -210,20 +210,16 @@ class VmWorker:
             raise JobFailure(
                 f"exit status {result.status}", code=f"EXIT_{result.status}", retryable=result.status not in _PERMANENT_EXITS
             )
-        outputs = {}
-        for name, data in sorted(result.outputs.items()):
-            h = (await blobs.add_bytes(data)).hash
-            await blobs.protect(h, f"job-output:{job.id}:{name}"[:1024])
-            outputs[name] = h
-        streams = {}
-        for name in ("stdout", "stderr"):
-            data = getattr(result, name)
-            h = (await blobs.add_bytes(data)).hash
-            await blobs.protect(h, f"job-output:{job.id}:.{name}")
-            streams[name], streams[f"{name}_blob"] = _inline(data), h
+        stored = {}  # the outputs, then ".stdout" and ".stderr"
+        for name, data in [*sorted(result.outputs.items()), (".stdout", result.stdout), (".stderr", result.stderr)]:
+            stored[name] = (await blobs.add_bytes(data)).hash
+            await blobs.protect(stored[name], output_tag(job.id, name))
         return {
-            "exit_code": 0, **streams, "outputs": outputs, "image": image, "accel": accel,
-            "duration_ms": took, "sandboxed": self.runner.sandbox.active,
+            "exit_code": 0, "stdout": _inline(result.stdout), "stderr": _inline(result.stderr),
+            "stdout_blob": stored[".stdout"], "stderr_blob": stored[".stderr"],
+            "outputs": {n: h for n, h in stored.items() if n not in (".stdout", ".stderr")},
+            OUTPUT_BLOBS: stored, "image": image, "accel": accel, "duration_ms": took,
+            "sandboxed": self.runner.sandbox.active,
         }  # fmt: skip
 
     async def _boot(
