@@ -11,8 +11,8 @@ guest's boot calibrating its clock against the PIT.
 
 KVM: ``/dev/kvm`` may exist and still be useless (a software nested-virt
 device a standard kernel does not boot under, or not accessible to the
-sandbox's uid), so :func:`probe_kvm` boots the real image under ``-accel
-kvm`` once and falls back to TCG with the reason.
+sandbox's uid), so the worker (:mod:`aspen.jobs.executors.vm`) boots the
+real image under ``-accel kvm`` once and falls back to TCG with the reason.
 """
 
 from __future__ import annotations
