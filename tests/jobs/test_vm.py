@@ -209,3 +209,33 @@ def test_image_build_is_reproducible(cache_dir):
     first, second = vm_image.initramfs(vm_image.BUSYBOX, modules), vm_image.initramfs(vm_image.BUSYBOX, modules)
     assert first == second and first.startswith(b"070701")
     assert (Path(cache_dir) / "build" / "initrd.cpio").read_bytes() == first
+
+
+async def test_network_only_when_asked_and_allowed(store, cache_dir, wait_for_state):
+    hits = []
+    server = await asyncio.start_server(lambda r, w: hits.append(1) or w.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    worker = VmWorker(VmConfig(cache_dir=cache_dir, network=True))
+    try:
+        async with WorkerPool(store, [worker], poll_interval=0.5, lease_ttl=5):
+            script = f"ls /sys/class/net; nc -w 5 10.0.2.2 {port} </dev/null && echo tcp-ok"
+            job = await store.submit(vm_job(script, network=True))
+            done = await wait_for_state(job.id, *ENDED, timeout=BOOT)
+    finally:
+        server.close()
+    assert done.state == JobState.SUCCEEDED, (done.error, await logs(store, job.id))
+    assert "eth0" in (await store.read_result(done))["stdout"].split() and hits
+
+
+def test_cli_runs_a_vm_job_and_workers_show_the_acceleration(tmp_path):
+    from tests.jobs.test_cli import aspen
+    from tests.node.node_process import NodeProcess
+
+    with NodeProcess(tmp_path / "data") as node:
+        over = aspen(node, "submit", "vm", "--payload", '{"command": "true", "memory_mib": 99999}', check=False)
+        assert over.returncode == 1 and "QUOTA_EXCEEDED" in over.stderr
+        job_id, state = aspen(node, "submit", "vm", "--payload", '{"argv": ["echo", "hi"]}', "--wait").stdout.split()
+        assert state == "succeeded"
+        result = json.loads(aspen(node, "status", job_id, "--json").stdout)["result"]
+        assert result["stdout"] == "hi\n"
+        assert f"vm.accel={result['accel']}" in aspen(node, "workers").stdout
