@@ -25,11 +25,13 @@ from aspen.jobs.pool import WorkerPool
 from aspen.jobs.store import JobStore
 from aspen.jobs.vm import image as vm_image
 from aspen.jobs.vm.cache import ImageCache
+from aspen.jobs.worker import OUTPUT_BLOBS
 from tests.jobs.test_shell import alive_with, logs
 
 BOOT = 90.0  # seconds a job may take, boot included, on a busy machine
 ENDED = (JobState.SUCCEEDED, JobState.FAILED, JobState.DEAD)
 FAILED = (JobState.FAILED, JobState.DEAD)
+OUTPUT_LIMIT = 2 << 20  # the job output quota of the tests' pools
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +54,9 @@ def vm_job(command, timeout_ms: int = int(BOOT * 1000), **payload) -> JobSpec:
 @pytest.fixture
 async def vm_pool(store: JobStore, cache_dir: str):
     worker = VmWorker(VmConfig(cache_dir=cache_dir, max_concurrent=2))
-    pool = WorkerPool(store, [worker], poll_interval=0.5, maintenance_interval=0.5, lease_ttl=5)
+    pool = WorkerPool(
+        store, [worker], poll_interval=0.5, maintenance_interval=0.5, lease_ttl=5, output_limit=OUTPUT_LIMIT
+    )
     await pool.start()
     yield worker
     await pool.stop(grace=5)
@@ -80,7 +84,7 @@ async def test_job_returns_output_inputs_outputs_and_has_no_network(store, vm_po
         " touch /in/src/data.txt 2>/dev/null && echo in-writable;"
         " ping -c 1 -W 1 10.0.2.2 >/dev/null 2>&1 && echo ping-ok;"
         f" nc -w 2 10.0.2.2 {port} </dev/null >/dev/null 2>&1 && echo tcp-ok;"
-        " ls /sys/class/net"
+        " head -c 3000000 /dev/zero > big 2>/dev/null; ls /sys/class/net"
     )
     try:
         job = await store.submit(vm_job(script, files_in={"src/data.txt": data}))
@@ -94,7 +98,9 @@ async def test_job_returns_output_inputs_outputs_and_has_no_network(store, vm_po
     assert "in-writable" not in result["stdout"]  # inputs are read-only
     assert "ping-ok" not in result["stdout"] and "tcp-ok" not in result["stdout"] and not hits
     assert result["stdout"].split() == ["to-stdout", "lo"]  # no network device at all
-    assert sorted(result["outputs"]) == ["copy.txt", "sub/b"]
+    assert sorted(result["outputs"]) == ["big", "copy.txt", "sub/b"]
+    sizes = [await store.blobs.size(h) for h in result[OUTPUT_BLOBS].values()]
+    assert 0 < await store.blobs.size(result["outputs"]["big"]) and sum(sizes) <= OUTPUT_LIMIT  # the quota holds
     assert await store.blobs.get_bytes(result["outputs"]["copy.txt"]) == b"input bytes\n"
     assert await store.blobs.get_bytes(result["stderr_blob"]) == b"to-stderr\n"
     manifest = json.loads(await store.blobs.get_bytes(result["image"]))
@@ -192,11 +198,15 @@ def test_payload_and_caps_are_checked_at_submit(cache_dir):
 
 
 async def test_missing_qemu_or_image_fails_clearly(store, cache_dir, wait_for_state, monkeypatch):
-    worker = VmWorker(VmConfig(cache_dir=cache_dir))
+    worker = VmWorker(VmConfig(cache_dir=cache_dir, max_input_mib=1))
     async with WorkerPool(store, [worker], poll_interval=0.5, lease_ttl=5):
         missing = await store.submit(vm_job("true", image="0" * 64))
         done = await wait_for_state(missing.id, *ENDED)
         assert done.error_code == ErrorCode.INVALID_JOB, done.error
+        big = (await store.blobs.add_bytes(b"x" * (1 << 20))).hash
+        too_much = await store.submit(vm_job("true", files_in={"a": big, "b": big}))
+        done = await wait_for_state(too_much.id, *ENDED)
+        assert done.error_code == ErrorCode.QUOTA_EXCEEDED, done.error
         monkeypatch.setattr("aspen.jobs.vm.qemu.find_qemu", lambda: None)
         job = await store.submit(vm_job("true"))
         done = await wait_for_state(job.id, *ENDED)

@@ -61,6 +61,7 @@ class VmConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_memory_mib: int = 1024
     cpus: int = 1
     max_cpus: int = 2
+    max_input_mib: int = 64  # files_in in all (unpacked into guest RAM)
     image: str | None = None
     network: bool = False
     kvm: str = "auto"
@@ -74,8 +75,8 @@ class VmConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise AspenError(ErrorCode.INVALID_ARGUMENT, f"[jobs.vm]: {exc}") from exc
         if not (0 < config.memory_mib <= config.max_memory_mib and 0 < config.cpus <= config.max_cpus):
             raise AspenError(ErrorCode.INVALID_ARGUMENT, "[jobs.vm]: 0 < memory_mib <= max_memory_mib, 0 < cpus <= max_cpus")
-        if config.max_concurrent < 1 or config.kvm not in ("auto", "off"):
-            raise AspenError(ErrorCode.INVALID_ARGUMENT, '[jobs.vm]: max_concurrent >= 1, kvm = "auto" | "off"')
+        if config.max_concurrent < 1 or config.max_input_mib < 1 or config.kvm not in ("auto", "off"):
+            raise AspenError(ErrorCode.INVALID_ARGUMENT, '[jobs.vm]: max_concurrent and max_input_mib >= 1, kvm = "auto" | "off"')
         return config
 
 
@@ -171,18 +172,14 @@ class VmWorker:
         accel = await self._accel(q, kernel, initrd)
         started = time.monotonic()
         command = spec.command if spec.argv is None else spec.argv
-        env = {"PATH": "/bin:/sbin:/usr/bin:/usr/sbin", "HOME": "/out", **spec.env, "ASPEN_JOB_ID": job.id}
+        env = {"PATH": "/bin:/sbin:/usr/bin:/usr/sbin", "HOME": "/out", **spec.env, "ASPEN_JOB_ID": job.id, "ASPEN_JOB_ATTEMPT": str(job.attempts)}
         work = await asyncio.to_thread(tempfile.mkdtemp, prefix=f"aspen-vm-{job.id}-")
         try:
             inputs = {}
+            await self._check_input_size(blobs, spec.files_in)
             for name, h in spec.files_in.items():
                 path = Path(work) / f"in-{len(inputs)}"
-                try:
-                    await fetch(blobs, h, path)
-                except AspenError as exc:
-                    if exc.code in (ErrorCode.BLOB_NOT_FOUND, ErrorCode.INVALID_ARGUMENT):
-                        raise AspenError(ErrorCode.INVALID_JOB, f"files_in {name!r}: {exc.message}") from exc
-                    raise
+                await fetch(blobs, h, path)
                 inputs[disks.check_input_path(name)] = path
             run = self._boot(
                 q, job, ctx, work, kernel, initrd, accel, disks.run_script(command, env), inputs,
@@ -221,6 +218,16 @@ class VmWorker:
             OUTPUT_BLOBS: stored, "image": image, "accel": accel, "duration_ms": took,
             "sandboxed": self.runner.sandbox.active,
         }  # fmt: skip
+
+    async def _check_input_size(self, blobs: Any, files: dict[str, str]) -> None:
+        total, cap = 0, self.config.max_input_mib << 20
+        for name, h in files.items():
+            try:
+                total += await blobs.size(h)
+            except AspenError as exc:
+                raise AspenError(ErrorCode.INVALID_JOB, f"files_in {name!r}: {exc.message}") from exc
+            if total > cap:
+                raise quota_exceeded("vm.max_input_mib", cap, total)
 
     async def _boot(
         self, q: str, job: Job, ctx: JobContext, work: str, kernel: Path, initrd: Path, accel: str,

@@ -6,10 +6,11 @@ parses the result with :mod:`tarfile` without mounting anything.
   ``.aspen/run``, the shell script that sets the environment and runs the
   command. The guest unpacks it into a tmpfs ``/in`` and remounts it read-only.
 - ``out.img`` (``/dev/vdb``, sparse): the guest writes a tar of its ``/res``
-  tmpfs there: ``out/`` (the command's work dir ``/out``), ``stdout``,
-  ``stderr``, ``status``. The tmpfs is as large as the job's output quota, so
-  stdout, stderr and outputs together cannot exceed it; the disk leaves room
-  for the tar headers.
+  tmpfs there: ``data/out/`` (the command's work dir ``/out``),
+  ``data/stdout``, ``data/stderr`` and ``status``. ``data`` is a tmpfs as large
+  as the job's output quota, so stdout, stderr and outputs together cannot
+  exceed it (``status`` lives outside it: a full quota cannot lose it); the
+  disk leaves room for the tar headers.
 """
 
 from __future__ import annotations
@@ -94,17 +95,17 @@ def read_output(path: Path, quota: int) -> GuestResult:
                 name = str(PurePosixPath(member.name))
                 if not member.isfile():
                     continue
-                total += member.size
+                total += member.size if name != "status" else 0
                 if total > quota or len(result.outputs) >= MAX_OUTPUT_FILES:
                     raise AspenError(ErrorCode.QUOTA_EXCEEDED, f"vm job outputs exceed {quota} bytes or "
                                      f"{MAX_OUTPUT_FILES} files", quota="max_output_mb", limit=quota)
                 data = tar.extractfile(member).read()  # type: ignore[union-attr]
                 if name == "status":
                     result.status = int(data.strip() or b"-1")
-                elif name in ("stdout", "stderr"):
-                    setattr(result, name, data)
-                elif name.startswith("out/"):
-                    result.outputs[name[4:]] = data
+                elif name in ("data/stdout", "data/stderr"):
+                    setattr(result, name[5:], data)
+                elif name.startswith("data/out/"):
+                    result.outputs[name[9:]] = data
         except (tarfile.TarError, ValueError, OSError):
             result.status = None  # a torn archive: the guest did not finish writing it
     return result

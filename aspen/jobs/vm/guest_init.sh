@@ -1,8 +1,8 @@
 #!/bin/busybox sh
 # /init of Aspen's VM job image (aspen.jobs.vm.image). The protocol with the host
 # (aspen.jobs.vm.disks): /dev/vda is a tar of the inputs plus .aspen/run (the job
-# script), /dev/vdb receives a tar of /res: out/ (the work dir's outputs), stdout,
-# stderr and status. Kernel command line: aspen.res_kib and aspen.in_kib (tmpfs sizes), aspen.procs
+# script), /dev/vdb receives a tar of /res: data/out/ (the work dir's outputs),
+# data/stdout, data/stderr and status. Kernel command line: aspen.res_kib and aspen.in_kib (tmpfs sizes), aspen.procs
 # (the guest's process limit), aspen.net=1 (configure the virtio-net device).
 /bin/busybox mkdir -p /bin /sbin /usr/bin /usr/sbin /proc /sys /dev /tmp /in /out /res
 /bin/busybox --install -s
@@ -33,9 +33,11 @@ if [ "$net" = 1 ]; then
 fi
 mount -t tmpfs -o "size=${in_kib}k,mode=0755" tmpfs /in
 tar -x -f /dev/vda -C /in && mount -o remount,ro /in
-mount -t tmpfs -o "size=${res_kib}k,mode=0755" tmpfs /res
-mkdir /res/out && mount --bind /res/out /out
-(ulimit -u "$procs"; cd /out && exec sh /in/.aspen/run) </dev/null >/res/stdout 2>/res/stderr
+# /res/data (the output quota) takes out/, stdout and stderr; the status has its own room.
+mount -t tmpfs -o size=64k,mode=0755 tmpfs /res
+mkdir /res/data && mount -t tmpfs -o "size=${res_kib}k,mode=0755" tmpfs /res/data
+mkdir /res/data/out && mount --bind /res/data/out /out
+(ulimit -u "$procs"; cd /out && exec sh /in/.aspen/run) </dev/null >/res/data/stdout 2>/res/data/stderr
 echo $? >/res/status
 umount /out
 tar -c -f /dev/vdb -C /res . && sync

@@ -24,8 +24,9 @@ from pathlib import Path
 DEBUG_EXIT_PORT = 0xF4
 DONE_STATUS = 1  # (0 << 1) | 1: the guest's /init wrote 0 to the debug-exit port
 TCG_CACHE_MIB = 64  # translated-code buffer (QEMU's default is 1 GiB of address space)
-# Host address space QEMU needs beyond the guest's RAM (code cache, threads, libraries).
-OVERHEAD_MIB = 512
+# Host address space QEMU needs beyond the guest's RAM (code cache, libraries, thread and
+# block-I/O coroutine stacks: 512 MiB was once too little while a guest wrote its output tar).
+OVERHEAD_MIB = 1024
 
 
 def find_qemu() -> str | None:
