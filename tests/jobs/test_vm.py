@@ -184,8 +184,9 @@ def test_payload_and_caps_are_checked_at_submit(cache_dir):
     bad = [
         {}, {"command": "x", "argv": ["x"]}, {"command": ""}, {"argv": []}, {"command": "x", "surprise": 1},
         {"command": "x", "files_in": {"../etc/passwd": "h"}}, {"command": "x", "files_in": {".aspen/run": "h"}},
-        {"command": "x", "files_in": {"/abs": "h"}}, {"command": "x", "memory_mib": 0}, {"command": "x", "timeout_ms": 0},
-        {"command": "x", "env": {"A=B": "c"}}, [1, 2], "text",
+        {"command": "x", "files_in": {"/abs": "h"}}, {"command": "x", "memory_mib": 0},
+        {"command": "x", "timeout_ms": 0}, {"command": "x", "env": {"A=B": "c"}}, [1, 2], "text",
+        {"command": "x" * 70_000}, {"command": "x", "files_in": {"a": {"b": {"c": []}}}}, {"command": "x", "cpus": 1.5},
     ]  # fmt: skip
     for payload in bad:
         with pytest.raises(AspenError) as err:

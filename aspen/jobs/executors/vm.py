@@ -74,9 +74,13 @@ class VmConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         except msgspec.ValidationError as exc:
             raise AspenError(ErrorCode.INVALID_ARGUMENT, f"[jobs.vm]: {exc}") from exc
         if not (0 < config.memory_mib <= config.max_memory_mib and 0 < config.cpus <= config.max_cpus):
-            raise AspenError(ErrorCode.INVALID_ARGUMENT, "[jobs.vm]: 0 < memory_mib <= max_memory_mib, 0 < cpus <= max_cpus")
+            raise AspenError(
+                ErrorCode.INVALID_ARGUMENT, "[jobs.vm]: 0 < memory_mib <= max_memory_mib, 0 < cpus <= max_cpus"
+            )
         if config.max_concurrent < 1 or config.max_input_mib < 1 or config.kvm not in ("auto", "off"):
-            raise AspenError(ErrorCode.INVALID_ARGUMENT, '[jobs.vm]: max_concurrent and max_input_mib >= 1, kvm = "auto" | "off"')
+            raise AspenError(
+                ErrorCode.INVALID_ARGUMENT, '[jobs.vm]: max_concurrent and max_input_mib >= 1, kvm = "auto" | "off"'
+            )
         return config
 
 
@@ -104,7 +108,10 @@ def parse_payload(payload: Any, config: VmConfig) -> VmPayload:
         raise AspenError(ErrorCode.INVALID_JOB, f"at most {MAX_FILES_IN} files_in")
     for name in spec.files_in:
         disks.check_input_path(name)
-    for name, value, cap in (("memory_mib", spec.memory_mib, config.max_memory_mib), ("cpus", spec.cpus, config.max_cpus)):
+    for name, value, cap in (
+        ("memory_mib", spec.memory_mib, config.max_memory_mib),
+        ("cpus", spec.cpus, config.max_cpus),
+    ):
         if value is not None and value < 1:
             raise AspenError(ErrorCode.INVALID_JOB, f"{name} must be positive")
         if value is not None and value > cap:
@@ -153,9 +160,13 @@ class VmWorker:
     def _check(self, ctx: JobContext) -> str:
         q = qemu.find_qemu()
         if q is None:
-            raise AspenError(ErrorCode.EXECUTOR_UNAVAILABLE, "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)")
+            raise AspenError(
+                ErrorCode.EXECUTOR_UNAVAILABLE, "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)"
+            )
         if ctx.blobs is None:
-            raise AspenError(ErrorCode.EXECUTOR_UNAVAILABLE, "vm jobs need the node's blob store (image, inputs, outputs)")
+            raise AspenError(
+                ErrorCode.EXECUTOR_UNAVAILABLE, "vm jobs need the node's blob store (image, inputs, outputs)"
+            )
         return q
 
     async def execute(self, job: Job, ctx: JobContext) -> dict[str, Any]:
@@ -172,7 +183,8 @@ class VmWorker:
         accel = await self._accel(q, kernel, initrd)
         started = time.monotonic()
         command = spec.command if spec.argv is None else spec.argv
-        env = {"PATH": "/bin:/sbin:/usr/bin:/usr/sbin", "HOME": "/out", **spec.env, "ASPEN_JOB_ID": job.id, "ASPEN_JOB_ATTEMPT": str(job.attempts)}
+        env = {"PATH": "/bin:/sbin:/usr/bin:/usr/sbin", "HOME": "/out", **spec.env}
+        env.update(ASPEN_JOB_ID=job.id, ASPEN_JOB_ATTEMPT=str(job.attempts))
         work = await asyncio.to_thread(tempfile.mkdtemp, prefix=f"aspen-vm-{job.id}-")
         try:
             inputs = {}
@@ -205,7 +217,9 @@ class VmWorker:
         if result.status != 0:
             ctx.log("--- stdout ---\n" + _inline(result.stdout) + "\n--- stderr ---\n" + _inline(result.stderr))
             raise JobFailure(
-                f"exit status {result.status}", code=f"EXIT_{result.status}", retryable=result.status not in _PERMANENT_EXITS
+                f"exit status {result.status}",
+                code=f"EXIT_{result.status}",
+                retryable=result.status not in _PERMANENT_EXITS,
             )
         stored = {}  # the outputs, then ".stdout" and ".stderr"
         for name, data in [*sorted(result.outputs.items()), (".stdout", result.stdout), (".stderr", result.stderr)]:
@@ -246,12 +260,20 @@ class VmWorker:
             in_kib=in_size // 1024 + 1024, res_kib=quota // 1024, processes=256, network=network,
         )  # fmt: skip
         limits = JobLimits(
-            memory_mb=memory + qemu.OVERHEAD_MIB, cpus=float(cpus), file_size_mb=(quota + disks.HEADER_ROOM) // (1 << 20) + 1
+            memory_mb=memory + qemu.OVERHEAD_MIB,
+            cpus=float(cpus),
+            file_size_mb=(quota + disks.HEADER_ROOM) // (1 << 20) + 1,
         )
         sandbox = self.runner.sandbox
         if network != sandbox.network:
-            sandbox = Sandbox(sandbox.mode, uid=sandbox.uid, gid=sandbox.gid, ro_binds=sandbox.ro_binds, network=network)
-        runner = self.runner if sandbox is self.runner.sandbox else SandboxedRunner(sandbox, self.runner.policy, self.runner.cgroups)
+            sandbox = Sandbox(
+                sandbox.mode, uid=sandbox.uid, gid=sandbox.gid, ro_binds=sandbox.ro_binds, network=network
+            )
+        runner = (
+            self.runner
+            if sandbox is self.runner.sandbox
+            else SandboxedRunner(sandbox, self.runner.policy, self.runner.cgroups)
+        )
         rc, _ = await runner.run(
             job, ctx, qemu.argv(q, vm, accel), cwd=".", limits=limits, env=job_env({}),
             binds=[work], dev_binds=["/dev/kvm"] if accel == "kvm" else [],
@@ -264,7 +286,7 @@ class VmWorker:
             if self.accel is not None:
                 return self.accel
             if self.config.kvm == "off":
-                self.accel, self.accel_reason = "tcg", "kvm = \"off\" in [jobs.vm]"
+                self.accel, self.accel_reason = "tcg", 'kvm = "off" in [jobs.vm]'
             elif not os.path.exists("/dev/kvm"):
                 self.accel, self.accel_reason = "tcg", "no /dev/kvm"
             else:

@@ -97,8 +97,12 @@ def read_output(path: Path, quota: int) -> GuestResult:
                     continue
                 total += member.size if name != "status" else 0
                 if total > quota or len(result.outputs) >= MAX_OUTPUT_FILES:
-                    raise AspenError(ErrorCode.QUOTA_EXCEEDED, f"vm job outputs exceed {quota} bytes or "
-                                     f"{MAX_OUTPUT_FILES} files", quota="max_output_mb", limit=quota)
+                    raise AspenError(
+                        ErrorCode.QUOTA_EXCEEDED,
+                        f"vm job outputs exceed {quota} bytes or {MAX_OUTPUT_FILES} files",
+                        quota="max_output_mb",
+                        limit=quota,
+                    )
                 data = tar.extractfile(member).read()  # type: ignore[union-attr]
                 if name == "status":
                     result.status = int(data.strip() or b"-1")

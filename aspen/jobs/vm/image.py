@@ -48,9 +48,7 @@ def find_kernel() -> tuple[str, str]:
     """The newest installed Debian kernel: (vmlinuz path, release)."""
     found = sorted(glob.glob("/boot/vmlinuz-*-amd64"), key=_version_key)
     if not found:
-        raise AspenError(
-            ErrorCode.EXECUTOR_UNAVAILABLE, "no Debian kernel in /boot: apt-get install linux-image-amd64"
-        )
+        raise AspenError(ErrorCode.EXECUTOR_UNAVAILABLE, "no Debian kernel in /boot: apt-get install linux-image-amd64")
     return found[-1], found[-1].removeprefix("/boot/vmlinuz-")
 
 
@@ -178,7 +176,9 @@ async def read_manifest(blobs: BlobStore, image: str) -> dict[str, str]:
             raise
         raise AspenError(ErrorCode.INVALID_JOB, f"vm image {image}: {exc.message}", image=image) from exc
     except (ValueError, KeyError, AttributeError) as exc:
-        raise AspenError(ErrorCode.INVALID_JOB, f"vm image {image} is not an image manifest: {exc}", image=image) from exc
+        raise AspenError(
+            ErrorCode.INVALID_JOB, f"vm image {image} is not an image manifest: {exc}", image=image
+        ) from exc
 
 
 if __name__ == "__main__":
