@@ -34,7 +34,7 @@ import msgspec
 from aspen.errors import AspenError, ErrorCode, quota_exceeded
 from aspen.jobs.executors.shell import SandboxedRunner
 from aspen.jobs.executors.shell import parse_payload as parse_shell
-from aspen.jobs.limits import JobLimits, LimitPolicy
+from aspen.jobs.limits import LimitPolicy
 from aspen.jobs.model import Job, JobFailure
 from aspen.jobs.sandbox import Sandbox, job_env
 from aspen.jobs.vm import disks, qemu
@@ -259,7 +259,8 @@ class VmWorker:
             kernel, initrd, in_disk, out_disk, memory, cpus,
             in_kib=in_size // 1024 + 1024, res_kib=quota // 1024, processes=256, network=network,
         )  # fmt: skip
-        limits = JobLimits(
+        limits = msgspec.structs.replace(  # the node's shell-job defaults, sized for this VM
+            self.runner.policy.defaults,
             memory_mb=memory + qemu.OVERHEAD_MIB,
             cpus=float(cpus),
             file_size_mb=(quota + disks.HEADER_ROOM) // (1 << 20) + 1,
