@@ -21,6 +21,14 @@ rlimits, no bubblewrap); the difference is the sandbox's cost per job.
 
     .venv/bin/python benchmarks/bench_jobs.py --shell-jobs 200   # 0 skips it
 
+Then (``--vm-jobs N``, on its own) a ``vm`` job running ``true`` in a QEMU
+microvm next to a sandboxed ``shell`` job in the same worker process: median
+and p99 latency one job at a time, jobs/minute with N submitted at once (each
+worker at its concurrency cap, ``[jobs.vm] max_concurrent`` = 2), and which
+acceleration the VMs ran under.
+
+    .venv/bin/python benchmarks/bench_jobs.py --vm-jobs 10
+
 Needs the ``bench`` extra (``pip install rq redis``) and Debian's redis-server
 (and bubblewrap for the shell rows).
 """
@@ -77,8 +85,13 @@ async def aspen_worker(db: str, blob_dir: str, kind: str = "noop") -> None:
 
     kv = await SqliteKeyValueStore.open(db)
     store = JobStore(kv, await LocalBlobStore.open(blob_dir))
-    worker = NoopWorker() if kind == "noop" else ShellWorker(sandbox=Sandbox(kind))
-    pool = WorkerPool(store, [worker], poll_interval=0.5)
+    if kind == "vm":  # next to a sandboxed shell worker, each at its own concurrency
+        from aspen.jobs.executors.vm import VmConfig, VmWorker
+
+        workers = [VmWorker(VmConfig()), ShellWorker(sandbox=Sandbox("required"))]
+    else:
+        workers = [NoopWorker() if kind == "noop" else ShellWorker(sandbox=Sandbox(kind))]
+    pool = WorkerPool(store, workers, poll_interval=0.5)
     await pool.start()
     await asyncio.Event().wait()
 
@@ -107,6 +120,71 @@ async def aspen_round(work: Path, jobs: int, kind: str = "noop") -> float:
         worker.wait()
         await kv.close()
     return jobs / elapsed
+
+
+async def latency_round(work: Path, job_type: str, sequential: int, parallel: int) -> dict:
+    """``true`` as a ``vm`` or sandboxed ``shell`` job: latency (submit →
+    finished) of ``sequential`` jobs one at a time, then jobs/minute of
+    ``parallel`` jobs submitted at once (the worker runs its concurrency cap)."""
+    import statistics
+
+    from aspen.jobs.model import JobSpec, JobState
+    from aspen.jobs.store import JobStore
+    from aspen.storage.sqlite import SqliteKeyValueStore
+
+    db, blob_dir = work / "kv.db", work / "blobs"
+    kv = await SqliteKeyValueStore.open(db)
+    store = JobStore(kv)
+    worker = subprocess.Popen([sys.executable, __file__, "--aspen-worker", str(db), str(blob_dir), "vm"])
+    spec = JobSpec(type=job_type, payload={"command": ["true"]}, timeout_ms=300_000)
+    ended = (JobState.SUCCEEDED, JobState.FAILED, JobState.DEAD)
+
+    async def finished(job_id: str):
+        while (job := await store.get(job_id)).state not in ended:
+            await asyncio.sleep(0.02)
+        if job.state != JobState.SUCCEEDED:
+            raise SystemExit(f"{job_type} job failed: {job.error}")
+        return job
+
+    try:
+        while not await store.workers():
+            await asyncio.sleep(0.05)
+        latencies, result = [], None
+        for _ in range(sequential):
+            t0 = time.perf_counter()
+            job = await finished((await store.submit(spec)).id)
+            latencies.append(time.perf_counter() - t0)
+            result = job.result
+        t0 = time.perf_counter()
+        jobs = await asyncio.gather(*(store.submit(spec) for _ in range(parallel)))
+        for job in jobs:
+            await finished(job.id)
+        per_minute = parallel / (time.perf_counter() - t0) * 60
+        cap = (await store.workers())[0].concurrency[job_type]
+    finally:
+        worker.kill()
+        worker.wait()
+        await kv.close()
+    latencies.sort()
+    return {
+        "median": statistics.median(latencies),
+        "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        "per_minute": per_minute,
+        "cap": cap,
+        "accel": (result or {}).get("accel", "-"),
+    }
+
+
+def vm_main(args: argparse.Namespace) -> None:
+    rows = {}
+    for job_type, n in (("shell", args.vm_jobs * 4), ("vm", args.vm_jobs)):
+        with tempfile.TemporaryDirectory(dir=args.dir, prefix=f"bench-jobs-{job_type}-") as tmp:
+            rows[job_type] = asyncio.run(latency_round(Path(tmp), job_type, n, n))
+    print(f"\n`true` end to end (submit → succeeded); latency of jobs one at a time, jobs/min with {args.vm_jobs}+ at once:")
+    print(f"  {'job':<16} {'median s':>9} {'p99 s':>8} {'jobs/min':>9} {'cap':>4}  accel")
+    for job_type, label in (("shell", "shell (sandbox)"), ("vm", "vm (microvm)")):
+        r = rows[job_type]
+        print(f"  {label:<16} {r['median']:9.2f} {r['p99']:8.2f} {r['per_minute']:9.1f} {r['cap']:>4}  {r['accel']}")
 
 
 # --- rq -----------------------------------------------------------------------
@@ -169,10 +247,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--dir", default=None)
     parser.add_argument("--shell-jobs", type=int, default=200)
+    parser.add_argument("--vm-jobs", type=int, default=0, help="only the vm vs shell latency rows, N vm jobs")
     parser.add_argument("--aspen-worker", nargs=3, metavar=("DB", "BLOBS", "KIND"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.aspen_worker:
         asyncio.run(aspen_worker(*args.aspen_worker))
+        return
+    if args.vm_jobs:
+        vm_main(args)
         return
     if shutil.which("redis-server") is None:
         sys.exit("redis-server is not installed (apt-get install redis-server)")

@@ -13,6 +13,10 @@ command -v bwrap >/dev/null || need+=(bubblewrap)
 command -v cc >/dev/null || need+=(gcc)  # the plugin hand-off's C extension
 python3 -c 'import os, sysconfig; raise SystemExit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' \
     || need+=(python3-dev)
+# vm jobs (aspen.jobs.executors.vm): QEMU, and the guest image's kernel and busybox.
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+ls /boot/vmlinuz-*-amd64 >/dev/null 2>&1 || need+=(linux-image-amd64)
 if [ ${#need[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
@@ -28,3 +32,7 @@ fi
 if [ -f aspen/plugins/build.py ]; then
     .venv/bin/python -m aspen.plugins.build
 fi
+
+# The vm jobs' guest image, built from the Debian packages into the default cache
+# (/var/tmp/aspen-vm-cache/build; skipped when its sources are unchanged).
+.venv/bin/python -c 'from aspen.jobs.vm.cache import ImageCache; print(*ImageCache().prebuilt())'

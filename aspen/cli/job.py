@@ -263,7 +263,7 @@ def workers(url: UrlOpt = None, json: JsonOpt = False) -> None:
     if json:
         print_json({"workers": found})
         return
-    table = Table("worker", "node", "host/pid", "job types", "running", "done", "failed", "heartbeat")
+    table = Table("worker", "node", "host/pid", "job types", "running", "done", "failed", "heartbeat", "details")
     now = time.time() * 1000
     for w in found:
         table.add_row(
@@ -275,6 +275,7 @@ def workers(url: UrlOpt = None, json: JsonOpt = False) -> None:
             str(w["processed"]),
             str(w["failed"]),
             f"{(now - w['heartbeat_ms']) / 1000:.0f}s ago",
+            literal(", ".join(f"{k}={v}" for k, v in sorted(w.get("details", {}).items()))),
         )
     console.print(table)
 

@@ -4,6 +4,7 @@ distributions add through the ``aspen.workers`` entry-point group; and the
 
 Sandbox: ``shell_sandbox = "required"`` (default) or ``"none"``,
 ``sandbox_uid = 65534``, ``sandbox_gid`` (= uid), ``nix_network = false``.
+VM jobs: the ``[jobs.vm]`` table (:class:`aspen.jobs.executors.vm.VmConfig`).
 Limits: see :mod:`aspen.jobs.limits`. Pool: ``max_output_mb = 16`` (per job
 log), ``retention_days = 7`` (finished jobs, then collected).
 """
@@ -18,6 +19,7 @@ from aspen.errors import AspenError, ErrorCode
 from aspen.jobs.cgroup import Cgroups
 from aspen.jobs.executors.nix import NixWorker
 from aspen.jobs.executors.shell import ShellWorker
+from aspen.jobs.executors.vm import VmConfig, VmWorker
 from aspen.jobs.limits import LimitPolicy, MiB
 from aspen.jobs.sandbox import DEFAULT_UID, Sandbox
 from aspen.jobs.worker import WORKERS_ENTRY_POINT_GROUP, Worker
@@ -47,6 +49,9 @@ def builtin_workers(options: dict[str, Any], node: Any = None) -> list[Worker]:
             cgroups=cgroups,
         ),
     ]
+    vm = VmConfig.from_options(options.get("vm"))
+    if vm.enabled:
+        workers.append(VmWorker(vm, sandbox=shell_sandbox, policy=policy, cgroups=cgroups))
     try:
         from aspen.jobs.executors.wasm import WasmWorker
     except ImportError as exc:  # the plugin runtime is optional at this layer

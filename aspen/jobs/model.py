@@ -166,6 +166,7 @@ class WorkerInfo(msgspec.Struct, frozen=True):
     heartbeat_ms: int
     processed: int = 0
     failed: int = 0
+    details: dict[str, str] = {}  # what workers report of themselves (``vm.accel``)
 
 
 class LiveLog(msgspec.Struct, frozen=True):

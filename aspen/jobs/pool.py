@@ -170,6 +170,7 @@ class WorkerPool:
             heartbeat_ms=now_ms(),
             processed=self._processed,
             failed=self._failed,
+            details={k: v for w in self._limits for k, v in (getattr(w, "details", None) or {}).items()},
         )
 
     async def _register(self) -> None:

@@ -106,22 +106,26 @@ class Sandbox:
         cwd: str,
         limits: JobLimits,
         cgroup_procs: str | None = None,
+        binds: Sequence[str] = (),
+        dev_binds: Sequence[str] = (),
     ) -> list[str]:
         """The argv that runs ``command`` in the sandbox, in ``cwd`` (relative
-        to the work dir; inside the sandbox the work dir is ``/work``)."""
+        to the work dir; inside the sandbox the work dir is ``/work``).
+        ``binds``: host paths shown writable at the same place; ``dev_binds``:
+        device nodes to show if they exist (``/dev/kvm``)."""
         self.check()
         argv = [self.prlimit, *prlimit_args(limits), "--"]  # type: ignore[list-item]
         if self.active:
             argv = [
                 self.setpriv, f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups", "--",
                 *argv,
-                *self._bwrap(limits, cwd),
+                *self._bwrap(limits, cwd, binds, dev_binds),
             ]  # fmt: skip
         if cgroup_procs is not None:
             argv = ["/bin/sh", "-c", _ENTER_CGROUP, cgroup_procs, *argv]
         return [*argv, *command]  # type: ignore[list-item]
 
-    def _bwrap(self, limits: JobLimits, cwd: str) -> list[str]:
+    def _bwrap(self, limits: JobLimits, cwd: str, binds: Sequence[str], dev_binds: Sequence[str]) -> list[str]:
         disk = str(limits.disk_mb * MiB)
         argv = [
             self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns",
@@ -141,6 +145,10 @@ class Sandbox:
         ]  # fmt: skip
         for path in self.ro_binds:  # after the tmpfs mounts, which would hide them
             argv += ["--ro-bind", path, path]
+        for path in binds:
+            argv += ["--bind", path, path]
+        for path in dev_binds:
+            argv += ["--dev-bind-try", path, path]
         argv += [
             "--dir", str(PurePosixPath(SANDBOX_WORKDIR) / cwd),
             "--chdir", str(PurePosixPath(SANDBOX_WORKDIR) / cwd),

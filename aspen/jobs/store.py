@@ -15,6 +15,7 @@ import itertools
 import random
 import secrets
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
 from typing import Any
 
 import msgspec
@@ -37,6 +38,7 @@ from aspen.jobs.model import (
     decode_worker,
     encode,
 )
+from aspen.jobs.worker import OUTPUT_BLOBS, output_tag
 from aspen.storage.pages import count_prefix
 from aspen.storage.protocol import BlobStore, KeyValueStore
 from aspen.storage.records import Compare, DeleteOp, KeyValue, PutOp
@@ -616,7 +618,13 @@ class JobStore:
     async def _release_blobs(self, job: Job) -> None:
         if self.blobs is None:
             return
-        for tag, blob in ((f"job-log:{job.id}", job.log_blob), (f"job-result:{job.id}", job.result_blob)):
+        tagged = [(f"job-log:{job.id}", job.log_blob)]
+        with suppress(AspenError, msgspec.DecodeError):  # a result that is gone or is not JSON holds no outputs
+            result = await self.read_result(job)
+            if isinstance(result, dict) and isinstance(result.get(OUTPUT_BLOBS), dict):
+                tagged += [(output_tag(job.id, n), h) for n, h in result[OUTPUT_BLOBS].items() if isinstance(h, str)]
+        tagged.append((f"job-result:{job.id}", job.result_blob))
+        for tag, blob in tagged:
             if blob is None:
                 continue
             await self.blobs.unprotect(tag)

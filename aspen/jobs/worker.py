@@ -14,6 +14,13 @@ from aspen.storage.protocol import BlobStore, KeyValueStore
 # Workers from other distributions: each entry point names a factory
 # ``factory(node) -> Worker | list[Worker]`` (``node`` as for handlers).
 WORKERS_ENTRY_POINT_GROUP = "aspen.workers"
+# A result dict's ``output_blobs`` ({name: hash}): blobs the worker protected
+# under ``output_tag(job id, name)``; they are released with the job.
+OUTPUT_BLOBS = "output_blobs"
+
+
+def output_tag(job_id: str, name: str) -> str:
+    return f"job-output:{job_id}:{name}"[:1024]
 
 
 @runtime_checkable

@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -84,9 +85,12 @@ class SandboxedRunner:
         limits: JobLimits,
         env: dict[str, str],
         stdout: int | None = None,
+        binds: Sequence[str] = (),
+        dev_binds: Sequence[str] = (),
     ) -> tuple[int, int]:
         """Run in the sandbox; returns (exit status, bytes of output dropped).
-        ``env`` gets ``HOME`` (the work dir) unless it has one."""
+        ``env`` gets ``HOME`` (the work dir) unless it has one; ``binds`` and
+        ``dev_binds`` as for :meth:`Sandbox.command`."""
         self.sandbox.check()
         if not self.sandbox.active:
             log.warning("job %s runs UNSANDBOXED on the host ([jobs] shell_sandbox = \"none\")", job.id)
@@ -95,7 +99,9 @@ class SandboxedRunner:
         try:
             if self.cgroups is not None:
                 cgroup = await asyncio.to_thread(self.cgroups.create, f"job-{job.id}-{job.attempts}", limits)
-            argv = self.sandbox.command(command, cwd=cwd, limits=limits, cgroup_procs=cgroup and cgroup.procs)
+            argv = self.sandbox.command(
+                command, cwd=cwd, limits=limits, cgroup_procs=cgroup and cgroup.procs, binds=binds, dev_binds=dev_binds
+            )
             if self.sandbox.active:
                 run_in, home = "/", SANDBOX_WORKDIR
             else:  # the work dir is on the host

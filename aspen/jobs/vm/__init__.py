@@ -1,0 +1,1 @@
+"""The guest side of ``vm`` jobs: image, disks, QEMU command line, image cache."""
