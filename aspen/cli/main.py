@@ -8,7 +8,19 @@ from typing import Annotated
 
 import typer
 
-from aspen.cli import blob, cluster, dev, job, kv, node, plugin, status, token
+from aspen.cli import (
+    blob,
+    cluster,
+    coord,
+    dev,
+    job,
+    kv,
+    node,
+    plugin,
+    queue,
+    status,
+    token,
+)
 
 app = typer.Typer(
     name="aspen",
@@ -47,4 +59,11 @@ app.add_typer(plugin.app, name="plugin")
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(dev.app, name="dev")
 app.add_typer(token.app, name="token")
+app.add_typer(coord.lock, name="lock")
+app.add_typer(coord.semaphore, name="semaphore")
+app.add_typer(coord.election, name="election")
+app.add_typer(coord.counter, name="counter")
+app.add_typer(coord.sequence, name="sequence")
+app.add_typer(coord.ratelimit, name="ratelimit")
+app.add_typer(queue.app, name="queue")
 app.command("status")(status.status)

@@ -1,0 +1,411 @@
+"""The coordination request catalog: one msgspec Struct per request and
+response body, shared by the handler, the client and the CLI. Names follow
+the Rust Aspen ``ClientRpcRequest`` variants where it had one (the election
+and ``…Status``/``…Renew`` requests are new). Every request names its
+primitive by ``name``; who may use it is decided by :func:`resource`."""
+
+from __future__ import annotations
+
+from aspen.coordination.election import Leader
+from aspen.coordination.lock import LockState
+from aspen.coordination.queue_model import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_ITEMS,
+    DEFAULT_VISIBILITY_MS,
+    Delivery,
+    Item,
+    QueueConfig,
+)
+from aspen.coordination.queue_model import QueueStatus as QueueState
+from aspen.coordination.semaphore import Permit, SemaphoreState
+from aspen.rpc.catalog import Body
+
+
+class Named(Body):
+    name: str
+
+
+# --- locks ------------------------------------------------------------------
+
+
+class LockTryAcquire(Named):
+    holder: str = ""  # a label for humans; ownership is the caller's identity
+    ttl_seconds: int = 30
+
+
+class LockAcquire(LockTryAcquire):
+    timeout_seconds: float = 10.0
+
+
+class LockRelease(Named):
+    token: int
+
+
+class LockRenew(Named):
+    token: int
+
+
+class LockStatus(Named):
+    pass
+
+
+class LockResult(Body):
+    lock: LockState
+
+
+class LockTryResult(Body):
+    acquired: bool
+    lock: LockState | None  # ours, or the holder's (None: freed meanwhile, try again)
+
+
+class LockReleaseResult(Body):
+    name: str
+    token: int
+
+
+class LockStatusResult(Body):
+    lock: LockState | None
+
+
+# --- counters and sequences ---------------------------------------------------
+
+
+class CounterGet(Named):
+    pass
+
+
+class CounterIncrement(Named):
+    pass
+
+
+class CounterDecrement(Named):
+    pass
+
+
+class CounterAdd(Named):
+    delta: int
+
+
+class CounterSubtract(Named):
+    delta: int
+
+
+class CounterSet(Named):
+    value: int
+
+
+class CounterCompareAndSet(Named):
+    expected: int
+    new_value: int
+
+
+class SignedCounterGet(Named):
+    pass
+
+
+class SignedCounterAdd(Named):
+    delta: int
+
+
+class CounterResult(Body):
+    name: str
+    value: int
+
+
+class CounterCompareAndSetResult(Body):
+    is_success: bool
+    value: int  # the value now
+
+
+class SequenceNext(Named):
+    pass
+
+
+class SequenceReserve(Named):
+    count: int
+
+
+class SequenceCurrent(Named):
+    pass
+
+
+class SequenceResult(Body):
+    name: str
+    value: int  # Next: the number; Reserve: the first of the range; Current: the highest handed out
+
+
+# --- rate limiter -------------------------------------------------------------
+
+
+class RateLimiterTryAcquire(Named):
+    capacity: float
+    refill_per_second: float
+    tokens: float = 1.0
+
+
+class RateLimiterAcquire(RateLimiterTryAcquire):
+    timeout_seconds: float = 10.0
+
+
+class RateLimiterAvailable(Named):
+    capacity: float
+    refill_per_second: float
+
+
+class RateLimiterReset(Named):
+    pass
+
+
+class RateLimiterResult(Body):
+    allowed: bool
+    remaining: float
+    retry_after_ms: int  # when refused: wait this long before trying again
+
+
+class RateLimiterAvailableResult(Body):
+    tokens: float
+
+
+class RateLimiterResetResult(Body):
+    was_reset: bool
+
+
+# --- semaphores -----------------------------------------------------------------
+
+
+class SemaphoreTryAcquire(Named):
+    capacity: int
+    permits: int = 1
+    holder: str = ""
+    ttl_seconds: int = 30
+
+
+class SemaphoreAcquire(SemaphoreTryAcquire):
+    timeout_seconds: float = 10.0
+
+
+class SemaphoreRelease(Named):
+    permit_id: int
+
+
+class SemaphoreRenew(Named):
+    permit_id: int
+
+
+class SemaphoreStatus(Named):
+    pass
+
+
+class SemaphoreResult(Body):
+    permit: Permit
+
+
+class SemaphoreTryResult(Body):
+    acquired: bool
+    permit: Permit | None
+
+
+class SemaphoreReleaseResult(Body):
+    name: str
+    permit_id: int
+
+
+class SemaphoreRenewResult(Body):
+    name: str
+    permit_id: int
+    deadline_ms: int
+
+
+class SemaphoreStatusResult(Body):
+    semaphore: SemaphoreState
+
+
+# --- leader election --------------------------------------------------------------
+
+
+class ElectionCampaign(Named):
+    candidate: str = ""
+    ttl_seconds: int = 15
+    timeout_seconds: float = 10.0
+
+
+class ElectionRenew(Named):
+    lease_id: int
+
+
+class ElectionResign(Named):
+    lease_id: int
+
+
+class ElectionLeader(Named):
+    pass
+
+
+class ElectionResult(Body):
+    leader: Leader
+
+
+class ElectionResignResult(Body):
+    name: str
+    lease_id: int
+
+
+class ElectionLeaderResult(Body):
+    leader: Leader | None
+
+
+# --- queues -----------------------------------------------------------------------
+
+
+class QueueCreate(Named):
+    visibility_timeout_ms: int = DEFAULT_VISIBILITY_MS
+    max_delivery_attempts: int = DEFAULT_MAX_ATTEMPTS  # 0: unlimited
+    max_items: int = DEFAULT_MAX_ITEMS
+
+
+class QueueDelete(Named):
+    pass
+
+
+class QueueEnqueueItem(Body):
+    payload: bytes
+    group_id: str | None = None  # items of one group are delivered one at a time, in order
+    dedup_id: str | None = None  # the same id within five minutes enqueues nothing new
+    delay_ms: int = 0
+
+
+class QueueEnqueue(QueueEnqueueItem, kw_only=True):
+    name: str
+
+
+class QueueEnqueueBatch(Named):
+    items: list[QueueEnqueueItem]
+
+
+class QueueDequeue(Named):
+    consumer: str = ""
+    max_items: int = 1
+    visibility_timeout_ms: int | None = None  # None: the queue's
+
+
+class QueueDequeueWait(QueueDequeue):
+    timeout_seconds: float = 10.0
+
+
+class QueuePeek(Named):
+    max_items: int = 10
+
+
+class QueueAck(Named):
+    receipt: str
+
+
+class QueueNack(Named):
+    receipt: str
+    to_dlq: bool = False
+    delay_ms: int = 0
+    error: str | None = None
+
+
+class QueueExtendVisibility(Named):
+    receipt: str
+    visibility_timeout_ms: int
+
+
+class QueueStatus(Named):
+    pass
+
+
+class QueueGetDLQ(Named):
+    max_items: int = 100
+
+
+class QueueRedriveDLQ(Named):
+    max_items: int = 100
+
+
+class QueueCreateResult(Body):
+    name: str
+    config: QueueConfig
+
+
+class QueueDeleteResult(Body):
+    name: str
+    was_deleted: bool
+
+
+class QueueEnqueueResult(Body):
+    item_id: int
+
+
+class QueueEnqueueBatchResult(Body):
+    item_ids: list[int]
+
+
+class QueueDequeueResult(Body):
+    items: list[Delivery]
+
+
+class QueueItemsResult(Body):
+    items: list[Item]
+
+
+class QueueAckResult(Body):
+    receipt: str
+
+
+class QueueNackResult(Body):
+    moved_to_dlq: bool
+
+
+class QueueExtendVisibilityResult(Body):
+    visible_at_ms: int
+
+
+class QueueStatusResult(Body):
+    status: QueueState
+
+
+class QueueRedriveDLQResult(Body):
+    redriven: int
+
+
+# --- the table -----------------------------------------------------------------------
+
+# request type -> (request body, response type, response body, the primitive's kind)
+_TABLE: list[tuple[type[Body], type[Body], str]] = [
+    (LockAcquire, LockResult, "lock"), (LockTryAcquire, LockTryResult, "lock"),
+    (LockRelease, LockReleaseResult, "lock"), (LockRenew, LockResult, "lock"),
+    (LockStatus, LockStatusResult, "lock"),
+    (CounterGet, CounterResult, "counter"), (CounterIncrement, CounterResult, "counter"),
+    (CounterDecrement, CounterResult, "counter"), (CounterAdd, CounterResult, "counter"),
+    (CounterSubtract, CounterResult, "counter"), (CounterSet, CounterResult, "counter"),
+    (CounterCompareAndSet, CounterCompareAndSetResult, "counter"),
+    (SignedCounterGet, CounterResult, "counter"), (SignedCounterAdd, CounterResult, "counter"),
+    (SequenceNext, SequenceResult, "sequence"), (SequenceReserve, SequenceResult, "sequence"),
+    (SequenceCurrent, SequenceResult, "sequence"),
+    (RateLimiterTryAcquire, RateLimiterResult, "ratelimit"), (RateLimiterAcquire, RateLimiterResult, "ratelimit"),
+    (RateLimiterAvailable, RateLimiterAvailableResult, "ratelimit"),
+    (RateLimiterReset, RateLimiterResetResult, "ratelimit"),
+    (SemaphoreAcquire, SemaphoreResult, "semaphore"), (SemaphoreTryAcquire, SemaphoreTryResult, "semaphore"),
+    (SemaphoreRelease, SemaphoreReleaseResult, "semaphore"), (SemaphoreRenew, SemaphoreRenewResult, "semaphore"),
+    (SemaphoreStatus, SemaphoreStatusResult, "semaphore"),
+    (ElectionCampaign, ElectionResult, "election"), (ElectionRenew, ElectionResult, "election"),
+    (ElectionResign, ElectionResignResult, "election"), (ElectionLeader, ElectionLeaderResult, "election"),
+    (QueueCreate, QueueCreateResult, "queue"), (QueueDelete, QueueDeleteResult, "queue"),
+    (QueueEnqueue, QueueEnqueueResult, "queue"), (QueueEnqueueBatch, QueueEnqueueBatchResult, "queue"),
+    (QueueDequeue, QueueDequeueResult, "queue"), (QueueDequeueWait, QueueDequeueResult, "queue"),
+    (QueuePeek, QueueItemsResult, "queue"), (QueueAck, QueueAckResult, "queue"),
+    (QueueNack, QueueNackResult, "queue"), (QueueExtendVisibility, QueueExtendVisibilityResult, "queue"),
+    (QueueStatus, QueueStatusResult, "queue"), (QueueGetDLQ, QueueItemsResult, "queue"),
+    (QueueRedriveDLQ, QueueRedriveDLQResult, "queue"),
+]  # fmt: skip
+
+COORD_REQUESTS: dict[str, tuple[type[Body], str, type[Body]]] = {
+    req.__name__: (req, resp.__name__, resp) for req, resp, _ in _TABLE
+}
+KIND: dict[str, str] = {req.__name__: kind for req, _, kind in _TABLE}
+
+def resource(request_type: str, name: str) -> str:
+    """What a token must allow (operation ``coord``, by prefix): ``{kind}/{name}``."""
+    return f"{KIND[request_type]}/{name}"
