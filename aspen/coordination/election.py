@@ -24,6 +24,7 @@ from aspen.coordination.space import (
     decode_holder,
     encode,
     is_delete,
+    revoke_quietly,
     wait_for,
     wait_timeout,
 )
@@ -97,10 +98,7 @@ class Elections:
                     await self.kv.lease_keepalive(lease.id)
         finally:
             if not won:
-                try:
-                    await self.kv.lease_revoke(lease.id)
-                except AspenError:
-                    pass  # expired already
+                await revoke_quietly(self.kv, lease.id)
 
     async def _mine(self, name: str, lease_id: int, owner: str | None) -> Leader:
         current = await self.leader(name)

@@ -26,6 +26,7 @@ from aspen.coordination.space import (
     decode_holder,
     encode,
     is_delete,
+    revoke_quietly,
     wait_for,
     wait_timeout,
 )
@@ -95,7 +96,7 @@ class Locks:
         ok, kv, _ = await self._attempt(name, key, encode(Holder(owner, holder, ttl=ttl)), lease.id)
         if ok:
             return TryResult(True, self._state(name, kv, granted_ms + ttl * 1000))
-        await self.kv.lease_revoke(lease.id)
+        await revoke_quietly(self.kv, lease.id)
         return TryResult(False, None if kv is None else self._state(name, kv, await self._deadline(kv)))
 
     async def acquire(
@@ -111,11 +112,17 @@ class Locks:
             while True:
                 if not lease_id or time.monotonic() - granted > ttl / 2:  # a fresh lease: the full TTL once held
                     if lease_id:
-                        await self.kv.lease_revoke(lease_id)
+                        await revoke_quietly(self.kv, lease_id)
                         lease_id = 0
                     lease_id, granted = (await self.kv.lease_grant(ttl)).id, time.monotonic()
                 granted_ms = clock.now_ms() - int((time.monotonic() - granted) * 1000)
-                ok, kv, revision = await self._attempt(name, key, record, lease_id)
+                try:
+                    ok, kv, revision = await self._attempt(name, key, record, lease_id)
+                except AspenError as exc:
+                    if exc.code != ErrorCode.LEASE_NOT_FOUND:
+                        raise
+                    lease_id = 0  # it ran out while we waited: take a new one
+                    continue
                 if ok:
                     lease_id, state = 0, self._state(name, kv, granted_ms + ttl * 1000)
                     return state
@@ -126,7 +133,7 @@ class Locks:
                     raise wait_timeout(name, timeout)
         finally:
             if lease_id:  # not acquired: the lease holds nothing
-                await self.kv.lease_revoke(lease_id)
+                await revoke_quietly(self.kv, lease_id)
 
     async def _held(self, name: str, token: int, owner: str | None) -> KeyValue:
         kv = await self.kv.get(self.key(name))

@@ -46,6 +46,7 @@ from aspen.coordination.space import (
     base_key,
     check_wait,
     conflict,
+    revoke_quietly,
     wait_for,
 )
 from aspen.errors import AspenError, ErrorCode
@@ -163,7 +164,7 @@ class Queues:
             raise conflict(counts_key)
         finally:
             if lease_id:
-                await self.kv.lease_revoke(lease_id)
+                await revoke_quietly(self.kv, lease_id)
 
     # --- reading items --------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from aspen.coordination.space import (
     decode_holder,
     encode,
     is_delete,
+    revoke_quietly,
     wait_for,
     wait_timeout,
 )
@@ -152,7 +153,7 @@ class Semaphores:
             raise conflict(guard)
         finally:
             if lease_id:
-                await self.kv.lease_revoke(lease_id)
+                await revoke_quietly(self.kv, lease_id)
 
     async def acquire(
         self, name: str, capacity: int, permits: int = 1, *, holder: str = "", owner: str = "",

@@ -109,3 +109,12 @@ def is_delete(event: WatchEvent) -> bool:
 def check_label(label: object, what: str = "holder") -> str:
     """A holder, candidate or consumer label: "" or a name."""
     return "" if label == "" else check_name(label, what)
+
+
+async def revoke_quietly(kv: KeyValueStore, lease_id: int) -> None:
+    """Drop a lease that holds nothing (anymore); gone already is fine."""
+    try:
+        await kv.lease_revoke(lease_id)
+    except AspenError as exc:
+        if exc.code != ErrorCode.LEASE_NOT_FOUND:
+            raise
