@@ -14,8 +14,6 @@ from aspen.cli.common import (
     JsonOpt,
     UrlOpt,
     connect,
-    console,
-    literal,
     print_json,
     reports_errors,
 )
@@ -31,7 +29,7 @@ def send(url: str | None, json: bool, request: Any, text: Callable[[Any], str]) 
     """Send ``request``; print the result as JSON or as ``text(result)``."""
     with connect(url) as client:
         result = client.coord(request)
-    print_json(result) if json else console.print(literal(text(result)))
+    print_json(result) if json else typer.echo(text(result))
     return result
 
 
