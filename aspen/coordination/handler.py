@@ -5,9 +5,11 @@ store. Registered through the ``aspen.handlers`` entry-point group
 Ownership is per caller: a lock, permit or candidacy records the verified
 token's subject, and only that caller can renew or release it (another
 caller's token answers ``LOCK_NOT_HELD`` / ``SEMAPHORE_NOT_HELD`` /
-``ELECTION_NOT_LEADER``, as a lost one). Queue receipts are unguessable and
-act on their own. A blocking request waits at most its ``timeout_seconds``
-and never past the request's own deadline.
+``ELECTION_NOT_LEADER``, as a lost one). Each holding is a lease, and it is
+recorded as the caller's own (:mod:`aspen.rpc.lease_handler`), so it counts
+against the caller's ``[quotas] leases_per_caller``. Queue receipts are
+unguessable and act on their own. A blocking request waits at most its
+``timeout_seconds`` and never past the request's own deadline.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from aspen.coordination.ratelimit import RateLimiters
 from aspen.coordination.semaphore import Semaphores
 from aspen.coordination.sequence import Sequences
 from aspen.coordination.space import check_label, check_name, check_wait
+from aspen.errors import AspenError, ErrorCode, quota_exceeded
 from aspen.rpc.handler import RequestContext
+from aspen.rpc.lease_handler import DEFAULT_LEASES_PER_CALLER, owner_key, owner_prefix
 from aspen.rpc.typed_handler import TypedHandler
 
 DEADLINE_MARGIN = 0.5  # seconds kept to answer before the request's deadline
@@ -51,16 +55,42 @@ class CoordinationHandler(TypedHandler):
         self.counters, self.signed = Counters(kv), Counters(kv, signed=True)
         self.sequences, self.rates, self.queues = Sequences(kv), RateLimiters(kv), Queues(kv)
 
+    # --- the caller's leases ----------------------------------------------------
+
+    async def _quota(self, ctx: RequestContext) -> None:
+        """Refuse a new holding once the caller holds ``leases_per_caller`` leases."""
+        if ctx.caller is None:
+            return
+        limit = int(self.node.config.sections.get("quotas", {}).get("leases_per_caller", DEFAULT_LEASES_PER_CALLER))
+        page = await self.node.kv.scan(owner_prefix(ctx.caller), limit=max(1, min(limit, 10_000)))
+        if len(page.entries) >= limit:
+            raise quota_exceeded("leases_per_caller", limit, len(page.entries))
+
+    async def _charge(self, ctx: RequestContext, lease_id: int) -> None:
+        """Record the holding's lease as the caller's (it goes with the lease)."""
+        if ctx.caller is None:
+            return
+        try:
+            await self.node.kv.put(owner_key(ctx.caller, lease_id), b"", lease=lease_id)
+        except AspenError as exc:
+            if exc.code != ErrorCode.LEASE_NOT_FOUND:  # expired already: nothing to count
+                raise
+
     # --- locks ------------------------------------------------------------------
 
     async def lock_acquire(self, b: m.LockAcquire, ctx: RequestContext) -> m.LockResult:
+        await self._quota(ctx)
         lock = await self.locks.acquire(
             b.name, holder=check_label(b.holder), owner=_owner(ctx), ttl=b.ttl_seconds, timeout=_wait(b.timeout_seconds, ctx)
         )
+        await self._charge(ctx, lock.lease_id)
         return m.LockResult(lock=lock)
 
     async def lock_try_acquire(self, b: m.LockTryAcquire, ctx: RequestContext) -> m.LockTryResult:
+        await self._quota(ctx)
         r = await self.locks.try_acquire(b.name, holder=check_label(b.holder), owner=_owner(ctx), ttl=b.ttl_seconds)
+        if r.acquired:
+            await self._charge(ctx, r.lock.lease_id)
         return m.LockTryResult(acquired=r.acquired, lock=r.lock)
 
     async def lock_release(self, b: m.LockRelease, ctx: RequestContext) -> m.LockReleaseResult:
@@ -136,16 +166,21 @@ class CoordinationHandler(TypedHandler):
     # --- semaphores -------------------------------------------------------------------------
 
     async def semaphore_acquire(self, b: m.SemaphoreAcquire, ctx: RequestContext) -> m.SemaphoreResult:
+        await self._quota(ctx)
         permit = await self.semaphores.acquire(
             b.name, b.capacity, b.permits, holder=check_label(b.holder), owner=_owner(ctx), ttl=b.ttl_seconds,
             timeout=_wait(b.timeout_seconds, ctx),
         )  # fmt: skip
+        await self._charge(ctx, permit.permit_id)
         return m.SemaphoreResult(permit=permit)
 
     async def semaphore_try_acquire(self, b: m.SemaphoreTryAcquire, ctx: RequestContext) -> m.SemaphoreTryResult:
+        await self._quota(ctx)
         permit = await self.semaphores.try_acquire(
             b.name, b.capacity, b.permits, holder=check_label(b.holder), owner=_owner(ctx), ttl=b.ttl_seconds
         )
+        if permit is not None:
+            await self._charge(ctx, permit.permit_id)
         return m.SemaphoreTryResult(acquired=permit is not None, permit=permit)
 
     async def semaphore_release(self, b: m.SemaphoreRelease, ctx: RequestContext) -> m.SemaphoreReleaseResult:
@@ -162,10 +197,12 @@ class CoordinationHandler(TypedHandler):
     # --- leader election ---------------------------------------------------------------------
 
     async def election_campaign(self, b: m.ElectionCampaign, ctx: RequestContext) -> m.ElectionResult:
+        await self._quota(ctx)
         leader = await self.elections.campaign(
             b.name, candidate=check_label(b.candidate, "candidate"), owner=_owner(ctx), ttl=b.ttl_seconds,
             timeout=_wait(b.timeout_seconds, ctx),
         )  # fmt: skip
+        await self._charge(ctx, leader.lease_id)
         return m.ElectionResult(leader=leader)
 
     async def election_renew(self, b: m.ElectionRenew, ctx: RequestContext) -> m.ElectionResult:

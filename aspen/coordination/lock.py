@@ -66,7 +66,7 @@ class Locks:
     def key(name: str) -> str:
         return base_key("lock", name)
 
-    async def _attempt(self, name: str, key: str, record: bytes, lease_id: int) -> tuple[bool, KeyValue | None, int]:
+    async def _attempt(self, key: str, record: bytes, lease_id: int) -> tuple[bool, KeyValue | None, int]:
         r = await self.kv.transaction(
             [Compare(key, "exists", "==", False)], [PutOp(key, record, lease=lease_id), GetOp(key)], [GetOp(key)]
         )
@@ -93,7 +93,7 @@ class Locks:
         key, ttl = self.key(name), check_ttl(ttl)
         lease = await self.kv.lease_grant(ttl)
         granted_ms = clock.now_ms()
-        ok, kv, _ = await self._attempt(name, key, encode(Holder(owner, holder, ttl=ttl)), lease.id)
+        ok, kv, _ = await self._attempt(key, encode(Holder(owner, holder, ttl=ttl)), lease.id)
         if ok:
             return TryResult(True, self._state(name, kv, granted_ms + ttl * 1000))
         await revoke_quietly(self.kv, lease.id)
@@ -117,7 +117,7 @@ class Locks:
                     lease_id, granted = (await self.kv.lease_grant(ttl)).id, time.monotonic()
                 granted_ms = clock.now_ms() - int((time.monotonic() - granted) * 1000)
                 try:
-                    ok, kv, revision = await self._attempt(name, key, record, lease_id)
+                    ok, kv, revision = await self._attempt(key, record, lease_id)
                 except AspenError as exc:
                     if exc.code != ErrorCode.LEASE_NOT_FOUND:
                         raise

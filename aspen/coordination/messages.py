@@ -2,7 +2,8 @@
 response body, shared by the handler, the client and the CLI. Names follow
 the Rust Aspen ``ClientRpcRequest`` variants where it had one (the election
 and ``…Status``/``…Renew`` requests are new). Every request names its
-primitive by ``name``; who may use it is decided by :func:`resource`."""
+primitive by ``name``; a token needs ``coord`` on ``{KIND}/{name}``
+(:mod:`aspen.rpc.access`)."""
 
 from __future__ import annotations
 
@@ -372,7 +373,7 @@ class QueueRedriveDLQResult(Body):
 
 # --- the table -----------------------------------------------------------------------
 
-# request type -> (request body, response type, response body, the primitive's kind)
+# (request body, response body, the primitive's kind): COORD_REQUESTS is the catalog, KIND the resource kind
 _TABLE: list[tuple[type[Body], type[Body], str]] = [
     (LockAcquire, LockResult, "lock"), (LockTryAcquire, LockTryResult, "lock"),
     (LockRelease, LockReleaseResult, "lock"), (LockRenew, LockResult, "lock"),
@@ -405,7 +406,3 @@ COORD_REQUESTS: dict[str, tuple[type[Body], str, type[Body]]] = {
     req.__name__: (req, resp.__name__, resp) for req, resp, _ in _TABLE
 }
 KIND: dict[str, str] = {req.__name__: kind for req, _, kind in _TABLE}
-
-def resource(request_type: str, name: str) -> str:
-    """What a token must allow (operation ``coord``, by prefix): ``{kind}/{name}``."""
-    return f"{KIND[request_type]}/{name}"

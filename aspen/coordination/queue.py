@@ -102,8 +102,9 @@ class Queues:
 
     async def delete(self, name: str) -> bool:
         base = self._keys(name)[0]
-        r = await self.kv.batch_write([DeleteOp(base), DeleteOp(base + ":", prefix=True)])
-        return bool(r)
+        existed = await self.kv.get(base) is not None
+        await self.kv.batch_write([DeleteOp(base), DeleteOp(base + ":", prefix=True)])
+        return existed
 
     # --- enqueue ------------------------------------------------------------------
 

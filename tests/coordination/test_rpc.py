@@ -16,7 +16,7 @@ import pytest
 from aspen.client import SyncClient
 from aspen.coordination import messages as m
 from aspen.errors import ErrorCode
-from tests.node.node_process import ASPEN
+from tests.node.node_process import ASPEN, NodeProcess
 
 
 def rpc(node, type_: str, body: dict, token: str | None = None) -> dict:
@@ -161,3 +161,16 @@ def test_election_survives_the_leaders_sigkill_within_its_ttl(node, admin):
         leader.wait()
     assert won.candidate == "second" and won.lease_id != first_lease
     assert took < 2 + 1.5, f"the new leader took over after {took:.1f}s (TTL 2s)"
+
+
+def test_holdings_count_against_the_callers_lease_quota(tmp_path):
+    (tmp_path / "aspen.toml").write_text("[quotas]\nleases_per_caller = 2\n")
+    with NodeProcess(tmp_path / "data", "--config", str(tmp_path / "aspen.toml")) as tight, SyncClient(tight.url) as admin:
+        carol = token(admin, "carol", ("coord", ""), ("lease", "*"))
+        assert error(rpc(tight, "LockAcquire", {"name": "q1"}, carol)) is None
+        permit = rpc(tight, "SemaphoreTryAcquire", {"name": "q2", "capacity": 5}, carol)["body"]["permit"]
+        over = rpc(tight, "LockTryAcquire", {"name": "q3"}, carol)
+        assert error(over) == ErrorCode.QUOTA_EXCEEDED and over["body"]["details"]["quota"] == "leases_per_caller"
+        assert len(rpc(tight, "LeaseList", {}, carol)["body"]["leases"]) == 2  # they are carol's leases
+        rpc(tight, "SemaphoreRelease", {"name": "q2", "permit_id": permit["permit_id"]}, carol)
+        assert error(rpc(tight, "LockTryAcquire", {"name": "q3"}, carol)) is None
