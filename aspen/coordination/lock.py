@@ -1,14 +1,15 @@
-"""Mutual-exclusion locks with fencing tokens.
+"""Mutual-exclusion locks with fencing tokens: etcd's lock recipe on the
+protocol.
 
-One key per lock, ``__coord:lock:{name}``, attached to a lease of the
-lock's TTL: while it exists the lock is held; when the holder releases (the
-lease is revoked) or dies (the lease expires) the key goes and every waiter's
-watch sees the delete. The fencing token is the key's ``create_revision``:
-the store's revision only ever grows (across restarts too, on both
-backends), so the tokens of successive holders of a lock strictly increase —
-a resource that remembers the highest token it has seen can refuse a stale
-holder. Acquire is one transaction (create if absent, else read the holder);
-a blocked acquire waits on a watch of the key, never polls.
+Every contender puts ``__coord:lock:{name}:{lease id}`` on a lease of the
+lock's TTL; the holder is the key with the lowest ``create_revision``, and
+that revision is the **fencing token**. The store's revision only ever
+grows (across restarts too, on both backends) and keys hold the lock in the
+order they were created, so the tokens of successive holders strictly
+increase — a resource that remembers the highest token it has seen can
+refuse a stale holder. A waiter watches only its predecessor's key, so a
+release wakes one waiter (no herd, no polling); a holder that dies loses the
+lock when its lease expires. Release revokes the lease.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ from aspen.coordination.space import (
 )
 from aspen.errors import AspenError, ErrorCode
 from aspen.storage.protocol import KeyValueStore
-from aspen.storage.records import Compare, GetOp, KeyValue, PutOp
+from aspen.storage.records import KeyValue, PutOp, RangeOp
 
 DEFAULT_TTL = 30
+MAX_WAITERS = 1000
 
 
 class LockState(msgspec.Struct, frozen=True, kw_only=True):
@@ -58,19 +60,17 @@ def not_held(name: str, token: int) -> AspenError:
     return AspenError(ErrorCode.LOCK_NOT_HELD, f"lock {name!r} is not held with token {token}", name=name, token=token)
 
 
+def _by_age(kvs: list[KeyValue]) -> list[KeyValue]:
+    return sorted(kvs, key=lambda kv: kv.create_revision)
+
+
 class Locks:
     def __init__(self, kv: KeyValueStore) -> None:
         self.kv = kv
 
     @staticmethod
-    def key(name: str) -> str:
-        return base_key("lock", name)
-
-    async def _attempt(self, key: str, record: bytes, lease_id: int) -> tuple[bool, KeyValue | None, int]:
-        r = await self.kv.transaction(
-            [Compare(key, "exists", "==", False)], [PutOp(key, record, lease=lease_id), GetOp(key)], [GetOp(key)]
-        )
-        return r.succeeded, r.results[-1].kv, r.revision
+    def prefix(name: str) -> str:
+        return base_key("lock", name) + ":"
 
     def _state(self, name: str, kv: KeyValue, deadline_ms: int = 0) -> LockState:
         h = decode_holder(kv.value)
@@ -78,6 +78,28 @@ class Locks:
             name=name, holder=h.label, owner=h.owner, token=kv.create_revision, lease_id=kv.lease, ttl=h.ttl,
             deadline_ms=deadline_ms,
         )  # fmt: skip
+
+    async def _contenders(self, prefix: str) -> tuple[list[KeyValue], int]:
+        r = await self.kv.transaction([], [RangeOp(prefix, limit=MAX_WAITERS + 1)])
+        return _by_age(r.results[0].kvs), r.revision
+
+    async def _enter(self, name: str, holder: str, owner: str, ttl: int) -> tuple[int, str, list[KeyValue], int]:
+        """Join the line: (lease, our key, contenders oldest first, revision)."""
+        prefix = self.prefix(name)
+        lease_id = (await self.kv.lease_grant(ttl)).id
+        key = f"{prefix}{lease_id}"
+        try:
+            r = await self.kv.transaction(
+                [], [PutOp(key, encode(Holder(owner, holder, ttl=ttl)), lease=lease_id), RangeOp(prefix, limit=MAX_WAITERS + 1)]
+            )
+        except BaseException:
+            await revoke_quietly(self.kv, lease_id)
+            raise
+        kvs = r.results[1].kvs
+        if len(kvs) > MAX_WAITERS:
+            await revoke_quietly(self.kv, lease_id)
+            raise AspenError(ErrorCode.LOCK_TOO_MANY_WAITERS, f"lock {name!r} has {MAX_WAITERS} waiters", max=MAX_WAITERS)
+        return lease_id, key, _by_age(kvs), r.revision
 
     async def _deadline(self, kv: KeyValue) -> int:
         try:
@@ -90,56 +112,56 @@ class Locks:
 
     async def try_acquire(self, name: str, *, holder: str = "", owner: str = "", ttl: int = DEFAULT_TTL) -> TryResult:
         """Take the lock if free; else say who holds it and until when."""
-        key, ttl = self.key(name), check_ttl(ttl)
-        lease = await self.kv.lease_grant(ttl)
-        granted_ms = clock.now_ms()
-        ok, kv, _ = await self._attempt(key, encode(Holder(owner, holder, ttl=ttl)), lease.id)
-        if ok:
-            return TryResult(True, self._state(name, kv, granted_ms + ttl * 1000))
-        await revoke_quietly(self.kv, lease.id)
-        return TryResult(False, None if kv is None else self._state(name, kv, await self._deadline(kv)))
+        ttl = check_ttl(ttl)
+        started = clock.now_ms()
+        lease_id, key, kvs, _ = await self._enter(name, holder, owner, ttl)
+        if kvs[0].key == key:
+            return TryResult(True, self._state(name, kvs[0], started + ttl * 1000))
+        await revoke_quietly(self.kv, lease_id)
+        first = kvs[0]
+        return TryResult(False, self._state(name, first, await self._deadline(first)))
 
     async def acquire(
         self, name: str, *, holder: str = "", owner: str = "", ttl: int = DEFAULT_TTL, timeout: float = 10.0
     ) -> LockState:
-        """Take the lock, waiting up to ``timeout`` seconds for it on a watch;
-        ``COORD_WAIT_TIMEOUT`` when it stays held."""
-        key, ttl, timeout = self.key(name), check_ttl(ttl), check_wait(timeout)
-        record = encode(Holder(owner, holder, ttl=ttl))
+        """Take the lock, waiting up to ``timeout`` seconds on a watch of the
+        contender just before us; ``COORD_WAIT_TIMEOUT`` when it stays held."""
+        ttl, timeout = check_ttl(ttl), check_wait(timeout)
         give_up = time.monotonic() + timeout
-        lease_id, granted = 0, 0.0
+        started = clock.now_ms()
+        lease_id, key, kvs, revision = await self._enter(name, holder, owner, ttl)
+        won = False
         try:
             while True:
-                if not lease_id or time.monotonic() - granted > ttl / 2:  # a fresh lease: the full TTL once held
-                    if lease_id:
-                        await revoke_quietly(self.kv, lease_id)
-                        lease_id = 0
-                    lease_id, granted = (await self.kv.lease_grant(ttl)).id, time.monotonic()
-                granted_ms = clock.now_ms() - int((time.monotonic() - granted) * 1000)
-                try:
-                    ok, kv, revision = await self._attempt(key, record, lease_id)
-                except AspenError as exc:
-                    if exc.code != ErrorCode.LEASE_NOT_FOUND:
-                        raise
-                    lease_id = 0  # it ran out while we waited: take a new one
-                    continue
-                if ok:
-                    lease_id, state = 0, self._state(name, kv, granted_ms + ttl * 1000)
-                    return state
-                if kv is None:
-                    continue  # freed between the compare and the read
+                mine = next((kv for kv in kvs if kv.key == key), None)
+                if mine is None:  # our lease ran out while we waited
+                    raise AspenError(ErrorCode.LEASE_NOT_FOUND, f"the wait for lock {name!r} outlived its lease")
+                older = [kv for kv in kvs if kv.create_revision < mine.create_revision]
+                if not older:
+                    won = True
+                    return self._state(name, mine, started + ttl * 1000)
+                predecessor = older[-1].key
                 left = give_up - time.monotonic()
-                if not await wait_for(self.kv, key, revision, left, lambda e: is_delete(e) and e.kv.key == key):
+                if left <= 0:
                     raise wait_timeout(name, timeout)
+                # wake on the predecessor's delete; at least every ttl/2 to keep our place alive
+                if not await wait_for(self.kv, predecessor, revision, min(left, ttl / 2),
+                                      lambda e, p=predecessor: is_delete(e) and e.kv.key == p):  # fmt: skip
+                    if give_up - time.monotonic() <= 0:
+                        raise wait_timeout(name, timeout)
+                    await self.kv.lease_keepalive(lease_id)
+                    started = clock.now_ms()
+                kvs, revision = await self._contenders(self.prefix(name))
         finally:
-            if lease_id:  # not acquired: the lease holds nothing
+            if not won:
                 await revoke_quietly(self.kv, lease_id)
 
     async def _held(self, name: str, token: int, owner: str | None) -> KeyValue:
-        kv = await self.kv.get(self.key(name))
-        if kv is None or kv.create_revision != token or (owner is not None and decode_holder(kv.value).owner != owner):
+        kvs, _ = await self._contenders(self.prefix(name))
+        first = kvs[0] if kvs else None
+        if first is None or first.create_revision != token or (owner is not None and decode_holder(first.value).owner != owner):
             raise not_held(name, token)
-        return kv
+        return first
 
     async def renew(self, name: str, token: int, *, owner: str | None = None) -> LockState:
         """Restart the TTL of a holding (``owner`` None: any owner, in-process)."""
@@ -164,6 +186,15 @@ class Locks:
                 raise not_held(name, token) from None
             raise
 
+    async def release_holding(self, lock: LockState) -> None:
+        """Release what :meth:`acquire` returned without a lookup: delete our
+        key (that hands the lock on), then drop its lease (the lease carries
+        this holding alone, so neither step can free another's)."""
+        if not await self.kv.delete(f"{self.prefix(lock.name)}{lock.lease_id}"):
+            await revoke_quietly(self.kv, lock.lease_id)
+            raise not_held(lock.name, lock.token)
+        await revoke_quietly(self.kv, lock.lease_id)
+
     async def status(self, name: str) -> LockState | None:
-        kv = await self.kv.get(self.key(name))
-        return None if kv is None else self._state(name, kv, await self._deadline(kv))
+        kvs, _ = await self._contenders(self.prefix(name))
+        return None if not kvs else self._state(name, kvs[0], await self._deadline(kvs[0]))

@@ -262,3 +262,15 @@ async def test_queue_limits(any_kv):
     with pytest.raises(AspenError) as exc:
         await q.ack("l", "not-a-receipt")
     assert code(exc) == ErrorCode.QUEUE_RECEIPT_INVALID
+
+
+async def test_release_holding_frees_the_lock_without_a_lookup(any_kv):
+    counting = CountingStore(any_kv)
+    locks = Locks(counting)
+    held = await locks.acquire("rh")
+    before = counting.calls
+    await locks.release_holding(held)
+    assert counting.calls - before == 2 and await locks.status("rh") is None  # delete, revoke
+    with pytest.raises(AspenError) as exc:
+        await locks.release_holding(held)
+    assert code(exc) == ErrorCode.LOCK_NOT_HELD
