@@ -274,3 +274,18 @@ async def test_release_holding_frees_the_lock_without_a_lookup(any_kv):
     with pytest.raises(AspenError) as exc:
         await locks.release_holding(held)
     assert code(exc) == ErrorCode.LOCK_NOT_HELD
+
+
+async def test_fencing_tokens_keep_increasing_across_a_restart(tmp_path):
+    from aspen.storage.sqlite import SqliteKeyValueStore
+
+    kv = await SqliteKeyValueStore.open(tmp_path / "restart.db")
+    first = await Locks(kv).acquire("r")
+    await kv.close()  # the holder's lease dies with the process: restart
+    kv = await SqliteKeyValueStore.open(tmp_path / "restart.db", lease_check_interval=0.2)
+    try:
+        await Locks(kv).release("r", first.token)
+        second = await Locks(kv).acquire("r")
+        assert second.token > first.token
+    finally:
+        await kv.close()
