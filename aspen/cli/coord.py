@@ -176,6 +176,36 @@ def election_leader(name: str, url: UrlOpt = None, json: JsonOpt = False) -> Non
     send(url, json, m.ElectionLeader(name=name), lambda r: _leader(r.leader) if r.leader else f"{name} has no leader")
 
 
+# --- barrier -------------------------------------------------------------------------
+
+barrier = typer.Typer(help="Double barriers: enter together, leave together.", no_args_is_help=True)
+
+
+@barrier.command("enter")
+@reports_errors
+def barrier_enter(
+    name: str, count: Annotated[int, typer.Option(help="Participants to wait for.")], ttl: TtlOpt = 60,
+    timeout: TimeoutOpt = 10.0, url: UrlOpt = None, json: JsonOpt = False,
+) -> None:  # fmt: skip
+    """Wait until COUNT participants have entered; prints our participant id."""
+    body = m.BarrierEnter(name=name, count=count, ttl_seconds=ttl, timeout_seconds=timeout)
+    send(url, json, body, lambda r: str(r.barrier.participant_id))
+
+
+@barrier.command("leave")
+@reports_errors
+def barrier_leave(name: str, participant_id: int, timeout: TimeoutOpt = 10.0, url: UrlOpt = None, json: JsonOpt = False) -> None:
+    """Leave, and wait until every participant has."""
+    send(url, json, m.BarrierLeave(name=name, participant_id=participant_id, timeout_seconds=timeout), lambda r: "left")
+
+
+@barrier.command("status")
+@reports_errors
+def barrier_status(name: str, url: UrlOpt = None, json: JsonOpt = False) -> None:
+    send(url, json, m.BarrierStatus(name=name),
+         lambda r: f"{name}: {r.barrier.participants} in, {'open' if r.barrier.is_ready else 'waiting'}")  # fmt: skip
+
+
 # --- counter, sequence, ratelimit ----------------------------------------------------
 
 counter = typer.Typer(help="Counters (unsigned; --signed for int64).", no_args_is_help=True)

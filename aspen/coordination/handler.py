@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from aspen.coordination import messages as m
+from aspen.coordination.barrier import Barriers
 from aspen.coordination.counter import Counters
 from aspen.coordination.election import Elections
 from aspen.coordination.lock import Locks
@@ -54,6 +55,7 @@ class CoordinationHandler(TypedHandler):
         self.locks, self.semaphores, self.elections = Locks(kv), Semaphores(kv), Elections(kv)
         self.counters, self.signed = Counters(kv), Counters(kv, signed=True)
         self.sequences, self.rates, self.queues = Sequences(kv), RateLimiters(kv), Queues(kv)
+        self.barriers = Barriers(kv)
 
     # --- the caller's leases ----------------------------------------------------
 
@@ -193,6 +195,24 @@ class CoordinationHandler(TypedHandler):
 
     async def semaphore_status(self, b: m.SemaphoreStatus, ctx: RequestContext) -> m.SemaphoreStatusResult:
         return m.SemaphoreStatusResult(semaphore=await self.semaphores.status(b.name))
+
+    # --- barriers --------------------------------------------------------------------------
+
+    async def barrier_enter(self, b: m.BarrierEnter, ctx: RequestContext) -> m.BarrierResult:
+        await self._quota(ctx)
+        state = await self.barriers.enter(
+            b.name, b.count, participant=check_label(b.participant, "participant"), owner=_owner(ctx),
+            ttl=b.ttl_seconds, timeout=_wait(b.timeout_seconds, ctx),
+        )  # fmt: skip
+        await self._charge(ctx, state.participant_id)
+        return m.BarrierResult(barrier=state)
+
+    async def barrier_leave(self, b: m.BarrierLeave, ctx: RequestContext) -> m.BarrierResult:
+        state = await self.barriers.leave(b.name, b.participant_id, owner=_owner(ctx), timeout=_wait(b.timeout_seconds, ctx))
+        return m.BarrierResult(barrier=state)
+
+    async def barrier_status(self, b: m.BarrierStatus, ctx: RequestContext) -> m.BarrierResult:
+        return m.BarrierResult(barrier=await self.barriers.status(b.name))
 
     # --- leader election ---------------------------------------------------------------------
 

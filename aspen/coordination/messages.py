@@ -7,6 +7,7 @@ primitive by ``name``; a token needs ``coord`` on ``{KIND}/{name}``
 
 from __future__ import annotations
 
+from aspen.coordination.barrier import BarrierState
 from aspen.coordination.election import Leader
 from aspen.coordination.lock import LockState
 from aspen.coordination.queue_model import (
@@ -221,6 +222,29 @@ class SemaphoreStatusResult(Body):
     semaphore: SemaphoreState
 
 
+# --- barriers ---------------------------------------------------------------------
+
+
+class BarrierEnter(Named):
+    count: int  # participants the barrier waits for
+    participant: str = ""
+    ttl_seconds: int = 60
+    timeout_seconds: float = 10.0
+
+
+class BarrierLeave(Named):
+    participant_id: int
+    timeout_seconds: float = 10.0
+
+
+class BarrierStatus(Named):
+    pass
+
+
+class BarrierResult(Body):
+    barrier: BarrierState
+
+
 # --- leader election --------------------------------------------------------------
 
 
@@ -391,6 +415,8 @@ _TABLE: list[tuple[type[Body], type[Body], str]] = [
     (SemaphoreAcquire, SemaphoreResult, "semaphore"), (SemaphoreTryAcquire, SemaphoreTryResult, "semaphore"),
     (SemaphoreRelease, SemaphoreReleaseResult, "semaphore"), (SemaphoreRenew, SemaphoreRenewResult, "semaphore"),
     (SemaphoreStatus, SemaphoreStatusResult, "semaphore"),
+    (BarrierEnter, BarrierResult, "barrier"), (BarrierLeave, BarrierResult, "barrier"),
+    (BarrierStatus, BarrierResult, "barrier"),
     (ElectionCampaign, ElectionResult, "election"), (ElectionRenew, ElectionResult, "election"),
     (ElectionResign, ElectionResignResult, "election"), (ElectionLeader, ElectionLeaderResult, "election"),
     (QueueCreate, QueueCreateResult, "queue"), (QueueDelete, QueueDeleteResult, "queue"),

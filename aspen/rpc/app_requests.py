@@ -11,8 +11,8 @@ _BY_APP = {
         GetClusterTicket GetClusterTicketCombined GetClientTicket GetDocsTicket""",
     "kv": "ListVaults GetVaultKeys WatchStatus",
     "sql": "ExecuteSql",
-    # coordination: served by the core (aspen.coordination); the read-write lock and barrier are still to come
-    "coordination": """BarrierEnter BarrierLeave BarrierStatus RWLockAcquireRead RWLockTryAcquireRead
+    # coordination: served by the core (aspen.coordination); the read-write lock is still to come
+    "coordination": """RWLockAcquireRead RWLockTryAcquireRead
         RWLockAcquireWrite RWLockTryAcquireWrite RWLockReleaseRead RWLockReleaseWrite RWLockDowngrade
         RWLockStatus""",
     "service-registry": """ServiceRegister ServiceDeregister ServiceDiscover ServiceList

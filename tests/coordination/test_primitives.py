@@ -289,3 +289,39 @@ async def test_fencing_tokens_keep_increasing_across_a_restart(tmp_path):
         assert second.token > first.token
     finally:
         await kv.close()
+
+
+async def test_barrier_releases_everyone_at_once_and_resets_after_leave(any_kv):
+    from aspen.coordination import Barriers
+
+    barriers = Barriers(any_kv)
+    released: list[float] = []
+
+    async def participant(i: int):
+        state = await Barriers(any_kv).enter("b", 4, participant=f"p{i}", timeout=20)
+        released.append(time.monotonic())
+        return state
+
+    early = [asyncio.create_task(participant(i)) for i in range(3)]
+    await asyncio.sleep(0.5)
+    assert released == [] and (await barriers.status("b")).participants == 3
+    last_entered = time.monotonic()
+    states = [await participant(3), *await asyncio.gather(*early)]
+    assert max(released) - last_entered < 1.0, "the waiting participants were not released together"
+    leaving = [asyncio.create_task(barriers.leave("b", s.participant_id, timeout=20)) for s in states[1:]]
+    await asyncio.sleep(0.3)
+    assert not any(t.done() for t in leaving)  # one participant is still inside
+    await barriers.leave("b", states[0].participant_id)
+    await asyncio.gather(*leaving)
+    after = await barriers.status("b")
+    assert after.participants == 0 and not after.is_ready
+    with pytest.raises(AspenError) as exc:
+        await barriers.leave("b", states[0].participant_id)
+    assert code(exc) == ErrorCode.BARRIER_NOT_ENTERED
+    with pytest.raises(AspenError) as exc:
+        await barriers.enter("b", 0)
+    assert code(exc) == ErrorCode.BARRIER_COUNT_OUT_OF_RANGE
+    with pytest.raises(AspenError) as exc:
+        await barriers.enter("b", 2, timeout=0.2)
+    assert code(exc) == ErrorCode.COORD_WAIT_TIMEOUT
+    assert (await barriers.status("b")).participants == 0  # a timed-out entry withdraws

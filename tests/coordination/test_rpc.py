@@ -72,6 +72,10 @@ def test_permits_and_candidacies_belong_to_their_caller(node, admin):
     leader = rpc(node, "ElectionCampaign", {"name": "own", "ttl_seconds": 30}, alice)["body"]["leader"]
     assert error(rpc(node, "ElectionResign", {"name": "own", "lease_id": leader["lease_id"]}, bob)) == ErrorCode.ELECTION_NOT_LEADER
     assert error(rpc(node, "ElectionResign", {"name": "own", "lease_id": leader["lease_id"]}, alice)) is None
+    entered = rpc(node, "BarrierEnter", {"name": "solo", "count": 1}, alice)["body"]["barrier"]
+    leave = {"name": "solo", "participant_id": entered["participant_id"]}
+    assert error(rpc(node, "BarrierLeave", leave, bob)) == ErrorCode.BARRIER_NOT_ENTERED
+    assert error(rpc(node, "BarrierLeave", leave, alice)) is None
 
 
 @pytest.mark.parametrize(
@@ -93,6 +97,8 @@ def test_permits_and_candidacies_belong_to_their_caller(node, admin):
         ("QueueStatus", {"name": "nosuch"}, ErrorCode.QUEUE_NOT_FOUND),
         ("RateLimiterTryAcquire", {"name": "r", "capacity": -1, "refill_per_second": 1}, ErrorCode.RATE_LIMIT_INVALID),
         ("SequenceReserve", {"name": "s", "count": 10**7}, ErrorCode.SEQUENCE_BATCH_OUT_OF_RANGE),
+        ("BarrierEnter", {"name": "b", "count": 0}, ErrorCode.BARRIER_COUNT_OUT_OF_RANGE),
+        ("BarrierLeave", {"name": "b", "participant_id": 12345}, ErrorCode.BARRIER_NOT_ENTERED),
     ],
 )
 def test_bad_bodies_get_their_own_code(node, admin, type_, body, expected):
