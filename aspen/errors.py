@@ -115,6 +115,8 @@ class ErrorCode(StrEnum):
     COORD_CONFLICT = "COORD_CONFLICT"  # a compare-and-swap lost too many times in a row
     LOCK_NOT_HELD = "LOCK_NOT_HELD"  # release/renew with a token that no longer holds the lock
     LOCK_TOO_MANY_WAITERS = "LOCK_TOO_MANY_WAITERS"
+    RWLOCK_TOO_MANY_READERS = "RWLOCK_TOO_MANY_READERS"
+    RWLOCK_TOO_MANY_WRITERS = "RWLOCK_TOO_MANY_WRITERS"  # holding and pending writers
     COUNTER_OVERFLOW = "COUNTER_OVERFLOW"
     COUNTER_UNDERFLOW = "COUNTER_UNDERFLOW"  # an unsigned counter would go below zero
     COUNTER_NOT_A_NUMBER = "COUNTER_NOT_A_NUMBER"

@@ -83,6 +83,52 @@ def lock_status(name: str, url: UrlOpt = None, json: JsonOpt = False) -> None:
     send(url, json, m.LockStatus(name=name), lambda r: _lock(r.lock) if r.lock else f"{name} is free")
 
 
+# --- rwlock ----------------------------------------------------------------------
+
+rwlock = typer.Typer(help="Read-write locks (writer preference).", no_args_is_help=True)
+WriteOpt = Annotated[bool, typer.Option("--write", help="The write (exclusive) side; default: read.")]
+
+
+def _rw(r: Any) -> str:
+    h = r.holding
+    return f"{h.name} {h.mode} token {h.token}" if h else "busy"
+
+
+@rwlock.command("acquire")
+@reports_errors
+def rwlock_acquire(
+    name: str, write: WriteOpt = False, ttl: TtlOpt = 30, timeout: TimeoutOpt = 10.0, holder: HolderOpt = "",
+    try_: TryOpt = False, url: UrlOpt = None, json: JsonOpt = False,
+) -> None:  # fmt: skip
+    """Take the read (or --write) side; prints the token. Exit 1 when --try finds it taken."""
+    kind = {(False, False): m.RWLockAcquireRead, (True, False): m.RWLockAcquireWrite,
+            (False, True): m.RWLockTryAcquireRead, (True, True): m.RWLockTryAcquireWrite}[(write, try_)]  # fmt: skip
+    body = kind(name=name, holder=holder, ttl_seconds=ttl, **({} if try_ else {"timeout_seconds": timeout}))
+    if not send(url, json, body, _rw).acquired:
+        raise typer.Exit(1)
+
+
+@rwlock.command("release")
+@reports_errors
+def rwlock_release(name: str, token: int, write: WriteOpt = False, url: UrlOpt = None, json: JsonOpt = False) -> None:
+    body = (m.RWLockReleaseWrite if write else m.RWLockReleaseRead)(name=name, token=token)
+    send(url, json, body, lambda r: f"released {r.name}")
+
+
+@rwlock.command("downgrade")
+@reports_errors
+def rwlock_downgrade(name: str, token: int, url: UrlOpt = None, json: JsonOpt = False) -> None:
+    """Turn a write holding into a read one (same token)."""
+    send(url, json, m.RWLockDowngrade(name=name, token=token), _rw)
+
+
+@rwlock.command("status")
+@reports_errors
+def rwlock_status(name: str, url: UrlOpt = None, json: JsonOpt = False) -> None:
+    send(url, json, m.RWLockStatus(name=name),
+         lambda r: f"{name}: {r.rwlock.mode}, {len(r.rwlock.holders)} holding, {r.rwlock.pending_writers} writers waiting")  # fmt: skip
+
+
 # --- semaphore ------------------------------------------------------------------
 
 semaphore = typer.Typer(help="Counting semaphores.", no_args_is_help=True)

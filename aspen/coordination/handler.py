@@ -24,6 +24,7 @@ from aspen.coordination.lock import Locks
 from aspen.coordination.queue import Queues
 from aspen.coordination.queue_model import QueueConfig
 from aspen.coordination.ratelimit import RateLimiters
+from aspen.coordination.rwlock import RWLocks
 from aspen.coordination.semaphore import Semaphores
 from aspen.coordination.sequence import Sequences
 from aspen.coordination.space import check_label, check_name, check_wait
@@ -55,7 +56,7 @@ class CoordinationHandler(TypedHandler):
         self.locks, self.semaphores, self.elections = Locks(kv), Semaphores(kv), Elections(kv)
         self.counters, self.signed = Counters(kv), Counters(kv, signed=True)
         self.sequences, self.rates, self.queues = Sequences(kv), RateLimiters(kv), Queues(kv)
-        self.barriers = Barriers(kv)
+        self.barriers, self.rwlocks = Barriers(kv), RWLocks(kv)
 
     # --- the caller's leases ----------------------------------------------------
 
@@ -104,6 +105,44 @@ class CoordinationHandler(TypedHandler):
 
     async def lock_status(self, b: m.LockStatus, ctx: RequestContext) -> m.LockStatusResult:
         return m.LockStatusResult(lock=await self.locks.status(b.name))
+
+    # --- read-write locks ----------------------------------------------------------------
+
+    async def _rw(self, b: m.RWLockTryAcquireRead, ctx: RequestContext, mode: str, timeout: float | None) -> m.RWLockResult:
+        await self._quota(ctx)
+        got = await self.rwlocks.acquire(
+            b.name, mode, holder=check_label(b.holder), owner=_owner(ctx), ttl=b.ttl_seconds,
+            timeout=0.0 if timeout is None else _wait(timeout, ctx), wait=timeout is not None,
+        )  # fmt: skip
+        if got is not None:
+            await self._charge(ctx, got.lease_id)
+        return m.RWLockResult(acquired=got is not None, holding=got)
+
+    async def r_w_lock_acquire_read(self, b: m.RWLockAcquireRead, ctx: RequestContext) -> m.RWLockResult:
+        return await self._rw(b, ctx, "read", b.timeout_seconds)
+
+    async def r_w_lock_try_acquire_read(self, b: m.RWLockTryAcquireRead, ctx: RequestContext) -> m.RWLockResult:
+        return await self._rw(b, ctx, "read", None)
+
+    async def r_w_lock_acquire_write(self, b: m.RWLockAcquireWrite, ctx: RequestContext) -> m.RWLockResult:
+        return await self._rw(b, ctx, "write", b.timeout_seconds)
+
+    async def r_w_lock_try_acquire_write(self, b: m.RWLockTryAcquireWrite, ctx: RequestContext) -> m.RWLockResult:
+        return await self._rw(b, ctx, "write", None)
+
+    async def r_w_lock_release_read(self, b: m.RWLockReleaseRead, ctx: RequestContext) -> m.RWLockReleaseResult:
+        await self.rwlocks.release(b.name, b.token, "read", owner=_owner(ctx))
+        return m.RWLockReleaseResult(name=b.name, token=b.token)
+
+    async def r_w_lock_release_write(self, b: m.RWLockReleaseWrite, ctx: RequestContext) -> m.RWLockReleaseResult:
+        await self.rwlocks.release(b.name, b.token, "write", owner=_owner(ctx))
+        return m.RWLockReleaseResult(name=b.name, token=b.token)
+
+    async def r_w_lock_downgrade(self, b: m.RWLockDowngrade, ctx: RequestContext) -> m.RWLockResult:
+        return m.RWLockResult(acquired=True, holding=await self.rwlocks.downgrade(b.name, b.token, owner=_owner(ctx)))
+
+    async def r_w_lock_status(self, b: m.RWLockStatus, ctx: RequestContext) -> m.RWLockStatusResult:
+        return m.RWLockStatusResult(rwlock=await self.rwlocks.status(b.name))
 
     # --- counters and sequences -----------------------------------------------------
 

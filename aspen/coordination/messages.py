@@ -19,6 +19,7 @@ from aspen.coordination.queue_model import (
     QueueConfig,
 )
 from aspen.coordination.queue_model import QueueStatus as QueueState
+from aspen.coordination.rwlock import RWHolding, RWLockState
 from aspen.coordination.semaphore import Permit, SemaphoreState
 from aspen.rpc.catalog import Body
 
@@ -67,6 +68,56 @@ class LockReleaseResult(Body):
 
 class LockStatusResult(Body):
     lock: LockState | None
+
+
+# --- read-write locks --------------------------------------------------------------
+
+
+class RWLockTryAcquireRead(Named):
+    holder: str = ""
+    ttl_seconds: int = 30
+
+
+class RWLockAcquireRead(RWLockTryAcquireRead):
+    timeout_seconds: float = 10.0
+
+
+class RWLockTryAcquireWrite(RWLockTryAcquireRead):
+    pass
+
+
+class RWLockAcquireWrite(RWLockAcquireRead):
+    pass
+
+
+class RWLockReleaseRead(Named):
+    token: int
+
+
+class RWLockReleaseWrite(RWLockReleaseRead):
+    pass
+
+
+class RWLockDowngrade(RWLockReleaseRead):
+    pass
+
+
+class RWLockStatus(Named):
+    pass
+
+
+class RWLockResult(Body):
+    acquired: bool
+    holding: RWHolding | None  # None: a try that found the lock taken
+
+
+class RWLockReleaseResult(Body):
+    name: str
+    token: int
+
+
+class RWLockStatusResult(Body):
+    rwlock: RWLockState
 
 
 # --- counters and sequences ---------------------------------------------------
@@ -402,6 +453,10 @@ _TABLE: list[tuple[type[Body], type[Body], str]] = [
     (LockAcquire, LockResult, "lock"), (LockTryAcquire, LockTryResult, "lock"),
     (LockRelease, LockReleaseResult, "lock"), (LockRenew, LockResult, "lock"),
     (LockStatus, LockStatusResult, "lock"),
+    (RWLockAcquireRead, RWLockResult, "rwlock"), (RWLockTryAcquireRead, RWLockResult, "rwlock"),
+    (RWLockAcquireWrite, RWLockResult, "rwlock"), (RWLockTryAcquireWrite, RWLockResult, "rwlock"),
+    (RWLockReleaseRead, RWLockReleaseResult, "rwlock"), (RWLockReleaseWrite, RWLockReleaseResult, "rwlock"),
+    (RWLockDowngrade, RWLockResult, "rwlock"), (RWLockStatus, RWLockStatusResult, "rwlock"),
     (CounterGet, CounterResult, "counter"), (CounterIncrement, CounterResult, "counter"),
     (CounterDecrement, CounterResult, "counter"), (CounterAdd, CounterResult, "counter"),
     (CounterSubtract, CounterResult, "counter"), (CounterSet, CounterResult, "counter"),

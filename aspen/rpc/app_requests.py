@@ -11,10 +11,7 @@ _BY_APP = {
         GetClusterTicket GetClusterTicketCombined GetClientTicket GetDocsTicket""",
     "kv": "ListVaults GetVaultKeys WatchStatus",
     "sql": "ExecuteSql",
-    # coordination: served by the core (aspen.coordination); the read-write lock is still to come
-    "coordination": """RWLockAcquireRead RWLockTryAcquireRead
-        RWLockAcquireWrite RWLockTryAcquireWrite RWLockReleaseRead RWLockReleaseWrite RWLockDowngrade
-        RWLockStatus""",
+    # coordination (Lock*, Counter*, Queue*, RWLock* …): served by the core, aspen.coordination
     "service-registry": """ServiceRegister ServiceDeregister ServiceDiscover ServiceList
         ServiceGetInstance ServiceHeartbeat ServiceUpdateHealth ServiceUpdateMetadata""",
     "blobs": """GetBlobTicket GetBlobStatus DownloadBlob DownloadBlobByHash DownloadBlobByProvider

@@ -378,7 +378,8 @@ IDEMPOTENT_REQUESTS = frozenset(
         # read-only requests of the layers above (retried by the client too)
         "ClusterStatus", "JobStatus", "JobList", "JobLogs", "JobWorkers", "JobStats",
         "LockStatus", "CounterGet", "SignedCounterGet", "SequenceCurrent", "RateLimiterAvailable",
-        "SemaphoreStatus", "ElectionLeader", "QueuePeek", "QueueStatus", "QueueGetDLQ",
+        "SemaphoreStatus", "ElectionLeader", "QueuePeek", "QueueStatus", "QueueGetDLQ", "BarrierStatus",
+        "RWLockStatus",
     }
 )  # fmt: skip
 

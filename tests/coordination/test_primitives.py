@@ -325,3 +325,33 @@ async def test_barrier_releases_everyone_at_once_and_resets_after_leave(any_kv):
         await barriers.enter("b", 2, timeout=0.2)
     assert code(exc) == ErrorCode.COORD_WAIT_TIMEOUT
     assert (await barriers.status("b")).participants == 0  # a timed-out entry withdraws
+
+
+async def test_rwlock_shares_reads_prefers_writers_and_downgrades(any_kv):
+    from aspen.coordination import RWLocks
+
+    rw = RWLocks(any_kv)
+    r1 = await rw.acquire("rw", "read")
+    r2 = await rw.acquire("rw", "read")
+    assert await rw.acquire("rw", "write", wait=False) is None
+    writer = asyncio.create_task(RWLocks(any_kv).acquire("rw", "write", timeout=20))
+    await asyncio.sleep(0.3)
+    assert (await rw.status("rw")).pending_writers == 1
+    late_reader = asyncio.create_task(RWLocks(any_kv).acquire("rw", "read", timeout=20))
+    await asyncio.sleep(0.3)
+    assert not late_reader.done(), "a reader overtook a waiting writer"
+    await rw.release("rw", r1.token, "read")
+    await rw.release("rw", r2.token, "read")
+    w = await asyncio.wait_for(writer, 10)
+    assert w.mode == "write" and w.token > r2.token and not late_reader.done()
+    with pytest.raises(AspenError) as exc:
+        await rw.release("rw", w.token, "read")  # not a read holding
+    assert code(exc) == ErrorCode.LOCK_NOT_HELD
+    down = await rw.downgrade("rw", w.token)
+    assert down.mode == "read" and down.token == w.token
+    reader = await asyncio.wait_for(late_reader, 10)  # shares with the downgraded writer
+    status = await rw.status("rw")
+    assert status.mode == "read" and len(status.holders) == 2
+    await rw.release("rw", reader.token, "read")
+    await rw.release("rw", down.token, "read")
+    assert (await rw.status("rw")).mode == "free"

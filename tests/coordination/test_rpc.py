@@ -98,6 +98,8 @@ def test_permits_and_candidacies_belong_to_their_caller(node, admin):
         ("RateLimiterTryAcquire", {"name": "r", "capacity": -1, "refill_per_second": 1}, ErrorCode.RATE_LIMIT_INVALID),
         ("SequenceReserve", {"name": "s", "count": 10**7}, ErrorCode.SEQUENCE_BATCH_OUT_OF_RANGE),
         ("BarrierEnter", {"name": "b", "count": 0}, ErrorCode.BARRIER_COUNT_OUT_OF_RANGE),
+        ("RWLockReleaseWrite", {"name": "rw", "token": 1}, ErrorCode.LOCK_NOT_HELD),
+        ("RWLockAcquireRead", {"name": "rw", "ttl_seconds": 0}, ErrorCode.COORD_TTL_OUT_OF_RANGE),
         ("BarrierLeave", {"name": "b", "participant_id": 12345}, ErrorCode.BARRIER_NOT_ENTERED),
     ],
 )
