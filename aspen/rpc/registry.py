@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Mapping
 
 from aspen.errors import AspenError, ErrorCode
 from aspen.rpc.app_requests import APP_REQUESTS
@@ -106,6 +106,7 @@ class HandlerRegistry:
         self.forwarder = forwarder
         self.max_proxy_hops = max_proxy_hops
         self._reload: ReloadCallback | None = None
+        self._listeners: list[Callable[[RegistrySnapshot], None]] = []
 
     # --- the table ----------------------------------------------------------
 
@@ -116,7 +117,14 @@ class HandlerRegistry:
         """Swap in a new table. Apps seen before stay known (their types
         answer CAPABILITY_UNAVAILABLE rather than UNKNOWN_REQUEST)."""
         self._snap = _build(handlers, self._snap.app_types)
+        for listener in self._listeners:
+            listener(self._snap)
         return self._snap
+
+    def add_listener(self, listener: Callable[[RegistrySnapshot], None]) -> None:
+        """Call ``listener(snapshot)`` after every table swap (the app registry
+        follows which apps this node serves); it must not block."""
+        self._listeners.append(listener)
 
     def add(self, *handlers: RequestHandler) -> RegistrySnapshot:
         return self.replace((*self._snap.handlers, *handlers))
