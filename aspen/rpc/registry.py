@@ -106,7 +106,6 @@ class HandlerRegistry:
         self.forwarder = forwarder
         self.max_proxy_hops = max_proxy_hops
         self._reload: ReloadCallback | None = None
-        self._listeners: list[Callable[[RegistrySnapshot], None]] = []
 
     # --- the table ----------------------------------------------------------
 
@@ -117,14 +116,7 @@ class HandlerRegistry:
         """Swap in a new table. Apps seen before stay known (their types
         answer CAPABILITY_UNAVAILABLE rather than UNKNOWN_REQUEST)."""
         self._snap = _build(handlers, self._snap.app_types)
-        for listener in self._listeners:
-            listener(self._snap)
         return self._snap
-
-    def add_listener(self, listener: Callable[[RegistrySnapshot], None]) -> None:
-        """Call ``listener(snapshot)`` after every table swap (the app registry
-        follows which apps this node serves); it must not block."""
-        self._listeners.append(listener)
 
     def add(self, *handlers: RequestHandler) -> RegistrySnapshot:
         return self.replace((*self._snap.handlers, *handlers))
