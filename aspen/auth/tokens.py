@@ -27,7 +27,7 @@ from aspen.errors import AspenError, ErrorCode
 
 # Operations whose resource is a key prefix (a right covers every key under it);
 # every other operation names its resource exactly (a job type, plugin name, hash) or "*".
-PREFIX_OPERATIONS = frozenset({"kv:read", "kv:write", "kv:delete", "kv:watch"})
+PREFIX_OPERATIONS = frozenset({"kv:read", "kv:write", "kv:delete", "kv:watch", "coord"})
 OPERATIONS = (
     *sorted(PREFIX_OPERATIONS),
     "lease",

@@ -12,12 +12,14 @@ from aspen.cli import app as app_cli
 from aspen.cli import (
     blob,
     cluster,
+    coord,
     dev,
     federation,
     job,
     kv,
     node,
     plugin,
+    queue,
     status,
     token,
 )
@@ -61,4 +63,13 @@ app.add_typer(dev.app, name="dev")
 app.add_typer(token.app, name="token")
 app.add_typer(app_cli.app, name="app")
 app.add_typer(federation.app, name="federation")
+app.add_typer(coord.lock, name="lock")
+app.add_typer(coord.rwlock, name="rwlock")
+app.add_typer(coord.semaphore, name="semaphore")
+app.add_typer(coord.election, name="election")
+app.add_typer(coord.barrier, name="barrier")
+app.add_typer(coord.counter, name="counter")
+app.add_typer(coord.sequence, name="sequence")
+app.add_typer(coord.ratelimit, name="ratelimit")
+app.add_typer(queue.app, name="queue")
 app.command("status")(status.status)

@@ -22,6 +22,7 @@ import httpx
 import msgspec
 
 from aspen.client.credentials import token_for
+from aspen.coordination.messages import COORD_REQUESTS
 from aspen.errors import AspenError, ErrorCode
 from aspen.rpc import catalog as c
 from aspen.rpc.envelope import JSON, MSGPACK, Envelope, decode_response, encode_request
@@ -182,6 +183,16 @@ class Client:
         type_ = type(request).__name__
         body = await self.call(type_, c.to_body(request))
         return msgspec.convert(body, c.CORE_REQUESTS[type_][2])
+
+    async def coord(self, request: c.Body) -> Any:
+        """Send one coordination request (a Struct of
+        :mod:`aspen.coordination.messages`); returns its typed response. A
+        blocking request gets its own wait plus a margin as the call timeout."""
+        type_ = type(request).__name__
+        wait = getattr(request, "timeout_seconds", None)
+        timeout = None if wait is None else max(self.timeout, wait + 5)
+        body = await self.call(type_, c.to_body(request), timeout=timeout)
+        return msgspec.convert(body, COORD_REQUESTS[type_][2])
 
     # --- node ------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
+from aspen.coordination.messages import KIND as COORD_KINDS
 from aspen.errors import AspenError, ErrorCode
 from aspen.storage.keyspace import is_secret, reserved_prefix_of
 
@@ -135,6 +136,12 @@ def _job_submit(b: Mapping[str, Any]) -> list[Need]:
     return needs
 
 
+def _coord(kind: str) -> Rule:
+    """A coordination primitive, by name: ``coord`` on ``{kind}/{name}``
+    (rights cover names by prefix, like keys: ``coord lock/orders-``)."""
+    return lambda b: [Need("coord", f"{kind}/{_field(b, 'name')}", True)]
+
+
 _AUTHENTICATED = _fixed()
 _PLUGIN_ADMIN_ANY = _fixed(Need("plugin:admin", ANY))
 _BLOB_ADMIN = _fixed(Need("blob:admin", ANY))
@@ -224,6 +231,8 @@ ACCESS: dict[str, Rule] = {
     "ResourcePublish": _fixed(ADMIN),
     "ResourceList": _fixed(ADMIN),
     "FederationSync": _fixed(ADMIN),
+    # coordination primitives (locks, semaphores, elections: the holder is the caller)
+    **{t: _coord(kind) for t, kind in COORD_KINDS.items()},
 }
 
 # The HTTP routes outside /v1/rpc, by the same rules. The federation routes

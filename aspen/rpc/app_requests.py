@@ -11,16 +11,7 @@ _BY_APP = {
         GetClusterTicket GetClusterTicketCombined GetClientTicket GetDocsTicket""",
     "kv": "ListVaults GetVaultKeys WatchStatus",
     "sql": "ExecuteSql",
-    "coordination": """LockAcquire LockTryAcquire LockRelease LockRenew CounterGet CounterIncrement
-        CounterDecrement CounterAdd CounterSubtract CounterSet CounterCompareAndSet
-        SignedCounterGet SignedCounterAdd SequenceNext SequenceReserve SequenceCurrent
-        RateLimiterTryAcquire RateLimiterAcquire RateLimiterAvailable RateLimiterReset
-        BarrierEnter BarrierLeave BarrierStatus SemaphoreAcquire SemaphoreTryAcquire
-        SemaphoreRelease SemaphoreStatus RWLockAcquireRead RWLockTryAcquireRead
-        RWLockAcquireWrite RWLockTryAcquireWrite RWLockReleaseRead RWLockReleaseWrite
-        RWLockDowngrade RWLockStatus QueueCreate QueueDelete QueueEnqueue QueueEnqueueBatch
-        QueueDequeue QueueDequeueWait QueuePeek QueueAck QueueNack QueueExtendVisibility
-        QueueStatus QueueGetDLQ QueueRedriveDLQ""",
+    # coordination (Lock*, Counter*, Queue*, RWLock* …): served by the core, aspen.coordination
     "service-registry": """ServiceRegister ServiceDeregister ServiceDiscover ServiceList
         ServiceGetInstance ServiceHeartbeat ServiceUpdateHealth ServiceUpdateMetadata""",
     "blobs": """GetBlobTicket GetBlobStatus DownloadBlob DownloadBlobByHash DownloadBlobByProvider

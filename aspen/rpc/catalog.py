@@ -377,6 +377,9 @@ IDEMPOTENT_REQUESTS = frozenset(
         "LeaseTimeToLive", "LeaseList", "GetBlob", "HasBlob", "ListBlobs",
         # read-only requests of the layers above (retried by the client too)
         "ClusterStatus", "JobStatus", "JobList", "JobLogs", "JobWorkers", "JobStats",
+        "LockStatus", "CounterGet", "SignedCounterGet", "SequenceCurrent", "RateLimiterAvailable",
+        "SemaphoreStatus", "ElectionLeader", "QueuePeek", "QueueStatus", "QueueGetDLQ", "BarrierStatus",
+        "RWLockStatus",
     }
 )  # fmt: skip
 

@@ -14,6 +14,7 @@ RESERVED_PREFIXES: tuple[str, ...] = (
     "__cluster:",
     "__federation:",
     "__auth:",
+    "__coord:",  # aspen.coordination: locks, counters, queues …
 )
 
 

@@ -74,9 +74,9 @@ async def test_answers_when_nothing_handles_a_request():
     assert (await reg.dispatch(req("ReadKey", key="k"), ctx)).body["code"] == ErrorCode.NO_HANDLER
     unknown = await reg.dispatch(req("Zap"), ctx)
     assert unknown.body["code"] == ErrorCode.UNKNOWN_REQUEST
-    catalogued = await reg.dispatch(req("LockAcquire"), ctx)
+    catalogued = await reg.dispatch(req("ServiceRegister"), ctx)
     assert catalogued.body["code"] == ErrorCode.CAPABILITY_UNAVAILABLE
-    assert catalogued.body["details"]["required_app"] == "coordination"
+    assert catalogued.body["details"]["required_app"] == "service-registry"
     with_app = await reg.dispatch(req("Zap", app="shop"), ctx)
     assert with_app.body["code"] == ErrorCode.CAPABILITY_UNAVAILABLE and "'shop'" in with_app.body["message"]
 
@@ -95,15 +95,15 @@ async def test_forwarder_gets_non_core_requests_within_the_hop_limit():
 
     async def forwarder(request, ctx):
         seen.append((request.type, ctx.proxy_hops))
-        return Response("Echo", {"by": "remote"}) if request.type == "LockAcquire" else None
+        return Response("Echo", {"by": "remote"}) if request.type == "ServiceRegister" else None
 
     reg = HandlerRegistry(forwarder=forwarder, max_proxy_hops=3)
-    assert (await reg.dispatch(req("LockAcquire"), RequestContext(proxy_hops=1))).body == {"by": "remote"}
+    assert (await reg.dispatch(req("ServiceRegister"), RequestContext(proxy_hops=1))).body == {"by": "remote"}
     assert (await reg.dispatch(req("Zap"), RequestContext())).body["code"] == ErrorCode.UNKNOWN_REQUEST
-    over = await reg.dispatch(req("LockAcquire"), RequestContext(proxy_hops=3))
+    over = await reg.dispatch(req("ServiceRegister"), RequestContext(proxy_hops=3))
     assert over.body["code"] == ErrorCode.CAPABILITY_UNAVAILABLE
     await reg.dispatch(req("ReadKey", key="k"), RequestContext())  # core: never forwarded
-    assert seen == [("LockAcquire", 1), ("Zap", 0)]
+    assert seen == [("ServiceRegister", 1), ("Zap", 0)]
 
 
 async def test_plugin_reload_goes_to_the_registered_callback():
