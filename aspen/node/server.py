@@ -23,6 +23,7 @@ from aspen.auth.service import AuthService
 from aspen.cluster.blob_replication import ReplicatedBlobStore
 from aspen.errors import AspenError, ErrorCode
 from aspen.node.app import build_app
+from aspen.node.blob_backend import open_s3_blobs
 from aspen.node.config import NodeConfig
 from aspen.node.http_guard import HttpGuard
 from aspen.node.services import NodeServices
@@ -117,8 +118,16 @@ async def open_node(config: NodeConfig) -> Node:
     local_blobs = await LocalBlobStore.open(data_dir / "blobs")
     blobs = local_blobs
     node_id = node_id_for(config, data_dir)
+    try:
+        s3_blobs = await open_s3_blobs(config, kv, node_id)
+    except BaseException:
+        await local_blobs.close()
+        await kv.close()
+        raise
     auth = await AuthService.open(data_dir, kv, node_id, shared=bool(config.etcd))
-    if config.etcd:  # several nodes: a blob lives where it was added, peers fetch it by hash
+    if s3_blobs is not None:  # every node reads the same bucket: nothing to replicate
+        blobs = s3_blobs
+    elif config.etcd:  # several nodes: a blob lives where it was added, peers fetch it by hash
         blobs = ReplicatedBlobStore(
             local_blobs,
             kv,

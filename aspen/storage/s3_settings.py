@@ -8,7 +8,7 @@ chain), ``path_style`` (default true: MinIO, SeaweedFS, Ceph RGW and Garage want
 unfinished multipart upload must be before GC removes it: the longest an upload may take).
 
 ``aspen node start --blob-store s3://bucket?endpoint=http://host:8333&region=…`` fills the
-same record; any key of the record may be a query parameter.
+same record (``[blobs] url``); any key of the record may be a query parameter.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import msgspec
 from aspen.errors import AspenError, ErrorCode
 
 DEFAULT_CACHE_BYTES = 64 << 20
+MAX_URL_CHARS = 4096
 
 
 class S3Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -52,21 +53,39 @@ def _convert(raw: dict[str, Any], where: str) -> S3Settings:
         raise AspenError(ErrorCode.INVALID_ARGUMENT, f"invalid blob store {where}: {exc}") from None
 
 
-def settings_from_url(url: str) -> S3Settings:
-    """``s3://bucket?endpoint=…&region=…`` → settings."""
-    parts = urlsplit(url)
+def _url_fields(url: object) -> dict[str, Any]:
+    if not isinstance(url, str) or len(url) > MAX_URL_CHARS:
+        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"blob store URL must be a string of at most {MAX_URL_CHARS} characters")
+    try:
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True, max_num_fields=32)
+    except ValueError as exc:
+        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"blob store URL {url!r:.200} is malformed: {exc}") from None
     if parts.scheme != "s3" or not parts.netloc or parts.path not in ("", "/"):
         raise AspenError(ErrorCode.INVALID_ARGUMENT, f"blob store must be s3://BUCKET?endpoint=URL, got {url!r:.200}")
     raw: dict[str, Any] = {"bucket": parts.netloc}
-    for key, value in parse_qsl(parts.query, keep_blank_values=True, max_num_fields=32):
+    for key, value in query:
         if key in raw:
             raise AspenError(ErrorCode.INVALID_ARGUMENT, f"blob store URL repeats {key!r}")
         raw[key] = value
-    return _convert(raw, "URL")
+    return raw
 
 
-def settings_from_section(section: dict[str, Any]) -> S3Settings:
-    """The S3 keys of the ``[blobs]`` table (the table's other keys belong to other layers:
-    ``backend``, quotas, periodic GC)."""
+def settings_from_url(url: str) -> S3Settings:
+    """``s3://bucket?endpoint=…&region=…`` → settings."""
+    return _convert(_url_fields(url), "URL")
+
+
+def blob_backend(section: dict[str, Any]) -> S3Settings | None:
+    """The ``[blobs]`` table → S3 settings, or None for the local directory. ``url`` (what
+    ``--blob-store`` sets) fills the settings, over the table's own S3 keys; the table's
+    other keys belong to other layers (quotas, periodic GC)."""
+    backend = section.get("backend", "s3" if "url" in section else "local")
+    if backend == "local":
+        return None
+    if backend != "s3":
+        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"[blobs] backend must be \"local\" or \"s3\", got {backend!r:.80}")
     raw = {k: v for k, v in section.items() if k in S3Settings.__struct_fields__}
+    if "url" in section:
+        raw.update(_url_fields(section["url"]))
     return _convert(raw, "config [blobs]")
