@@ -37,7 +37,7 @@ class ObjectMissing(Exception):
 
 
 def unavailable(exc: BaseException, what: str) -> AspenError:
-    return AspenError(ErrorCode.STORAGE_UNAVAILABLE, f"object store: {what} failed: {exc}")
+    return AspenError(ErrorCode.STORAGE_UNAVAILABLE, f"object store: {what} failed: {exc or type(exc).__name__}")
 
 
 def _is_missing(exc: ClientError) -> bool:
@@ -48,9 +48,12 @@ def _is_missing(exc: ClientError) -> bool:
     return code in ("NoSuchKey", "NoSuchUpload", "404", "NotFound", "InvalidRange") or status == 404
 
 
-async def _call(what: str, make: Callable[[], Awaitable[T]]) -> T:
+async def _call(what: str, make: Callable[[], Awaitable[T]], timeout: float) -> T:
+    """One request (or one body chunk) within ``timeout``: aiohttp's own read timeout does
+    not cover waiting for an answer to a sent body (``Expect: 100-continue``)."""
     try:
-        return await make()
+        async with asyncio.timeout(timeout):
+            return await make()
     except ClientError as exc:
         if _is_missing(exc):
             raise ObjectMissing(what) from exc
@@ -71,6 +74,7 @@ class S3Objects:
         self._client = client
         self._ctx = ctx
         self.bucket = settings.bucket
+        self._timeout = settings.read_timeout
 
     @classmethod
     async def open(cls, settings: S3Settings) -> S3Objects:
@@ -100,11 +104,14 @@ class S3Objects:
     async def close(self) -> None:
         await self._ctx.__aexit__(None, None, None)
 
+    async def _c(self, what: str, make: Callable[[], Awaitable[T]]) -> T:
+        return await _call(what, make, self._timeout)
+
     async def read_retrying(self, what: str, make: Callable[[], Awaitable[T]]) -> T:
         """An idempotent read, retried on STORAGE_UNAVAILABLE with a short backoff."""
         for attempt in range(READ_ATTEMPTS):
             try:
-                return await _call(what, make)
+                return await _call(what, make, self._timeout)
             except AspenError as exc:
                 if exc.code != ErrorCode.STORAGE_UNAVAILABLE or attempt == READ_ATTEMPTS - 1:
                     raise
@@ -117,7 +124,7 @@ class S3Objects:
             await self.read_retrying("HeadBucket", lambda: self._client.head_bucket(Bucket=self.bucket))
         except ObjectMissing:
             try:
-                await _call("CreateBucket", lambda: self._client.create_bucket(Bucket=self.bucket))
+                await self._c("CreateBucket", lambda: self._client.create_bucket(Bucket=self.bucket))
             except AspenError as exc:
                 if "BucketAlreadyOwnedByYou" not in str(exc) and "BucketAlreadyExists" not in str(exc):
                     raise
@@ -125,16 +132,17 @@ class S3Objects:
     # --- writes (never retried) ---------------------------------------------
 
     async def put(self, name: str, data: bytes) -> None:
-        await _call("PutObject", lambda: self._client.put_object(Bucket=self.bucket, Key=self.key(name), Body=data))
+        await self._c("PutObject", lambda: self._client.put_object(Bucket=self.bucket, Key=self.key(name), Body=data))
 
     async def start_multipart(self, name: str) -> str:
-        resp = await _call(
-            "CreateMultipartUpload", lambda: self._client.create_multipart_upload(Bucket=self.bucket, Key=self.key(name))
+        resp = await self._c(
+            "CreateMultipartUpload",
+            lambda: self._client.create_multipart_upload(Bucket=self.bucket, Key=self.key(name)),
         )
         return resp["UploadId"]
 
     async def put_part(self, name: str, upload_id: str, number: int, data: bytes) -> dict[str, Any]:
-        resp = await _call(
+        resp = await self._c(
             "UploadPart",
             lambda: self._client.upload_part(
                 Bucket=self.bucket, Key=self.key(name), UploadId=upload_id, PartNumber=number, Body=data
@@ -143,7 +151,7 @@ class S3Objects:
         return {"ETag": resp["ETag"], "PartNumber": number}
 
     async def complete_multipart(self, name: str, upload_id: str, parts: list[dict[str, Any]]) -> None:
-        await _call(
+        await self._c(
             "CompleteMultipartUpload",
             lambda: self._client.complete_multipart_upload(
                 Bucket=self.bucket, Key=self.key(name), UploadId=upload_id, MultipartUpload={"Parts": parts}
@@ -153,7 +161,7 @@ class S3Objects:
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         """``key`` is the full key (as listed); a missing upload is already gone."""
         try:
-            await _call(
+            await self._c(
                 "AbortMultipartUpload",
                 lambda: self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id),
             )
@@ -163,7 +171,7 @@ class S3Objects:
     async def delete(self, key: str) -> None:
         """``key`` is the full key; deleting a missing key succeeds (S3 semantics)."""
         try:
-            await _call("DeleteObject", lambda: self._client.delete_object(Bucket=self.bucket, Key=key))
+            await self._c("DeleteObject", lambda: self._client.delete_object(Bucket=self.bucket, Key=key))
         except ObjectMissing:
             pass
 
@@ -179,11 +187,10 @@ class S3Objects:
         total = str(resp.get("ContentRange", "")).rpartition("/")[2]
         return int(resp.get("ContentLength", -1)), int(total) if total.isdigit() else -1, self._body(resp["Body"])
 
-    @staticmethod
-    async def _body(body: Any) -> AsyncIterator[bytes]:
+    async def _body(self, body: Any) -> AsyncIterator[bytes]:
         try:
             async with body as stream:
-                while chunk := await _call("GetObject body", lambda: stream.read(1 << 20)):
+                while chunk := await self._c("GetObject body", lambda: stream.read(1 << 20)):
                     yield chunk
         except (AspenError, GeneratorExit, asyncio.CancelledError):
             raise
@@ -208,9 +215,15 @@ class S3Objects:
         """(full key, upload id, initiated) of unfinished multipart uploads under ``prefix + under``."""
         args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.key(under)}
         while True:
-            page = await self.read_retrying("ListMultipartUploads", lambda a=args: self._client.list_multipart_uploads(**a))
+            page = await self.read_retrying(
+                "ListMultipartUploads", lambda a=args: self._client.list_multipart_uploads(**a)
+            )
             for up in page.get("Uploads", []):
                 yield up["Key"], up["UploadId"], up.get("Initiated") or datetime.now(UTC)
             if not page.get("IsTruncated"):
                 return
-            args = {**args, "KeyMarker": page.get("NextKeyMarker", ""), "UploadIdMarker": page.get("NextUploadIdMarker", "")}
+            args = {
+                **args,
+                "KeyMarker": page.get("NextKeyMarker", ""),
+                "UploadIdMarker": page.get("NextUploadIdMarker", ""),
+            }

@@ -35,7 +35,7 @@ class S3Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froze
     cache_bytes: Annotated[int, msgspec.Meta(ge=0, le=1 << 40)] = DEFAULT_CACHE_BYTES
     cleanup_seconds: Annotated[float, msgspec.Meta(ge=0, le=30 * 86400)] = 3600.0
     connect_timeout: Annotated[float, msgspec.Meta(gt=0, le=300)] = 3.0
-    read_timeout: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0
+    read_timeout: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0  # per request / body chunk
 
     def __post_init__(self) -> None:
         if self.endpoint is not None:
