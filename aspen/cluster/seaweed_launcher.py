@@ -97,7 +97,7 @@ class SeaweedFS:
             f"-volume.port={free_port()}", f"-volume.port.grpc={free_port()}", "-volume.max=100",
             "-filer", f"-filer.port={free_port()}", f"-filer.port.grpc={free_port()}",
             f"-filer.localSocket={d / 'filer.sock'}", f"-filer.defaultReplicaPlacement={self.replication}",
-            "-s3", f"-s3.port={self.s3_port}", f"-s3.port.grpc={free_port()}", "-s3.port.iceberg=0",
+            "-s3", f"-s3.port={self.s3_port}", f"-s3.port.grpc={free_port()}", "-s3.port.iceberg=0", "-s3.port.lance=0",
             f"-s3.localSocket={d / 's3.sock'}",
         ]  # fmt: skip
 

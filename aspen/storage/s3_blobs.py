@@ -41,16 +41,11 @@ from aspen.storage.s3_client import READ_ATTEMPTS, ObjectMissing, S3Objects
 from aspen.storage.s3_gc import collect_with_lock
 from aspen.storage.s3_settings import S3Settings
 from aspen.storage.s3_upload import Upload, too_large
-from aspen.storage.segments import (
-    SEGMENT_SIZE,
-    SegmentHasher,
-    bad_segment,
-    segment_span,
-)
+from aspen.storage.segments import SEGMENT_SIZE, SegmentHasher, scan_block, segment_span
 
 
 class _Damaged(Exception):
-    """The object does not match its record (short, missing, other bytes)."""
+    """The object does not match its record (short, missing)."""
 
 
 class S3BlobStore:
@@ -173,6 +168,13 @@ class S3BlobStore:
             raise AspenError(ErrorCode.BLOB_NOT_FOUND, f"blob {h} not found", hash=h)
         return cur
 
+    async def _live_with_table(self, h: str) -> tuple[meta.Loaded, bytes]:
+        self._check_open()
+        cur, table = await meta.load_with_table(self.kv, h)
+        if not cur.live:
+            raise AspenError(ErrorCode.BLOB_NOT_FOUND, f"blob {h} not found", hash=h)
+        return cur, table
+
     async def get_bytes(self, hash: str, *, offset: int = 0, length: int | None = None) -> bytes:
         out = bytearray()
         async for chunk in self.get_stream(hash, offset=offset, length=length, chunk_size=MAX_CHUNK_SIZE):
@@ -190,7 +192,7 @@ class S3BlobStore:
             _check_nonneg_int(length, "length")
         if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or not 1 <= chunk_size <= MAX_CHUNK_SIZE:
             raise AspenError(ErrorCode.INVALID_ARGUMENT, f"chunk_size must be 1..{MAX_CHUNK_SIZE}, got {chunk_size!r}")
-        cur = await self._live(h)
+        cur, table = await self._live_with_table(h)
         size = cur.meta.size
         end = size if length is None else offset + length
         if offset > size or end > size:
@@ -204,37 +206,32 @@ class S3BlobStore:
             return
         data = self.cache.get(h)
         if data is None and self.cache.fits(size):
-            data = b"".join([b async for _, b in self._verified(cur, 0, size, SEGMENT_SIZE * 16, whole=True)])
+            data = b"".join([b async for _, b in self._verified(cur, table, 0, size, SEGMENT_SIZE * 16, whole=True)])
             self.cache.put(h, data)
         if data is not None:
             for i in range(offset, end, chunk_size):
                 yield data[i : min(i + chunk_size, end)]
             return
         if offset == end:
-            return
+            return  # an empty range touches no segment
         start, stop = segment_span(offset, end, size)
         step = max(SEGMENT_SIZE, chunk_size - chunk_size % SEGMENT_SIZE)
-        async for at, block in self._verified(cur, start, stop, step, whole=offset == 0 and end == size):
+        async for at, block in self._verified(cur, table, start, stop, step, whole=offset == 0 and end == size):
             lo, hi = max(offset - at, 0), min(end - at, len(block))
             for i in range(lo, hi, chunk_size):
                 yield block[i : min(i + chunk_size, hi)]
 
     async def _verified(
-        self, cur: meta.Loaded, start: int, stop: int, step: int, *, whole: bool
+        self, cur: meta.Loaded, table: bytes, start: int, stop: int, step: int, *, whole: bool
     ) -> AsyncIterator[tuple[int, bytes]]:
         """(offset, block) of [start, stop) in verified blocks of ``step`` bytes; a ranged GET,
         resumed where it broke off (reads are idempotent) up to READ_ATTEMPTS times."""
-        table = await meta.load_table(self.kv, cur.hash)
         root = blake3() if whole else None
         pos, pending, failures = start, bytearray(), 0
         while pos < stop:
             try:
                 async for block in self._blocks(cur, pos, stop, step, pending):
-                    table = await self._check_block(cur, pos, block, table)
-                    if root is not None:
-                        root.update(block)
-                        if pos + len(block) == cur.meta.size and root.hexdigest() != cur.hash:
-                            await self._corrupt(cur, "content does not match its hash")
+                    table = await self._check_block(cur, pos, block, table, root)
                     yield pos, block
                     pos += len(block)
             except _Damaged as exc:
@@ -264,19 +261,26 @@ class S3BlobStore:
         if got != stop - pos:
             raise _Damaged("object is shorter than recorded")
 
-    async def _check_block(self, cur: meta.Loaded, pos: int, block: bytes, table: bytes) -> bytes:
-        """Raise BLOB_CORRUPT unless every segment of ``block`` matches; a damaged table
-        (the object re-hashes to its address) is rebuilt and returned."""
-        check = asyncio.to_thread if len(block) >= 4 * SEGMENT_SIZE else _inline
-        if await check(bad_segment, block, pos, table) is None:
-            return table
-        ok, fresh = await self._rehash(cur)
-        if not ok:
+    async def _check_block(
+        self, cur: meta.Loaded, pos: int, block: bytes, table: bytes, root: blake3 | None
+    ) -> bytes:
+        """Raise BLOB_CORRUPT unless every segment of ``block`` matches (and, for a whole read,
+        the root hash at the end); a damaged table (the object re-hashes to its address) is
+        rebuilt and returned. Both hashes run in one worker-thread call for large blocks, so
+        the loop keeps receiving the next bytes meanwhile."""
+        run = asyncio.to_thread if len(block) >= 4 * SEGMENT_SIZE else _inline
+        verdict = await run(scan_block, block, pos, table, root, cur.meta.size, cur.hash)
+        if verdict == "segment":
+            ok, table = await self._rehash(cur)
+            if not ok:
+                await self._corrupt(cur, "content does not match its hash")
+            await self.kv.put(meta.SEG + cur.hash, table)
+            verdict = await run(scan_block, block, pos, table, root, cur.meta.size, cur.hash)
+            if verdict == "segment":
+                await self._corrupt(cur, "object changed while being read")
+        if verdict == "root":
             await self._corrupt(cur, "content does not match its hash")
-        await self.kv.put(meta.SEG + cur.hash, fresh)
-        if await check(bad_segment, block, pos, fresh) is not None:
-            await self._corrupt(cur, "object changed while being read")
-        return fresh
+        return table
 
     async def _rehash(self, cur: meta.Loaded) -> tuple[bool, bytes]:
         """Stream the whole object through the hasher: (matches its address, segment table)."""

@@ -75,6 +75,13 @@ async def load(kv: KeyValueStore, h: str) -> Loaded:
     return Loaded(h, None if entry is None else decode(entry), 0 if entry is None else entry.mod_revision)
 
 
+async def load_with_table(kv: KeyValueStore, h: str) -> tuple[Loaded, bytes]:
+    """The record and its segment table in one KV round trip."""
+    entry, table = await kv.batch_read([BLOB + h, SEG + h])
+    loaded = Loaded(h, None if entry is None else decode(entry), 0 if entry is None else entry.mod_revision)
+    return loaded, b"" if table is None else table.value
+
+
 async def load_table(kv: KeyValueStore, h: str) -> bytes:
     entry = await kv.get(SEG + h)
     return b"" if entry is None else entry.value
