@@ -33,6 +33,7 @@ class ErrorCode(StrEnum):
     INVALID_RANGE = "INVALID_RANGE"
     BLOB_INCOMPLETE = "BLOB_INCOMPLETE"
     BLOB_PROTECTED = "BLOB_PROTECTED"
+    GC_IN_PROGRESS = "GC_IN_PROGRESS"  # another node holds the blob GC lock (S3 backend)
     # rpc / node
     BAD_REQUEST = "BAD_REQUEST"
     VALIDATION_ERROR = "VALIDATION_ERROR"

@@ -23,6 +23,9 @@ def start(
     etcd: Annotated[
         str | None, typer.Option(help="etcd endpoints HOST:PORT[,HOST:PORT…]: keep KV in etcd instead of SQLite.")
     ] = None,
+    blob_store: Annotated[
+        str | None, typer.Option(help="s3://BUCKET?endpoint=URL[&region=…]: keep blobs in an S3 bucket ([blobs] in aspen.toml).")
+    ] = None,
     allow_unsigned_plugins: Annotated[
         bool, typer.Option(help="Load plugins without a trusted signature (local development only).")
     ] = False,
@@ -34,6 +37,8 @@ def start(
     cfg = load_config(
         config, data_dir=data_dir, listen=listen, log_level=log_level, etcd=etcd.split(",") if etcd else None
     )
+    if blob_store is not None:
+        cfg.sections.setdefault("blobs", {}).update(backend="s3", url=blob_store)
     if allow_unsigned_plugins:
         cfg.sections.setdefault("plugins", {})["allow_unsigned"] = True
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,10 +1,14 @@
 """A whole distributed Aspen on loopback for development: an etcd cluster
-(:mod:`aspen.cluster.etcd_launcher`) and N Aspen nodes on it, each node a
-real ``aspen node start --etcd …`` subprocess with its own data dir. Each
-node's URL is recorded with its admin token in the credentials file."""
+(:mod:`aspen.cluster.etcd_launcher`), a SeaweedFS for the blobs
+(:mod:`aspen.cluster.seaweed_launcher`, unless ``object_store=False``: then
+nodes replicate blobs between themselves) and N Aspen nodes on them, each node
+a real ``aspen node start --etcd … --blob-store s3://…`` subprocess with its
+own data dir. Each node's URL is recorded with its admin token in the
+credentials file."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -17,9 +21,11 @@ from pathlib import Path
 from aspen.auth.keys import ADMIN_TOKEN_FILE
 from aspen.client.credentials import remember
 from aspen.cluster.etcd_launcher import EtcdCluster, free_port
+from aspen.cluster.seaweed_launcher import SeaweedFS, access_env
 from aspen.errors import AspenError, ErrorCode
 
 _NODE_MAIN = "from aspen.cli.main import app; app()"
+DEV_BUCKET = "aspen-dev"
 
 
 @dataclass
@@ -43,7 +49,9 @@ class DevCluster:
     base_dir: Path
     nodes: int = 3
     etcd_members: int = 3
+    object_store: bool = True
     etcd: EtcdCluster | None = None
+    seaweed: SeaweedFS | None = None
     members: list[DevNode] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -68,8 +76,14 @@ class DevCluster:
             "--etcd", ",".join(self.etcd.endpoints),
             "--log-level", "warning",
         ]  # fmt: skip
+        env = dict(os.environ)
+        if self.seaweed is not None:
+            cmd += ["--blob-store", f"s3://{DEV_BUCKET}?endpoint={self.seaweed.endpoint}"]
+            env.update(access_env())
         with open(n.log_path, "ab") as log:
-            n.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            n.process = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+            )
 
     def wait_node(self, index: int, timeout: float = 60.0) -> None:
         n = self.members[index]
@@ -91,10 +105,12 @@ class DevCluster:
             time.sleep(0.1)
 
     def start(self, timeout: float = 60.0) -> "DevCluster":
-        """Start etcd, then the nodes; on any failure stop what was started."""
+        """Start etcd and SeaweedFS, then the nodes; on any failure stop what was started."""
         self.base_dir.mkdir(parents=True, exist_ok=True)
         try:
             self.etcd = EtcdCluster(self.base_dir / "etcd", size=self.etcd_members).start(timeout)
+            if self.object_store:
+                self.seaweed = SeaweedFS(self.base_dir / "seaweedfs").start(timeout)
             for i in range(self.nodes):
                 name = f"node{i}"
                 self.members.append(
@@ -109,7 +125,7 @@ class DevCluster:
         return self
 
     def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM the nodes (they drain and deregister), then stop etcd."""
+        """SIGTERM the nodes (they drain and deregister), then stop SeaweedFS and etcd."""
         for n in self.members:
             if n.running():
                 n.process.send_signal(signal.SIGTERM)
@@ -122,6 +138,8 @@ class DevCluster:
             except subprocess.TimeoutExpired:
                 n.process.kill()
                 n.process.wait()
+        if self.seaweed is not None:
+            self.seaweed.stop()
         if self.etcd is not None:
             self.etcd.stop()
 

@@ -26,6 +26,7 @@ import msgspec
 from aspen.errors import AspenError, ErrorCode
 from aspen.storage.blobs import DEFAULT_MAX_BLOB_SIZE, DEFAULT_MAX_TOTAL_BYTES
 from aspen.storage.protocol import BlobStore
+from aspen.storage.s3_settings import S3Settings
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,16 @@ class BlobsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 def blobs_config(config: Any) -> BlobsConfig:
-    """The ``[blobs]`` table of the node config, checked."""
+    """The ``[blobs]`` table's quota and GC keys, checked; the object-store
+    keys beside them are :mod:`aspen.storage.s3_settings`' (a key neither
+    knows is a typo, refused)."""
     section = config.sections.get("blobs", {})
+    own = set(BlobsConfig.__struct_fields__)
+    unknown = set(section) - own - set(S3Settings.__struct_fields__) - {"backend", "url"}
+    if unknown:
+        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"invalid [blobs] config: unknown keys {sorted(unknown)}")
     try:
-        cfg = msgspec.convert(section, BlobsConfig)
+        cfg = msgspec.convert({k: v for k, v in section.items() if k in own}, BlobsConfig)
     except msgspec.ValidationError as exc:
         raise AspenError(ErrorCode.INVALID_ARGUMENT, f"invalid [blobs] config: {exc}") from None
     for name in ("max_total_bytes", "max_blob_bytes"):

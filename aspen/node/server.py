@@ -24,6 +24,7 @@ from aspen.auth.service import AuthService
 from aspen.cluster.blob_replication import ReplicatedBlobStore
 from aspen.errors import AspenError, ErrorCode
 from aspen.node.app import build_app, build_metrics_app
+from aspen.node.blob_backend import open_s3_blobs
 from aspen.node.blob_gc import BlobGc, blobs_config
 from aspen.node.config import NodeConfig, split_listen
 from aspen.node.http_guard import HttpGuard
@@ -124,8 +125,16 @@ async def open_node(config: NodeConfig) -> Node:
     )
     blobs = local_blobs
     node_id = node_id_for(config, data_dir)
+    try:
+        s3_blobs = await open_s3_blobs(config, kv, node_id)
+    except BaseException:
+        await local_blobs.close()
+        await kv.close()
+        raise
     auth = await AuthService.open(data_dir, kv, node_id, shared=bool(config.etcd))
-    if config.etcd:  # several nodes: a blob lives where it was added, peers fetch it by hash
+    if s3_blobs is not None:  # every node reads the same bucket: nothing to replicate
+        blobs = s3_blobs
+    elif config.etcd:  # several nodes: a blob lives where it was added, peers fetch it by hash
         blobs = ReplicatedBlobStore(
             local_blobs,
             kv,

@@ -25,10 +25,6 @@ async def first_chunk(stream):
         return chunk
 
 
-def temp_files(store):
-    return list((store.root / "tmp").iterdir())
-
-
 @pytest.mark.parametrize("bad", BAD_HASHES)
 async def test_invalid_hash(store, bad):
     for call in (
@@ -85,7 +81,7 @@ async def test_bad_gc_grace(store):
         assert await code_of(store.gc(grace_seconds=grace)) == ErrorCode.INVALID_ARGUMENT
 
 
-async def test_bad_add_inputs(store, tmp_path):
+async def test_bad_add_inputs(store, backend, tmp_path):
     assert await code_of(store.add_bytes("text")) == ErrorCode.INVALID_ARGUMENT
     assert await code_of(store.add_stream([b"not async"])) == ErrorCode.INVALID_ARGUMENT
     assert await code_of(store.add_file(tmp_path / "nope")) == ErrorCode.INVALID_ARGUMENT
@@ -96,51 +92,48 @@ async def test_bad_add_inputs(store, tmp_path):
         yield "not bytes"
 
     assert await code_of(store.add_stream(mixed())) == ErrorCode.INVALID_ARGUMENT
-    assert temp_files(store) == []
+    assert await backend.leftovers(store) == []
 
 
-async def test_failing_source_leaves_nothing(store):
+async def test_failing_source_leaves_nothing(store, backend):
     async def broken():
         yield pseudo_random(3 << 20)
         raise ConnectionError("source died")
 
     with pytest.raises(ConnectionError):
         await store.add_stream(broken())
-    assert temp_files(store) == [] and (await store.list()).blobs == []
+    assert await backend.leftovers(store) == [] and (await store.list()).blobs == []
 
 
-async def test_size_limit(tmp_path):
-    store = await LocalBlobStore.open(tmp_path / "small", max_blob_size=1 << 20)
-    try:
-        exact = await store.add_bytes(pseudo_random(1 << 20))
-        assert exact.size == 1 << 20
-        assert await code_of(store.add_bytes(pseudo_random((1 << 20) + 1))) == ErrorCode.BLOB_TOO_LARGE
-        big = tmp_path / "big.bin"
-        big.write_bytes(pseudo_random(2 << 20))
-        assert await code_of(store.add_file(big)) == ErrorCode.BLOB_TOO_LARGE
+async def test_size_limit(backend, tmp_path):
+    store = await backend.open(max_blob_size=1 << 20)
+    exact = await store.add_bytes(pseudo_random(1 << 20))
+    assert exact.size == 1 << 20
+    assert await code_of(store.add_bytes(pseudo_random((1 << 20) + 1))) == ErrorCode.BLOB_TOO_LARGE
+    big = tmp_path / "big.bin"
+    big.write_bytes(pseudo_random(2 << 20))
+    assert await code_of(store.add_file(big)) == ErrorCode.BLOB_TOO_LARGE
 
-        pulled = 0
+    pulled = 0
 
-        async def endless():
-            nonlocal pulled
-            while True:
-                pulled += 1
-                yield pseudo_random(64 << 10, offset=pulled << 16)
+    async def endless():
+        nonlocal pulled
+        while True:
+            pulled += 1
+            yield pseudo_random(64 << 10, offset=pulled << 16)
 
-        assert await code_of(store.add_stream(endless())) == ErrorCode.BLOB_TOO_LARGE
-        assert pulled == 17  # aborted as soon as the limit was crossed
-        assert temp_files(store) == []
-        assert [b.hash for b in (await store.list()).blobs] == [exact.hash]
-    finally:
-        await store.close()
+    assert await code_of(store.add_stream(endless())) == ErrorCode.BLOB_TOO_LARGE
+    assert pulled == 17  # aborted as soon as the limit was crossed
+    assert await backend.leftovers(store) == []
+    assert [b.hash for b in (await store.list()).blobs] == [exact.hash]
 
 
-async def test_bad_config_and_closed_store(tmp_path):
+async def test_bad_config_and_closed_store(backend):
     for bad in (0, -1, "1", True):
         with pytest.raises(AspenError) as exc:
-            LocalBlobStore(tmp_path / "x", max_blob_size=bad)
+            await backend.open(max_blob_size=bad)
         assert exc.value.code == ErrorCode.INVALID_ARGUMENT
-    store = await LocalBlobStore.open(tmp_path / "c")
+    store = await backend.open()
     h = (await store.add_bytes(b"c")).hash
     await store.close()
     for call in (store.get_bytes(h), store.has(h), store.add_bytes(b"d"), store.list(), store.gc()):
@@ -148,7 +141,7 @@ async def test_bad_config_and_closed_store(tmp_path):
     await store.close()  # idempotent
 
 
-async def test_cancelled_add_leaves_nothing(store):
+async def test_cancelled_add_leaves_nothing(store, backend):
     started = asyncio.Event()
 
     async def slow():
@@ -163,7 +156,7 @@ async def test_cancelled_add_leaves_nothing(store):
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert temp_files(store) == [] and (await store.list()).blobs == []
+    assert await backend.leftovers(store) == [] and (await store.list()).blobs == []
 
 
 async def test_unusable_root(tmp_path):

@@ -88,3 +88,15 @@ def test_gc_removes_old_unprotected_blobs_and_keeps_protected_ones(gc_node):
     assert rpc(gc_node, "HasBlob", {"hash": module})["body"]["does_exist"]  # a plugin module is never collected
     assert rpc(gc_node, "Echo", {"hello": "after gc"}) == {"type": "Echo", "body": {"hello": "after gc"}}
 
+
+
+def test_the_blobs_table_holds_quota_gc_and_object_store_keys_and_refuses_typos():
+    from aspen.errors import AspenError
+    from aspen.node.blob_gc import blobs_config
+    from aspen.node.config import NodeConfig
+
+    both = NodeConfig(sections={"blobs": {"backend": "s3", "bucket": "b", "max_total_bytes": 5, "gc_grace_seconds": 1}})
+    assert blobs_config(both).max_total_bytes == 5
+    with pytest.raises(AspenError) as err:
+        blobs_config(NodeConfig(sections={"blobs": {"max_total_byte": 5}}))
+    assert err.value.code == "INVALID_ARGUMENT" and "max_total_byte" in err.value.message

@@ -1,0 +1,400 @@
+"""The S3 blob backend: BLAKE3-addressed blobs whose bytes live in an S3-compatible bucket
+and whose records (size, segment table, tags, GC state) live in the KV store.
+
+Aspen adds only what the object store lacks: content addressing (an add becomes visible
+under its hash when the upload completed and its record committed, see
+:mod:`aspen.storage.s3_upload`), verification of every byte read (each ranged GET is
+widened to whole 256 KiB segments, checked against the table before a byte is handed out;
+a whole read also checks the root hash before its last chunk), protect tags and GC in KV
+(:mod:`aspen.storage.s3_meta`), and a verified LRU cache of small blobs
+(:mod:`aspen.storage.blob_cache`). A damaged or missing object marks its record corrupt:
+``BLOB_CORRUPT`` once, then ``BLOB_NOT_FOUND`` until a good copy is added.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterable, AsyncIterator
+from pathlib import Path
+
+import msgspec
+from blake3 import blake3
+
+from aspen.clock import now_ms
+from aspen.errors import AspenError, ErrorCode
+from aspen.storage import s3_meta as meta
+from aspen.storage.blob_cache import BlobCache
+from aspen.storage.blobs import (
+    DEFAULT_MAX_BLOB_SIZE,
+    IO_CHUNK,
+    MAX_CHUNK_SIZE,
+    MAX_LIST_LIMIT,
+    _check_nonneg_int,
+    _check_tag,
+    check_hash,
+)
+from aspen.storage.protocol import KeyValueStore
+from aspen.storage.records import BlobAddResult, BlobInfo, BlobPage, PutOp
+from aspen.storage.s3_client import READ_ATTEMPTS, ObjectMissing, S3Objects
+from aspen.storage.s3_gc import collect_with_lock
+from aspen.storage.s3_settings import S3Settings
+from aspen.storage.s3_upload import Upload, too_large
+from aspen.storage.segments import SEGMENT_SIZE, SegmentHasher, scan_block, segment_span
+
+
+class _Damaged(Exception):
+    """The object does not match its record (short, missing)."""
+
+
+class S3BlobStore:
+    """:class:`aspen.storage.protocol.BlobStore` on an S3 bucket plus a KV store (not owned)."""
+
+    def __init__(self, objects: S3Objects, kv: KeyValueStore, *, max_blob_size: int, owner: str) -> None:
+        self.objects = objects
+        self.kv = kv
+        self.max_blob_size = max_blob_size
+        self.owner = owner
+        self.cache = BlobCache(objects.settings.cache_bytes)
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls, settings: S3Settings, kv: KeyValueStore, *, max_blob_size: int = DEFAULT_MAX_BLOB_SIZE, owner: str = "aspen"
+    ) -> S3BlobStore:
+        """Connect and make sure the bucket exists (``STORAGE_UNAVAILABLE`` when unreachable)."""
+        if not isinstance(max_blob_size, int) or isinstance(max_blob_size, bool) or max_blob_size < 1:
+            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"max_blob_size must be a positive integer, got {max_blob_size!r}")
+        objects = await S3Objects.open(settings)
+        try:
+            await objects.ensure_bucket()
+        except BaseException:
+            await objects.close()
+            raise
+        return cls(objects, kv, max_blob_size=max_blob_size, owner=owner)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise AspenError(ErrorCode.STORE_CLOSED, "blob store is closed")
+
+    # --- add -------------------------------------------------------------------
+
+    async def add_bytes(self, data: bytes) -> BlobAddResult:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"data must be bytes, got {type(data).__name__}")
+        view = memoryview(data).cast("B")
+        if view.nbytes > self.max_blob_size:
+            raise too_large(view.nbytes, self.max_blob_size)
+
+        async def slices():
+            for pos in range(0, len(view), IO_CHUNK):
+                yield view[pos : pos + IO_CHUNK]
+
+        return await self._add(slices())
+
+    async def add_file(self, path: str | os.PathLike[str]) -> BlobAddResult:
+        try:
+            p = Path(path)
+            st = await asyncio.to_thread(p.stat)
+        except (TypeError, OSError) as exc:
+            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"cannot read file {path!r}: {exc}") from exc
+        if not p.is_file():
+            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"not a regular file: {str(p)!r}")
+        if st.st_size > self.max_blob_size:
+            raise too_large(st.st_size, self.max_blob_size)
+
+        async def chunks():
+            f = await asyncio.to_thread(open, p, "rb")
+            try:
+                while chunk := await asyncio.to_thread(f.read, IO_CHUNK):
+                    yield chunk
+            finally:
+                f.close()
+
+        return await self._add(chunks())
+
+    async def add_stream(self, chunks: AsyncIterable[bytes], *, expected_hash: str | None = None) -> BlobAddResult:
+        """``expected_hash``: refuse (``BLOB_CORRUPT``, nothing stored) when the content hashes differently."""
+        expected = None if expected_hash is None else check_hash(expected_hash)
+        if not hasattr(chunks, "__aiter__"):
+            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"chunks must be an async iterable, got {type(chunks).__name__}")
+        return await self._add(chunks, expected)
+
+    async def _add(self, chunks: AsyncIterable[bytes], expected: str | None = None) -> BlobAddResult:
+        self._check_open()
+        up = Upload(self.objects, self.max_blob_size)
+        try:
+            async for chunk in chunks:
+                if not isinstance(chunk, (bytes, bytearray, memoryview)):
+                    raise AspenError(ErrorCode.INVALID_ARGUMENT, f"stream chunk must be bytes, got {type(chunk).__name__}")
+                await up.feed(chunk)
+            h, table = await up.finish()
+            if expected is not None and h != expected:
+                raise AspenError(
+                    ErrorCode.BLOB_CORRUPT, f"content hashes to {h}, expected {expected}", expected=expected, actual=h
+                )
+        except BaseException:
+            await asyncio.shield(up.abort())
+            raise
+        return await self._commit(up, h, table)
+
+    async def _commit(self, up: Upload, h: str, table: bytes) -> BlobAddResult:
+        """Record the object under its hash; an existing good copy wins and ours is dropped.
+        If the KV write fails the object stays unreferenced and GC's cleanup removes it."""
+        now = now_ms()
+        while True:
+            cur = await meta.load(self.kv, h)
+            if cur.live:
+                touched = msgspec.structs.replace(cur.meta, touched_at_ms=now)
+                if await meta.guarded(self.kv, [cur.guard()], [meta.put_meta(h, touched)]):
+                    await up.abort()
+                    return BlobAddResult(hash=h, size=up.size, was_new=False)
+                continue
+            record = meta.BlobMeta(up.size, up.name, now, now, tags=cur.meta.tags if cur.meta else [])
+            ops = [meta.put_meta(h, record), PutOp(key=meta.SEG + h, value=table)]
+            if await meta.guarded(self.kv, [cur.guard()], ops):
+                if cur.meta is not None:  # the damaged object this one replaces
+                    with contextlib.suppress(AspenError):
+                        await self.objects.delete(self.objects.key(cur.meta.object))
+                return BlobAddResult(hash=h, size=up.size, was_new=True)
+
+    # --- read ------------------------------------------------------------------
+
+    async def _live(self, h: str) -> meta.Loaded:
+        self._check_open()
+        cur = await meta.load(self.kv, h)
+        if not cur.live:
+            raise AspenError(ErrorCode.BLOB_NOT_FOUND, f"blob {h} not found", hash=h)
+        return cur
+
+    async def _live_with_table(self, h: str) -> tuple[meta.Loaded, bytes]:
+        self._check_open()
+        cur, table = await meta.load_with_table(self.kv, h)
+        if not cur.live:
+            raise AspenError(ErrorCode.BLOB_NOT_FOUND, f"blob {h} not found", hash=h)
+        return cur, table
+
+    async def get_bytes(self, hash: str, *, offset: int = 0, length: int | None = None) -> bytes:
+        out = bytearray()
+        async for chunk in self.get_stream(hash, offset=offset, length=length, chunk_size=MAX_CHUNK_SIZE):
+            out += chunk
+        return bytes(out)
+
+    async def get_stream(
+        self, hash: str, *, offset: int = 0, length: int | None = None, chunk_size: int = 1 << 20
+    ) -> AsyncIterator[bytes]:
+        """Yields only bytes whose segments verified; a whole read also checks the root hash
+        before its last chunk. Small blobs are fetched whole once and served from the cache."""
+        h = check_hash(hash)
+        _check_nonneg_int(offset, "offset")
+        if length is not None:
+            _check_nonneg_int(length, "length")
+        if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or not 1 <= chunk_size <= MAX_CHUNK_SIZE:
+            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"chunk_size must be 1..{MAX_CHUNK_SIZE}, got {chunk_size!r}")
+        cur, table = await self._live_with_table(h)
+        size = cur.meta.size
+        end = size if length is None else offset + length
+        if offset > size or end > size:
+            raise AspenError(
+                ErrorCode.INVALID_RANGE, f"range {offset}..{end} is outside blob of {size} bytes",
+                offset=offset, length=length, size=size,
+            )  # fmt: skip
+        if size == 0:
+            if blake3(b"").hexdigest() != h:
+                await self._corrupt(cur, "content does not match its hash")
+            return
+        data = self.cache.get(h)
+        if data is None and self.cache.fits(size):
+            data = b"".join([b async for _, b in self._verified(cur, table, 0, size, SEGMENT_SIZE * 16, whole=True)])
+            self.cache.put(h, data)
+        if data is not None:
+            for i in range(offset, end, chunk_size):
+                yield data[i : min(i + chunk_size, end)]
+            return
+        if offset == end:
+            return  # an empty range touches no segment
+        start, stop = segment_span(offset, end, size)
+        step = max(SEGMENT_SIZE, chunk_size - chunk_size % SEGMENT_SIZE)
+        async for at, block in self._verified(cur, table, start, stop, step, whole=offset == 0 and end == size):
+            lo, hi = max(offset - at, 0), min(end - at, len(block))
+            for i in range(lo, hi, chunk_size):
+                yield block[i : min(i + chunk_size, hi)]
+
+    async def _verified(
+        self, cur: meta.Loaded, table: bytes, start: int, stop: int, step: int, *, whole: bool
+    ) -> AsyncIterator[tuple[int, bytes]]:
+        """(offset, block) of [start, stop) in verified blocks of ``step`` bytes; a ranged GET,
+        resumed where it broke off (reads are idempotent) up to READ_ATTEMPTS times."""
+        root = blake3() if whole else None
+        pos, pending, failures = start, bytearray(), 0
+        while pos < stop:
+            try:
+                async for block in self._blocks(cur, pos, stop, step, pending):
+                    table = await self._check_block(cur, pos, block, table, root)
+                    yield pos, block
+                    pos += len(block)
+            except _Damaged as exc:
+                await self._corrupt(cur, str(exc))
+            except AspenError as exc:
+                failures += 1
+                if exc.code != ErrorCode.STORAGE_UNAVAILABLE or failures >= READ_ATTEMPTS:
+                    raise
+                pending.clear()
+
+    async def _blocks(self, cur: meta.Loaded, pos: int, stop: int, step: int, pending: bytearray) -> AsyncIterator[bytes]:
+        try:
+            length, total, body = await self.objects.get_range(cur.meta.object, pos, stop)
+        except ObjectMissing:
+            raise _Damaged("object is missing from the bucket or shorter than recorded") from None
+        if length != stop - pos or total != cur.meta.size:
+            await body.aclose()
+            raise _Damaged(f"object holds {total} bytes where {cur.meta.size} were recorded")
+        got = 0
+        async for chunk in body:
+            pending += chunk
+            got += len(chunk)
+            while len(pending) >= step or (pending and got == stop - pos):
+                block = bytes(pending[:step])
+                del pending[:step]
+                yield block
+        if got != stop - pos:
+            raise _Damaged("object is shorter than recorded")
+
+    async def _check_block(
+        self, cur: meta.Loaded, pos: int, block: bytes, table: bytes, root: blake3 | None
+    ) -> bytes:
+        """Raise BLOB_CORRUPT unless every segment of ``block`` matches (and, for a whole read,
+        the root hash at the end); a damaged table (the object re-hashes to its address) is
+        rebuilt and returned. Both hashes run in one worker-thread call for large blocks, so
+        the loop keeps receiving the next bytes meanwhile."""
+        run = asyncio.to_thread if len(block) >= 4 * SEGMENT_SIZE else _inline
+        verdict = await run(scan_block, block, pos, table, root, cur.meta.size, cur.hash)
+        if verdict == "segment":
+            ok, table = await self._rehash(cur)
+            if not ok:
+                await self._corrupt(cur, "content does not match its hash")
+            await self.kv.put(meta.SEG + cur.hash, table)
+            verdict = await run(scan_block, block, pos, table, root, cur.meta.size, cur.hash)
+            if verdict == "segment":
+                await self._corrupt(cur, "object changed while being read")
+        if verdict == "root":
+            await self._corrupt(cur, "content does not match its hash")
+        return table
+
+    async def _rehash(self, cur: meta.Loaded) -> tuple[bool, bytes]:
+        """Stream the whole object through the hasher: (matches its address, segment table)."""
+        hasher = SegmentHasher()
+        if cur.meta.size == 0:
+            return blake3(b"").hexdigest() == cur.hash, b""
+        try:
+            _, _, body = await self.objects.get_range(cur.meta.object, 0, cur.meta.size)
+            async for chunk in body:
+                hasher.update(chunk)
+        except ObjectMissing:
+            return False, b""
+        h, table = hasher.finish()
+        return h == cur.hash and hasher.size == cur.meta.size, table
+
+    async def _corrupt(self, cur: meta.Loaded, why: str) -> None:
+        self.cache.drop(cur.hash)
+        await meta.mark_corrupt(self.kv, cur.hash, cur.meta.object)
+        raise AspenError(ErrorCode.BLOB_CORRUPT, f"blob {cur.hash} is corrupt: {why}", hash=cur.hash)
+
+    # --- metadata ----------------------------------------------------------
+
+    async def has(self, hash: str) -> bool:
+        h = check_hash(hash)
+        self._check_open()
+        return (await meta.load(self.kv, h)).live
+
+    async def size(self, hash: str) -> int:
+        return (await self._live(check_hash(hash))).meta.size
+
+    async def list(self, *, limit: int = MAX_LIST_LIMIT, continuation: str | None = None) -> BlobPage:
+        """Blobs in hash order; the token is the last hash of the previous page."""
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIST_LIMIT:
+            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"limit must be 1..{MAX_LIST_LIMIT}, got {limit!r}")
+        after = ""
+        if continuation is not None:
+            try:
+                after = check_hash(continuation)
+            except AspenError as exc:
+                raise AspenError(ErrorCode.INVALID_CONTINUATION, "continuation token is malformed") from exc
+        self._check_open()
+        found: list[BlobInfo] = []
+        while len(found) <= limit:
+            records, more = await meta.scan_records(self.kv, after, limit + 1)
+            found += [BlobInfo(h, m.size, m.created_at_ms, sorted(m.tags)) for h, m, _ in records if not m.corrupt]
+            if not more:
+                break
+            after = records[-1][0]
+        page = found[:limit]
+        truncated = len(found) > limit
+        return BlobPage(blobs=page, is_truncated=truncated, continuation_token=page[-1].hash if truncated else None)
+
+    # --- delete, tags, gc ------------------------------------------------------
+
+    async def delete(self, hash: str, *, force: bool = False) -> bool:
+        h = check_hash(hash)
+        self._check_open()
+        while True:
+            cur = await meta.load(self.kv, h)
+            if cur.meta is None:
+                return False
+            tags = cur.meta.tags
+            if tags and not force:
+                if cur.meta.corrupt:
+                    return False  # nothing to serve; the tags wait for a good copy
+                raise AspenError(ErrorCode.BLOB_PROTECTED, f"blob {h} is protected by tags {sorted(tags)}", hash=h, tags=sorted(tags))
+            if await meta.guarded(self.kv, [cur.guard()], meta.drop_blob(h, tags if force else [])):
+                self.cache.drop(h)
+                await self.objects.delete(self.objects.key(cur.meta.object))
+                return not cur.meta.corrupt
+
+    async def protect(self, hash: str, tag: str) -> None:
+        """Point the named ``tag`` at a stored blob (moving it if it pointed elsewhere)."""
+        h, t = check_hash(hash), _check_tag(tag)
+        self._check_open()
+        await meta.protect(self.kv, h, t)
+
+    async def unprotect(self, tag: str) -> None:
+        """Remove a tag; removing an unknown tag is a no-op."""
+        t = _check_tag(tag)
+        self._check_open()
+        await meta.unprotect(self.kv, t)
+
+    async def gc(self, *, grace_seconds: float = 300.0) -> list[str]:
+        """On one node at a time (``GC_IN_PROGRESS`` elsewhere): remove untagged blobs not
+        added within ``grace_seconds``, then objects no record references and unfinished
+        multipart uploads older than ``cleanup_seconds``."""
+        if (
+            not isinstance(grace_seconds, (int, float))
+            or isinstance(grace_seconds, bool)
+            or not 0 <= grace_seconds < float("inf")
+        ):
+            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"grace_seconds must be a finite number >= 0, got {grace_seconds!r}")
+        self._check_open()
+        return await collect_with_lock(self, float(grace_seconds))
+
+    async def verify(self, hash: str) -> bool:
+        """Re-hash the stored object: False (and marked corrupt) when it does not match;
+        a damaged segment table is rebuilt."""
+        cur = await self._live(check_hash(hash))
+        ok, table = await self._rehash(cur)
+        if not ok:
+            self.cache.drop(cur.hash)
+            await meta.mark_corrupt(self.kv, cur.hash, cur.meta.object)
+            return False
+        if table != await meta.load_table(self.kv, cur.hash):
+            await self.kv.put(meta.SEG + cur.hash, table)
+        return True
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self.objects.close()
+
+
+async def _inline(fn, *args):
+    return fn(*args)
