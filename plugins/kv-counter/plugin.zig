@@ -6,7 +6,7 @@ const aspen = @import("aspen");
 pub const info = aspen.Info{
     .name = "kv-counter",
     .version = "0.1.0",
-    .handles = &.{ "CounterIncrement", "CounterGet", "CounterReset" },
+    .handles = &.{ "KvCounterIncrement", "KvCounterGet", "KvCounterReset" },
     .priority = 940,
     .kv_prefixes = &.{"counter:"},
     .description = "Counters in KV, incremented with compare-and-swap",
@@ -30,15 +30,15 @@ fn counterKey(req: aspen.Request) ![]const u8 {
 fn handle(req: aspen.Request) ![]const u8 {
     if (aspen.fieldStr(req.body, "name") == null) return aspen.replyError("BAD_REQUEST", "body.name is required");
     const key = try counterKey(req);
-    if (std.mem.eql(u8, req.type, "CounterGet")) {
+    if (std.mem.eql(u8, req.type, "KvCounterGet")) {
         const current = try aspen.kvGet(key);
         const value = if (current) |text| try std.fmt.parseInt(i64, text, 10) else 0;
         return aspen.reply("Counter", .{ .key = key, .value = value });
     }
-    if (std.mem.eql(u8, req.type, "CounterReset")) {
-        return aspen.reply("CounterReset", .{ .key = key, .existed = try aspen.kvDelete(key) });
+    if (std.mem.eql(u8, req.type, "KvCounterReset")) {
+        return aspen.reply("KvCounterReset", .{ .key = key, .existed = try aspen.kvDelete(key) });
     }
-    if (std.mem.eql(u8, req.type, "CounterIncrement")) {
+    if (std.mem.eql(u8, req.type, "KvCounterIncrement")) {
         var attempt: usize = 0;
         while (attempt < max_attempts) : (attempt += 1) {
             const current = try aspen.kvGet(key);

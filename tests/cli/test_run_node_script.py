@@ -105,9 +105,9 @@ async def test_run_node_script_serves_the_example_plugins_and_stops_on_sigterm(t
 
         async with Client(f"http://127.0.0.1:{port}", timeout=30) as client:
             assert await client.call("Echo", {"msg": "hello", "n": 3}) == {"msg": "hello", "n": 3}
-            first = await client.call("CounterIncrement", {"name": "run-node"})
+            first = await client.call("KvCounterIncrement", {"name": "run-node"})
             assert first["key"] == "counter:run-node" and first["value"] == 1
-            assert (await client.call("CounterIncrement", {"name": "run-node"}))["value"] == 2
+            assert (await client.call("KvCounterIncrement", {"name": "run-node"}))["value"] == 2
             assert (await client.read_key("counter:run-node")).kv.value == b"2"  # the plugin wrote through to KV
 
         # "in another terminal": the CLI finds the admin token through the credentials entry the script wrote

@@ -162,7 +162,7 @@ def test_a_real_node_takes_its_caps_from_aspen_toml(tmp_path, built):
         install(echo, "--memory-limit", str(32 << 20))  # above the default cap of 16 MiB, within this node's
         with SyncClient(node.url) as client:
             assert client.call("Echo", {"x": 1}) == {"x": 1}
-        greedy = install(counter, "--handles", "CounterIncrement,CounterGet,CounterReset,Echo", ok=False)
+        greedy = install(counter, "--handles", "KvCounterIncrement,KvCounterGet,KvCounterReset,Echo", ok=False)
         assert greedy.returncode == 1 and "PLUGIN_HANDLES_OVERLAP" in greedy.stderr + greedy.stdout
         install(counter)
         with SyncClient(node.url) as client:

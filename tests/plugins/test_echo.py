@@ -55,14 +55,14 @@ async def test_kv_counter_cas_under_concurrency(load, kv):
     counter = await load("kv-counter")
     ctx = RequestContext()
     replies = await asyncio.gather(
-        *(counter.handle(Request("CounterIncrement", {"name": "hits"}), ctx) for _ in range(24))
+        *(counter.handle(Request("KvCounterIncrement", {"name": "hits"}), ctx) for _ in range(24))
     )
     # CAS: every increment lands exactly once, whatever the interleaving.
     assert sorted(r.body["value"] for r in replies) == list(range(1, 25))
     assert (await kv.get("counter:hits")).value == b"24"
-    got = await counter.handle(Request("CounterGet", {"name": "hits"}), ctx)
+    got = await counter.handle(Request("KvCounterGet", {"name": "hits"}), ctx)
     assert got.body == {"key": "counter:hits", "value": 24}
-    reset = await counter.handle(Request("CounterReset", {"name": "hits"}), ctx)
+    reset = await counter.handle(Request("KvCounterReset", {"name": "hits"}), ctx)
     assert reset.body == {"key": "counter:hits", "existed": True}
     assert await kv.get("counter:hits") is None
 
