@@ -49,8 +49,8 @@ from blake3 import blake3
 from aspen.clock import now_ms
 from aspen.errors import AspenError, ErrorCode, quota_exceeded
 from aspen.storage.records import BlobAddResult, BlobInfo, BlobPage
+from aspen.storage.segments import SEGMENT_SIZE, SegmentHasher
 
-SEGMENT_SIZE = 256 * 1024
 DIGEST_SIZE = 32
 DEFAULT_MAX_BLOB_SIZE = 1 << 30
 DEFAULT_MAX_TOTAL_BYTES = 10 << 30
@@ -129,10 +129,7 @@ class _BlobWriter:
         self.path = Path(name)
         self._file = os.fdopen(fd, "wb")
         self._max = max_size
-        self._root = blake3()
-        self._segment = blake3()
-        self._fill = 0
-        self._segments = bytearray()
+        self._hasher = SegmentHasher()
         self._lock = threading.Lock()
         self.size = 0
 
@@ -145,31 +142,20 @@ class _BlobWriter:
                 self._file.write(view)
             except OSError as exc:  # disk full, I/O error
                 raise _unavailable(exc) from exc
-            self._root.update(view)
-            pos = 0
-            while pos < len(view):
-                take = min(SEGMENT_SIZE - self._fill, len(view) - pos)
-                self._segment.update(view[pos : pos + take])
-                self._fill += take
-                pos += take
-                if self._fill == SEGMENT_SIZE:
-                    self._segments += self._segment.digest()
-                    self._segment.reset()
-                    self._fill = 0
+            self._hasher.update(view)
             self.size += len(view)
 
     def finish(self) -> tuple[str, bytes]:
         """fsync and close; returns (hex hash, segment table)."""
         with self._lock:
-            if self._fill:
-                self._segments += self._segment.digest()
+            digests = self._hasher.finish()
             try:
                 self._file.flush()
                 os.fsync(self._file.fileno())
                 self._file.close()
             except OSError as exc:
                 raise _unavailable(exc) from exc
-            return self._root.hexdigest(), bytes(self._segments)
+            return digests
 
     def abort(self) -> None:
         with self._lock:

@@ -2,7 +2,7 @@
 
 The segment table (32 bytes per segment) lets a ranged read verify exactly the
 segments it touches before handing out a byte; the root hash is the blob's
-address. Same layout as :mod:`aspen.storage.blobs`.
+address. The local and the S3 blob stores both hash through it.
 """
 
 from __future__ import annotations
