@@ -172,7 +172,7 @@ class AspenError(Exception):
         return body
 
     @classmethod
-    def from_body(cls, body: dict[str, Any]) -> "AspenError":
+    def from_body(cls, body: dict[str, Any]) -> AspenError:
         return cls(
             str(body.get("code", ErrorCode.INTERNAL)),
             str(body.get("message", "")),
@@ -183,7 +183,7 @@ class AspenError(Exception):
         return (_rebuild, (self.code, self.message, self.details))
 
 
-def quota_exceeded(quota: str, limit: int | float, used: int | float) -> AspenError:
+def quota_exceeded(quota: str, limit: float, used: float) -> AspenError:
     """The one shape of a quota refusal: which quota, its limit, and the
     current use (or, for a cap on one request, what it asked for)."""
     return AspenError(

@@ -54,7 +54,7 @@ BATCH = 64
 
 def noop() -> None:
     """The RQ job (imported by the worker as ``bench_jobs.noop``)."""
-    return None
+    return
 
 
 def free_port() -> int:

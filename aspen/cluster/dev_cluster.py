@@ -104,7 +104,7 @@ class DevCluster:
                 raise AspenError(ErrorCode.TIMEOUT, f"node {n.name} not up after {timeout:.0f}s; see {n.log_path}")
             time.sleep(0.1)
 
-    def start(self, timeout: float = 60.0) -> "DevCluster":
+    def start(self, timeout: float = 60.0) -> DevCluster:
         """Start etcd and SeaweedFS, then the nodes; on any failure stop what was started."""
         self.base_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -143,7 +143,7 @@ class DevCluster:
         if self.etcd is not None:
             self.etcd.stop()
 
-    def __enter__(self) -> "DevCluster":
+    def __enter__(self) -> DevCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -106,7 +106,7 @@ class HostEnv:
 class CallContext:
     """Per guest call: whose call it is and when it must be done."""
 
-    __slots__ = ("env", "deadline")
+    __slots__ = ("deadline", "env")
 
     def __init__(self, env: HostEnv, deadline: float) -> None:
         self.env = env

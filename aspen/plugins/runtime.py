@@ -140,7 +140,7 @@ class _Job:
     otherwise the worker settles ``future``, which the loop makes only once
     it stops waiting inline."""
 
-    __slots__ = ("loop", "future", "export", "data", "deadline", "decode", "outcome", "spinning", "taken")
+    __slots__ = ("data", "deadline", "decode", "export", "future", "loop", "outcome", "spinning", "taken")
 
     def __init__(self, loop, export, data, deadline, decode) -> None:
         self.loop = loop

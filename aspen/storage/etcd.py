@@ -182,7 +182,7 @@ class EtcdKeyValueStore:
         failover_timeout: float = 20.0,
         connect_timeout: float = 3.0,
         security: EtcdSecurity | None = None,
-    ) -> "EtcdKeyValueStore":
+    ) -> EtcdKeyValueStore:
         """Connect to the first member that answers; ``ETCD_UNREACHABLE``
         within ``connect_timeout`` when none does, ``ETCD_AUTH_FAILED`` when
         ``security``'s user is refused."""
@@ -497,7 +497,7 @@ class EtcdKeyValueStore:
         self._closed = True
         await self._pool.close()
 
-    async def __aenter__(self) -> "EtcdKeyValueStore":
+    async def __aenter__(self) -> EtcdKeyValueStore:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -76,8 +76,7 @@ def parse_endpoints(endpoints: str | Sequence[str]) -> list[tuple[str, int]]:
     for raw in items:
         item = raw.strip()
         for scheme in ("http://", "https://"):
-            if item.startswith(scheme):
-                item = item[len(scheme) :]
+            item = item.removeprefix(scheme)
         item = item.rstrip("/")
         if not item:
             continue
