@@ -29,7 +29,7 @@ from aspen.cli.common import (
     reports_errors,
 )
 from aspen.client.async_client import resolve_urls
-from aspen.client.credentials import remember
+from aspen.client.credentials import forget, remember
 from aspen.errors import AspenError, ErrorCode
 
 app = typer.Typer(help="Capability tokens: create, delegate, inspect, revoke.", no_args_is_help=True)
@@ -207,3 +207,12 @@ def login(
     for node_url in resolve_urls(url):
         path = remember(node_url, token_file)
     console.print(literal(f"{', '.join(resolve_urls(url))} -> {token_file} (in {path})"))
+
+
+@app.command()
+@reports_errors
+def logout(url: UrlOpt = None) -> None:
+    """Forget the token remembered for the node(s) at --url."""
+    for node_url in resolve_urls(url):
+        found = forget(node_url)
+        console.print(literal(f"{node_url}: {'forgotten' if found else 'no entry'}"))

@@ -51,18 +51,34 @@ def read_token_file(path: str | Path) -> str:
     return token
 
 
-def remember(url: str, token_file: str | Path) -> Path:
-    """Record that ``url`` is reached with the token in ``token_file`` (0600 file)."""
-    path = credentials_path()
-    entries = _entries(path)
-    entries[url.rstrip("/")] = {"token_file": str(Path(token_file).expanduser().resolve())}
+def _write(path: Path, entries: dict[str, dict[str, str]]) -> None:
+    """Replace the file atomically, 0600 (it names where tokens live)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(entries, f, indent=2)
     os.replace(tmp, path)
+
+
+def remember(url: str, token_file: str | Path) -> Path:
+    """Record that ``url`` is reached with the token in ``token_file``."""
+    path = credentials_path()
+    entries = _entries(path)
+    entries[url.rstrip("/")] = {"token_file": str(Path(token_file).expanduser().resolve())}
+    _write(path, entries)
     return path
+
+
+def forget(url: str) -> bool:
+    """Drop ``url``'s entry, so a later server on the same address is not sent
+    this token; whether there was one."""
+    path = credentials_path()
+    entries = _entries(path)
+    if entries.pop(url.rstrip("/"), None) is None:
+        return False
+    _write(path, entries)
+    return True
 
 
 def token_for(urls: list[str]) -> str | None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aspen.auth.keys import ADMIN_TOKEN_FILE
-from aspen.client.credentials import remember
+from aspen.client.credentials import forget, remember
 from aspen.cluster.etcd_launcher import EtcdCluster, free_port
 from aspen.cluster.seaweed_launcher import SeaweedFS, access_env
 from aspen.errors import AspenError, ErrorCode
@@ -138,6 +138,7 @@ class DevCluster:
             except subprocess.TimeoutExpired:
                 n.process.kill()
                 n.process.wait()
+            forget(n.url)  # the port is free again: whoever binds it next is not this node
         if self.seaweed is not None:
             self.seaweed.stop()
         if self.etcd is not None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from aspen.client.credentials import remember
+from aspen.client.credentials import forget, remember
 
 ASPEN = str(Path(sys.executable).with_name("aspen"))
 
@@ -100,3 +100,4 @@ class NodeProcess:
                 self.terminate()
         finally:
             self.kill()
+            forget(self.url)  # a later server on this port (another test's) must not be sent this token

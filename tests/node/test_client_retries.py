@@ -11,6 +11,7 @@ from collections import Counter
 import pytest
 
 from aspen import AspenError, Client
+from aspen.client.credentials import forget
 from aspen.errors import ErrorCode
 
 
@@ -24,6 +25,7 @@ class Flaky:
     async def __aenter__(self) -> Flaky:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        forget(self.url)  # a token remembered for this port belongs to an earlier test's node, not to this server
         return self
 
     async def __aexit__(self, *exc: object) -> None:
