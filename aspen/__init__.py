@@ -6,7 +6,7 @@ BLAKE3 content-addressed blob store); everything else is a stateless layer.
 
 __version__ = "0.1.0"
 
-from aspen.client import Client, SyncClient  # noqa: E402
-from aspen.errors import AspenError, ErrorCode  # noqa: E402
+from aspen.client import Client, SyncClient
+from aspen.errors import AspenError, ErrorCode
 
 __all__ = ["AspenError", "Client", "ErrorCode", "SyncClient", "__version__"]

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aspen.cluster.dev_cluster import DevCluster  # noqa: E402
+from aspen.cluster.dev_cluster import DevCluster
 
 VALUE = b"v" * 100
 
@@ -60,7 +60,7 @@ def wrk_many(urls: list[str], path: str, body: dict, connections: int, duration:
         subprocess.Popen(
             ["wrk", "-t1", f"-c{per}", f"-d{duration}s", "--latency", "-s", str(script), url + path],
             stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+        )
         for url in urls
     ]
     total, p99 = 0.0, 0.0

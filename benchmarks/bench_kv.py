@@ -35,7 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aspen.storage.sqlite import SqliteKeyValueStore  # noqa: E402
+from aspen.storage.sqlite import SqliteKeyValueStore
 
 VALUE = b"v" * 100
 READ_KEYS = 10_000  # "s{group:02d}/{i:04d}": 10 groups of 1 000 keys

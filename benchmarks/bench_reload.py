@@ -39,11 +39,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from aspen.client import Client  # noqa: E402
-from aspen.errors import AspenError  # noqa: E402
-from aspen.plugins import requests as r  # noqa: E402
-from aspen.plugins.signing import public_key_hex  # noqa: E402
-from tests.lifecycle.conftest import build_variant, signed, vers_manifest  # noqa: E402
+from aspen.client import Client
+from aspen.errors import AspenError
+from aspen.plugins import requests as r
+from aspen.plugins.signing import public_key_hex
+from tests.lifecycle.conftest import build_variant, signed, vers_manifest
 
 ASPEN = str(Path(sys.executable).with_name("aspen"))
 
@@ -193,7 +193,7 @@ async def main(args: argparse.Namespace) -> None:
         if etcd is not None:
             etcd.stop()
 
-    ms = lambda x: f"{x * 1000:.1f}"  # noqa: E731
+    ms = lambda x: f"{x * 1000:.1f}"
     b50, b99 = pct(baseline, 0.5), pct(baseline, 0.99)
     backend = "etcd (3 members), a blob store per node" if args.etcd else "one shared SQLite file and blob directory"
     print(f"bench_reload: {args.upgrades} upgrades across 2 nodes on {backend}, {args.load_workers * 2} load workers")

@@ -15,7 +15,7 @@ import os
 import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import blake3
 import httpx
@@ -103,7 +103,7 @@ class Client:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def __aenter__(self) -> Client:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -284,7 +284,7 @@ class Client:
         while True:
             headers = {"accept": "text/event-stream", "last-event-id": str(last)}
 
-            def build(url: str) -> httpx.Request:
+            def build(url: str, headers: dict[str, str] = headers) -> httpx.Request:
                 return self._http.build_request(
                     "GET", f"{url}/v1/watch", params={"prefix": prefix}, headers=headers,
                     timeout=httpx.Timeout(None, connect=5.0),
@@ -341,7 +341,8 @@ class Client:
 
         async def chunks() -> AsyncIterator[bytes]:
             sent = 0
-            with path.open("rb") as f:
+            f = await asyncio.to_thread(path.open, "rb")
+            with f:
                 while chunk := await asyncio.to_thread(f.read, CHUNK):
                     sent += len(chunk)
                     yield chunk

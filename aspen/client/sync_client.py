@@ -11,7 +11,7 @@ import asyncio
 import inspect
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Self
 
 from aspen.client.async_client import Client
 
@@ -56,7 +56,7 @@ class SyncClient:
         self._thread.join()
         self._loop.close()
 
-    def __enter__(self) -> SyncClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

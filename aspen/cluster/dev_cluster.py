@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from aspen.auth.keys import ADMIN_TOKEN_FILE
 from aspen.client.credentials import forget, remember
@@ -144,7 +145,7 @@ class DevCluster:
         if self.etcd is not None:
             self.etcd.stop()
 
-    def __enter__(self) -> DevCluster:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

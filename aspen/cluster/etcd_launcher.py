@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from aspen.errors import AspenError, ErrorCode
 
@@ -124,15 +125,12 @@ class EtcdCluster:
         if m.running():
             return
         self.base_dir.mkdir(parents=True, exist_ok=True)
-        log = open(m.log_path, "ab")
-        try:
+        with open(m.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
             m.process = subprocess.Popen(
                 self._command(m), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
-        finally:
-            log.close()
 
-    def start(self, timeout: float = 30.0) -> "EtcdCluster":
+    def start(self, timeout: float = 30.0) -> EtcdCluster:
         for i in range(len(self.members)):
             self.start_member(i)
         self.wait_healthy(timeout)
@@ -189,7 +187,7 @@ class EtcdCluster:
                 m.process.kill()
                 m.process.wait()
 
-    def __enter__(self) -> "EtcdCluster":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

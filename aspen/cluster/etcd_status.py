@@ -37,12 +37,12 @@ class EtcdClusterStatus(msgspec.Struct, frozen=True):
 
 
 async def _member_status(member, timeout: float, security: EtcdSecurity | None) -> EtcdMemberStatus:
-    base = dict(
-        id=f"{member.ID:x}",
-        name=member.name,
-        client_urls=list(member.clientURLs),
-        peer_urls=list(member.peerURLs),
-    )
+    base = {
+        "id": f"{member.ID:x}",
+        "name": member.name,
+        "client_urls": list(member.clientURLs),
+        "peer_urls": list(member.peerURLs),
+    }
     if not member.clientURLs:
         return EtcdMemberStatus(**base, healthy=False, error="not started (no client URL yet)")
     pool = EndpointPool(list(member.clientURLs)[:1], request_timeout=timeout, security=security)

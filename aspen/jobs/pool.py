@@ -23,7 +23,7 @@ import tempfile
 import time
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from aspen.clock import now_ms
 from aspen.errors import AspenError, ErrorCode
@@ -148,7 +148,7 @@ class WorkerPool:
         with suppress(AspenError):
             await self.store.reap()
 
-    async def __aenter__(self) -> WorkerPool:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -193,7 +193,7 @@ class WorkerPool:
                     continue
                 await self.kv.put(keys.worker(self.worker_id), encode(self._info()), lease=self._lease)
                 await self._check_claims()
-            except Exception as exc:  # keep heartbeating through transient storage errors
+            except Exception as exc:  # noqa: BLE001 - keep heartbeating through transient storage errors
                 log.warning("heartbeat of %s failed: %s", self.worker_id, exc)
 
     async def _check_claims(self) -> None:
@@ -221,7 +221,7 @@ class WorkerPool:
                         self._wake.set()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a supervision loop: log and go on, never die
                 log.warning("ready watch failed, restarting: %s", exc)
                 self._wake.set()
                 await asyncio.sleep(self.poll_interval)
@@ -237,7 +237,7 @@ class WorkerPool:
                             self._abandon([job_id])
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a supervision loop: log and go on, never die
                 log.warning("claim watch failed, restarting: %s", exc)
                 await asyncio.sleep(self.poll_interval)
 
@@ -256,7 +256,7 @@ class WorkerPool:
                         log.info("collected %d finished jobs older than %.0f s", len(gone), self.retention_seconds)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a supervision loop: log and go on, never die
                 log.warning("job maintenance failed: %s", exc)
 
     async def _live_log_loop(self) -> None:
@@ -275,7 +275,7 @@ class WorkerPool:
                         [PutOp(keys.livelog(job_id), encode(LiveLog(size=size, tail=tail)), lease=self._lease)],
                     )
                     published[job_id] = size
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - a supervision loop: log and go on, never die
                     log.debug("live log of %s not published: %s", job_id, exc)
             for job_id in set(published) - set(self._contexts):
                 del published[job_id]
@@ -294,7 +294,7 @@ class WorkerPool:
             if wants:
                 try:
                     claimed = await self.store.claim(self.worker_id, self._lease, wants)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - a supervision loop: log and go on, never die
                     log.warning("claim failed: %s", exc)
             for job in claimed:
                 self._start(job)
@@ -349,7 +349,7 @@ class WorkerPool:
         try:
             if outcome is not None:
                 await self._report(job, token, outcome, ctx, time.monotonic() - started)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a supervision loop: log and go on, never die
             log.warning("could not record the outcome of job %s: %s", job.id, exc)
         finally:
             with suppress(FileNotFoundError):

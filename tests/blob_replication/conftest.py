@@ -34,7 +34,7 @@ class Server:
 
     def __init__(self, routes: list[Route], sock: socket.socket | None = None) -> None:
         self.sock = sock or bound_socket()
-        self.url = "http://127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         config = uvicorn.Config(Starlette(routes=routes), log_level="warning", lifespan="off")
         self.server = uvicorn.Server(config)
         self.task: asyncio.Task | None = None
@@ -95,7 +95,7 @@ async def cluster(tmp_path, kv):
             local = await LocalBlobStore.open(Path(tmp_path) / node_id)
             auth = await open_auth(kv, Path(tmp_path) / f"{node_id}-auth", node_id)
             sock = bound_socket()
-            url = "http://127.0.0.1:%d" % sock.getsockname()[1]
+            url = f"http://127.0.0.1:{sock.getsockname()[1]}"
             store = ReplicatedBlobStore(
                 local, kv, node_id=node_id, url=url, replication_factor=replication_factor, peer_token=auth.node_token
             )

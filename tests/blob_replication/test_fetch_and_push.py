@@ -91,7 +91,7 @@ async def test_replication_skips_dead_node(cluster, kv):
 
 
 async def test_not_found_anywhere(cluster):
-    (a, b) = await cluster(2)
+    (_a, b) = await cluster(2)
     missing = blake3(b"never added").hexdigest()
     for call in (b.store.get_bytes(missing), b.store.size(missing), b.store.protect(missing, "t")):
         with pytest.raises(AspenError) as exc:

@@ -19,7 +19,7 @@ async def node(cluster):
 
 
 async def test_put_then_get(node):
-    n, client = node
+    _n, client = node
     data = pseudo_random(700_000)
     r = await client.put("/v1/blobs", content=data)
     assert r.status_code == 201
@@ -64,7 +64,7 @@ async def test_ranges(node):
 
 
 async def test_error_statuses(node):
-    n, client = node
+    _n, client = node
     r = await client.get("/v1/blobs/nothex")
     assert (r.status_code, r.json()["type"], r.json()["body"]["code"]) == (400, "Error", "INVALID_HASH")
     r = await client.get(f"/v1/blobs/{'0' * 64}")

@@ -180,7 +180,7 @@ async def test_writer_killed_mid_upload_leaves_no_partial_and_no_leak(seaweedfs,
         f"&access_key_id={settings.access_key_id}&secret_access_key={settings.secret_access_key}"
     )
     kv_path = tmp_path / "kv.db"
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, url, str(kv_path)], cwd=ROOT, stdout=subprocess.PIPE)  # noqa: ASYNC220
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITER, url, str(kv_path)], cwd=ROOT, stdout=subprocess.PIPE)
     try:
         line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)
         assert line == b"streaming\n"

@@ -87,7 +87,7 @@ async def test_run_node_script_serves_the_example_plugins_and_stops_on_sigterm(t
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("ASPEN_URL", "ASPEN_TOKEN")}
     env.update(ASPEN_DATA_DIR=str(tmp_path / "data"), ASPEN_LISTEN=f"127.0.0.1:{port}", PYTHONUNBUFFERED="1")
-    script = subprocess.Popen(  # noqa: ASYNC220 -- starting it does not block
+    script = subprocess.Popen(
         ["bash", "scripts/run-node.sh"],
         cwd=REPO,
         env=env,

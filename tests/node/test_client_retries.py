@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from typing import Self
 
 import pytest
 
@@ -22,7 +23,7 @@ class Flaky:
         self.url = ""
         self._server: asyncio.Server | None = None
 
-    async def __aenter__(self) -> Flaky:
+    async def __aenter__(self) -> Self:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
         forget(self.url)  # a token remembered for this port belongs to an earlier test's node, not to this server

@@ -31,19 +31,21 @@ async def test_sigterm_under_load_loses_no_acknowledged_write(tmp_path):
                 i += 1
 
     try:
-        async with httpx.AsyncClient(timeout=None) as h:
-            async with h.stream("GET", f"{proc.url}/v1/watch", params={"prefix": "sd/"}) as watch:
-                writers = [asyncio.ensure_future(writer(n)) for n in range(8)]
-                await asyncio.sleep(1.5)
-                assert acked, "no write went through before the signal"
-                t0 = time.monotonic()
-                code = await asyncio.to_thread(proc.terminate, 30)
-                elapsed = time.monotonic() - t0
-                stop.set()
-                await asyncio.wait_for(asyncio.gather(*writers), 30)
-                # the open watch stream did not hold up shutdown; it was ended
-                async for _ in watch.aiter_lines():
-                    pass
+        async with (
+            httpx.AsyncClient(timeout=None) as h,
+            h.stream("GET", f"{proc.url}/v1/watch", params={"prefix": "sd/"}) as watch,
+        ):
+            writers = [asyncio.ensure_future(writer(n)) for n in range(8)]
+            await asyncio.sleep(1.5)
+            assert acked, "no write went through before the signal"
+            t0 = time.monotonic()
+            code = await asyncio.to_thread(proc.terminate, 30)
+            elapsed = time.monotonic() - t0
+            stop.set()
+            await asyncio.wait_for(asyncio.gather(*writers), 30)
+            # the open watch stream did not hold up shutdown; it was ended
+            async for _ in watch.aiter_lines():
+                pass
         assert code == 0, proc.log()
         assert "stores closed" in proc.log()
         print(f"shutdown took {elapsed:.2f}s, {len(acked)} acknowledged writes")

@@ -46,16 +46,15 @@ async def test_sse_watch_live_and_resumed_with_last_event_id(node):
         events = await watcher
         assert [e.revision for e in events] == [r1.revision, r2.revision]
     # a reader that saw r1 resumes after it and gets exactly r2
-    async with httpx.AsyncClient(headers=node.auth_headers) as h:
-        async with h.stream(
-            "GET", f"{node.url}/v1/watch", params={"prefix": "w2/"}, headers={"last-event-id": str(r1.revision)}
-        ) as resp:
-            assert resp.headers["content-type"].startswith("text/event-stream")
-            lines = []
-            async for line in resp.aiter_lines():
-                lines.append(line)
-                if line.startswith("data:"):
-                    break
+    async with httpx.AsyncClient(headers=node.auth_headers) as h, h.stream(
+        "GET", f"{node.url}/v1/watch", params={"prefix": "w2/"}, headers={"last-event-id": str(r1.revision)}
+    ) as resp:
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        lines = []
+        async for line in resp.aiter_lines():
+            lines.append(line)
+            if line.startswith("data:"):
+                break
     assert f"id: {r2.revision}" in lines
     assert json.loads(lines[-1][5:])["event"]["kv"]["key"] == "w2/y"
 
@@ -84,25 +83,24 @@ async def test_watch_create_stream_and_cancel(node):
 
 
 async def test_websocket_watch(node):
-    async with Client(node.url) as c:
-        async with websockets.connect(
-            node.url.replace("http", "ws") + "/v1/watch/ws", additional_headers=node.auth_headers
-        ) as ws:
-            await ws.send(json.dumps({"type": "WatchCreate", "body": {"prefix": "w4/"}}))
-            created = json.loads(await ws.recv())
-            assert created["type"] == "WatchCreateResult"
-            wid = created["body"]["watch_id"]
-            await c.write_key("w4/a", b"hello")
-            msg = json.loads(await asyncio.wait_for(ws.recv(), 20))
-            assert msg["type"] == "WatchEvent" and msg["body"]["watch_id"] == wid
-            assert msg["body"]["event"]["kv"]["key"] == "w4/a"
-            await ws.send(json.dumps({"type": "WatchCancel", "body": {"watch_id": wid}}))
-            cancelled = json.loads(await asyncio.wait_for(ws.recv(), 20))
-            assert cancelled == {"type": "WatchCancelResult", "body": {"watch_id": wid, "was_cancelled": True}}
-            await ws.send("not json")
-            assert json.loads(await ws.recv())["body"]["code"] == "BAD_REQUEST"
-            await ws.send(json.dumps({"type": "WatchCreate", "body": {"prefix": 3}}))
-            assert json.loads(await ws.recv())["body"]["code"] == "VALIDATION_ERROR"
+    async with Client(node.url) as c, websockets.connect(
+        node.url.replace("http", "ws") + "/v1/watch/ws", additional_headers=node.auth_headers
+    ) as ws:
+        await ws.send(json.dumps({"type": "WatchCreate", "body": {"prefix": "w4/"}}))
+        created = json.loads(await ws.recv())
+        assert created["type"] == "WatchCreateResult"
+        wid = created["body"]["watch_id"]
+        await c.write_key("w4/a", b"hello")
+        msg = json.loads(await asyncio.wait_for(ws.recv(), 20))
+        assert msg["type"] == "WatchEvent" and msg["body"]["watch_id"] == wid
+        assert msg["body"]["event"]["kv"]["key"] == "w4/a"
+        await ws.send(json.dumps({"type": "WatchCancel", "body": {"watch_id": wid}}))
+        cancelled = json.loads(await asyncio.wait_for(ws.recv(), 20))
+        assert cancelled == {"type": "WatchCancelResult", "body": {"watch_id": wid, "was_cancelled": True}}
+        await ws.send("not json")
+        assert json.loads(await ws.recv())["body"]["code"] == "BAD_REQUEST"
+        await ws.send(json.dumps({"type": "WatchCreate", "body": {"prefix": 3}}))
+        assert json.loads(await ws.recv())["body"]["code"] == "VALIDATION_ERROR"
 
 
 async def test_watch_rejects_bad_prefix(node):

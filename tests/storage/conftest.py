@@ -26,7 +26,7 @@ KV_FACTORIES: dict[str, KvFactory] = {"sqlite": open_sqlite}
 
 # etcd: a real 3-member cluster started once per session (tests/etcd_fixtures.py);
 # each test gets the store wiped (no keys, no leases).
-from tests.etcd_fixtures import etcd_cluster, open_wiped_store  # noqa: E402,F401
+from tests.etcd_fixtures import etcd_cluster, open_wiped_store  # noqa: F401
 
 
 async def open_etcd(request: pytest.FixtureRequest, tmp_path: Path) -> KeyValueStore:

@@ -8,6 +8,7 @@ tests assert relations between revisions, never absolute values.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator
 
@@ -69,7 +70,7 @@ async def test_put_then_get_versions_and_revisions(kv: KeyValueStore) -> None:
 async def test_every_write_bumps_the_revision_once(kv: KeyValueStore) -> None:
     revs = [await kv.put(f"k{i}", b"v") for i in range(5)]
     assert revs == sorted(set(revs))
-    assert all(b == a + 1 for a, b in zip(revs, revs[1:]))
+    assert all(b == a + 1 for a, b in itertools.pairwise(revs))
 
 
 async def test_delete_removes_and_recreate_starts_at_version_one(kv: KeyValueStore) -> None:
