@@ -29,4 +29,5 @@ def node(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     if request.param == "etcd":
         extra = ("--etcd", ",".join(request.getfixturevalue("etcd_cluster").endpoints))
     with NodeProcess(tmp_path_factory.mktemp(f"coord-{request.param}") / "data", *extra) as proc:
+        proc.etcd = request.getfixturevalue("etcd_cluster") if request.param == "etcd" else None  # members to kill
         yield proc

@@ -1,6 +1,9 @@
 """One client process of the linearizability tests: runs ``count`` rounds
 against one primitive and appends every invocation and answer to a JSON-lines
 history (flushed each line, so a SIGKILL loses nothing already recorded).
+An answer that leaves the outcome unknown (the node or its store went away
+mid-call) ends the process as a crash would: the call stays unanswered in the
+history and a ``gave_up`` record says when this process stopped renewing.
 
     python -m tests.coordination.hammer URL KIND NAME HISTORY PROCESS COUNT
 """
@@ -30,6 +33,9 @@ class Recorder:
 
     def done(self, op_id: int, result: object) -> None:
         self._write({"id": op_id, "p": self.process, "ev": "ok", "result": result, "t": time.monotonic()})
+
+    def gave_up(self) -> None:
+        self._write({"p": self.process, "ev": "gave_up", "t": time.monotonic()})
 
     def _write(self, record: dict) -> None:
         self.out.write(json.dumps(record) + "\n")
@@ -94,6 +100,8 @@ def queue(client: SyncClient, rec: Recorder, name: str) -> None:
 
 
 ROUNDS = {"lock": lock, "counter": counter, "semaphore": semaphore, "queue": queue}
+UNKNOWN_OUTCOME = {ErrorCode.UNAVAILABLE, ErrorCode.STORAGE_UNAVAILABLE, ErrorCode.ETCD_UNREACHABLE, ErrorCode.TIMEOUT}
+GAVE_UP = 3  # the exit code of a process that stopped on an unknown outcome
 
 
 def main() -> None:
@@ -101,7 +109,14 @@ def main() -> None:
     rec = Recorder(path, int(process))
     with SyncClient(url, timeout=30) as client:
         for _ in range(int(count)):
-            ROUNDS[kind](client, rec, name)
+            try:
+                ROUNDS[kind](client, rec, name)
+            except AspenError as exc:
+                if exc.code not in UNKNOWN_OUTCOME:
+                    raise
+                rec.gave_up()
+                print(f"gave up: {exc}", file=sys.stderr)
+                sys.exit(GAVE_UP)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Several client processes hammer one primitive through a real node while
 some are SIGKILLed; the recorded history must be linearizable against the
 primitive's sequential model (:mod:`tests.coordination.linearizability`),
-on SQLite and on etcd."""
+on SQLite and on etcd — where one etcd member is SIGKILLed mid-run too, and
+a client whose call then ends with an unknown outcome stops as if killed."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from aspen.client import SyncClient
 from aspen.coordination import messages as m
+from tests.coordination.hammer import GAVE_UP
 from tests.coordination.linearizability import (
     INF,
     Op,
@@ -33,9 +35,12 @@ KILLS = 2
 
 def hammer(node, kind: str, name: str, tmp_path: Path, rounds: int) -> tuple[list[Op], dict[int, float]]:
     """Run the client processes, SIGKILL ``KILLS`` of them at random moments
-    (each replaced by a fresh one), and return the history and who was killed."""
+    (each replaced by a fresh one) and, on etcd, one etcd member (restarted
+    once the clients are done); return the history and who was killed."""
     path = tmp_path / f"{kind}.jsonl"
     rng = random.Random(os.getpid())
+    etcd, member = getattr(node, "etcd", None), None
+    member_kill_at = time.monotonic() + rng.uniform(0.3, 1.5) if etcd is not None else None
 
     def spawn(process: int) -> subprocess.Popen:
         args = [sys.executable, "-m", "tests.coordination.hammer", node.url, kind, name, str(path), str(process), str(rounds)]
@@ -43,10 +48,17 @@ def hammer(node, kind: str, name: str, tmp_path: Path, rounds: int) -> tuple[lis
 
     procs = {p: spawn(p) for p in range(1, PROCESSES + 1)}
     killed: dict[int, float] = {}
+    replaced: set[int] = set()  # processes that gave up and got a successor
     deadline = time.monotonic() + 120
     kill_at = sorted(time.monotonic() + rng.uniform(0.3, 2.0) for _ in range(KILLS))
     while any(p.poll() is None for p in procs.values()):
         assert time.monotonic() < deadline, "client processes did not finish in time"
+        if member_kill_at is not None and time.monotonic() >= member_kill_at:
+            member_kill_at, member = None, rng.randrange(len(etcd.members))
+            etcd.kill_member(member)
+        for n in [n for n, p in procs.items() if p.poll() == GAVE_UP and n not in replaced]:
+            replaced.add(n)
+            procs[max(procs) + 1] = spawn(max(procs) + 1)
         if kill_at and time.monotonic() >= kill_at[0]:
             kill_at.pop(0)
             alive = [n for n, p in procs.items() if p.poll() is None]
@@ -57,25 +69,35 @@ def hammer(node, kind: str, name: str, tmp_path: Path, rounds: int) -> tuple[lis
                 killed[victim] = time.monotonic()
                 procs[max(procs) + 1] = spawn(max(procs) + 1)
         time.sleep(0.02)
+    if member is not None:
+        etcd.start_member(member)
+        etcd.wait_healthy(60)
+    history, gave_up = parse(path)
     for n, p in procs.items():
         if n not in killed:
-            assert p.returncode == 0, p.stderr.read().decode()
-    return parse(path), killed
+            allowed = (0, GAVE_UP) if member is not None else (0,)
+            assert p.returncode in allowed, p.stderr.read().decode()
+    return history, {**killed, **gave_up}
 
 
-def parse(path: Path) -> list[Op]:
+def parse(path: Path) -> tuple[list[Op], dict[int, float]]:
+    """The operations, and when each process that gave up stopped."""
     invoked: dict[tuple[int, int], dict] = {}
     answered: dict[tuple[int, int], dict] = {}
+    gave_up: dict[int, float] = {}
     for line in path.read_text().splitlines():
         if not line.strip():
             continue  # a line cut by the SIGKILL is only ever the last one of its process
         rec = json.loads(line)
+        if rec["ev"] == "gave_up":
+            gave_up[rec["p"]] = rec["t"]
+            continue
         (invoked if rec["ev"] == "invoke" else answered)[(rec["p"], rec["id"])] = rec
     ops = []
     for key, inv in invoked.items():
         ans = answered.get(key)
         ops.append(Op(inv["p"], inv["t"], ans["t"] if ans else INF, inv["kind"], inv["arg"], ans["result"] if ans else None))
-    return ops
+    return ops, gave_up
 
 
 def assert_linearizable(history: list[Op], initial, step) -> None:
