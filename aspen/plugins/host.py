@@ -20,24 +20,21 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from aspen.errors import AspenError, ErrorCode
 from aspen.plugins.gate import PluginGate
 from aspen.plugins.handler import WasmPluginHandler
-from aspen.plugins.host_functions import HOST_API_VERSION, HostEnv
+from aspen.plugins.loop_bridge import HostEnv
 from aspen.plugins.manifest import (
     MAX_WASM_BYTES,
     NodePluginLimits,
     PluginManifest,
     effective_limits,
-    parse_manifest,
-    semver_key,
-    validate_manifest,
 )
 from aspen.plugins.namespace import effective_prefixes, find_overlap
+from aspen.plugins.rules import LOAD, MAX_PLUGINS, check_manifest, parse_manifest
 from aspen.plugins.runtime import PluginRuntime, PluginState, decode_json_object
 from aspen.plugins.signing import wasm_hash
 from aspen.storage.protocol import BlobStore, KeyValueStore
 
 log = logging.getLogger("aspen.plugins")
 
-MAX_PLUGINS = 64
 MAX_HOST_REPLY_BYTES = 4 << 20
 
 
@@ -108,7 +105,7 @@ class PluginHost:
             return await self._load(manifest, wasm)
 
     def _check_admission(self, manifest: PluginManifest, wasm: bytes) -> str:
-        validate_manifest(manifest)
+        check_manifest(manifest, at=LOAD)
         name = manifest.name
         if not manifest.enabled:
             raise _load_failed(name, "is disabled")
@@ -118,10 +115,6 @@ class PluginHost:
             raise _load_failed(name, f"this node already runs {self.max_plugins} plugins")
         if len(wasm) > MAX_WASM_BYTES:
             raise _load_failed(name, f"the module is {len(wasm)} bytes, the limit is {MAX_WASM_BYTES}")
-        if manifest.min_api_version and semver_key(manifest.min_api_version) > semver_key(HOST_API_VERSION):
-            raise _load_failed(
-                name, f"needs host API {manifest.min_api_version}, this node has {HOST_API_VERSION}"
-            )
         others = {n: h.runtime.env.gate.prefixes for n, h in self._handlers.items()}
         clash = find_overlap(effective_prefixes(name, manifest.kv_prefixes), others)
         if clash:

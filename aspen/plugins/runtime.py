@@ -37,7 +37,8 @@ from aspen.handoff import (
     quiet_wakeups,
     wake,
 )
-from aspen.plugins.host_functions import HOST_FUNCTIONS, CallContext, HostEnv
+from aspen.plugins.extism_bridge import HOST_FUNCTIONS
+from aspen.plugins.loop_bridge import CallContext, HostEnv
 from aspen.plugins.manifest import EffectiveLimits
 from aspen.rpc.nesting import check_depth
 

@@ -14,7 +14,7 @@ from aspen.jobs.model import JobSpec, JobState, RetryPolicy
 from aspen.jobs.pool import WorkerPool
 from aspen.plugins.build import REPO, compile_command
 from aspen.plugins.host import PluginHost
-from aspen.plugins.manifest import parse_manifest
+from aspen.plugins.rules import parse_manifest
 
 SOURCE = REPO / "tests" / "jobs" / "wasm" / "job.zig"
 

@@ -13,7 +13,7 @@ import pytest
 
 from aspen.plugins.build import REPO, find_plugins, is_stale
 from aspen.plugins.host import PluginHost, PluginSource
-from aspen.plugins.host_functions import HOST_FUNCTIONS
+from aspen.plugins.extism_bridge import HOST_FUNCTIONS
 
 PLUGIN_DIRS = [d for d, _ in find_plugins(REPO / "plugins")]
 # The impostor's whole point is a plugin_info that contradicts its manifest.

@@ -30,7 +30,7 @@ from aspen.errors import AspenError, ErrorCode
 from aspen.jobs.model import Job, JobFailure
 from aspen.jobs.worker import JobContext
 from aspen.plugins.gate import PluginGate
-from aspen.plugins.host_functions import HostEnv
+from aspen.plugins.loop_bridge import HostEnv
 from aspen.plugins.manifest import NodePluginLimits, PluginLimits, effective_limits
 from aspen.plugins.runtime import PluginRuntime, PluginState
 
