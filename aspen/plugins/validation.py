@@ -42,6 +42,28 @@ def _too_old(plugin: str, dep: str, minimum: str, actual: str) -> AspenError:
     )
 
 
+def check_room(m: PluginManifest, installed: Mapping[str, PluginManifest], *, max_plugins: int = MAX_PLUGINS) -> None:
+    """A new plugin needs room among at most ``max_plugins``."""
+    if m.name not in installed and len(installed) >= max_plugins:
+        raise _err(ErrorCode.PLUGIN_TOO_MANY_PLUGINS, f"{len(installed)} plugins installed, at most {max_plugins}", m.name)
+
+
+def check_prefixes_free(m: PluginManifest, others: Mapping[str, PluginManifest]) -> None:
+    """No KV prefix of ``m`` overlaps one of the ``others``."""
+    clash = find_overlap(
+        effective_prefixes(m.name, m.kv_prefixes),
+        {n: effective_prefixes(n, x.kv_prefixes) for n, x in others.items()},
+    )
+    if clash:
+        mine, other, theirs = clash
+        raise _err(
+            ErrorCode.PLUGIN_PREFIX_OVERLAP,
+            f"kv prefix {mine!r} overlaps {theirs!r} of plugin '{other}'",
+            m.name,
+            other=other,
+        )
+
+
 def check_against_installed(
     m: PluginManifest, installed: Mapping[str, PluginManifest], *, max_plugins: int = MAX_PLUGINS
 ) -> None:
@@ -51,8 +73,7 @@ def check_against_installed(
     priority number would silently take it from the other."""
     name = m.name
     others = {n: x for n, x in installed.items() if n != name}
-    if name not in installed and len(installed) >= max_plugins:
-        raise _err(ErrorCode.PLUGIN_TOO_MANY_PLUGINS, f"{len(installed)} plugins installed, at most {max_plugins}", name)
+    check_room(m, installed, max_plugins=max_plugins)
     for other, x in sorted(others.items()):
         shared = sorted(set(m.handles) & set(x.handles))
         if shared:
@@ -63,18 +84,7 @@ def check_against_installed(
                 other=other,
                 request_types=shared,
             )
-    clash = find_overlap(
-        effective_prefixes(name, m.kv_prefixes),
-        {n: effective_prefixes(n, x.kv_prefixes) for n, x in others.items()},
-    )
-    if clash:
-        mine, other, theirs = clash
-        raise _err(
-            ErrorCode.PLUGIN_PREFIX_OVERLAP,
-            f"kv prefix {mine!r} overlaps {theirs!r} of plugin '{other}'",
-            name,
-            other=other,
-        )
+    check_prefixes_free(m, others)
     for dep in m.dependencies:
         present = others.get(dep.name)
         if present is None:

@@ -134,7 +134,7 @@ async def test_garbage_module_is_refused(host, built):
 async def test_wasm_hash_mismatch_is_refused(load):
     with pytest.raises(AspenError) as err:
         await load("echo", wasm_hash="0" * 64)
-    assert err.value.code == "PLUGIN_LOAD_FAILED"
+    assert err.value.code == "PLUGIN_HASH_MISMATCH"
 
 
 async def test_too_new_api_version_is_refused(load):
@@ -147,7 +147,7 @@ async def test_overlapping_prefixes_between_plugins_refused(load):
     await load("kv-counter")
     with pytest.raises(AspenError) as err:
         await load("echo", kv_prefixes=("counter:x:",))
-    assert err.value.code == "INVALID_MANIFEST"
+    assert err.value.code == "PLUGIN_PREFIX_OVERLAP"
     assert err.value.details["other"] == "kv-counter"
 
 
