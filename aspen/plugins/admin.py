@@ -19,9 +19,10 @@ from aspen.errors import AspenError, ErrorCode
 from aspen.plugins import requests as r
 from aspen.plugins.lifecycle import PluginStatus
 from aspen.plugins.manifest import MAX_WASM_BYTES, PluginManifest, is_semver, semver_key
-from aspen.plugins.reconciler import STATUS_PREFIX, PluginReconciler
+from aspen.plugins.reconciler import PluginReconciler
 from aspen.plugins.rules import MAX_PLUGINS, check_manifest
 from aspen.plugins.signing import wasm_hash
+from aspen.plugins.slot import STATUS_PREFIX
 from aspen.plugins.store import InstalledPlugin, Stored, push_history
 from aspen.plugins.validation import (
     check_against_installed,

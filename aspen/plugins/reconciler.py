@@ -35,7 +35,6 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aspen.errors import AspenError, ErrorCode
@@ -45,27 +44,15 @@ from aspen.plugins.loader import PluginLoader
 from aspen.plugins.manifest import NodePluginLimits, PluginManifest
 from aspen.plugins.rules import DEFAULT_LIMITS
 from aspen.plugins.signing import wasm_hash
-from aspen.plugins.slot import PluginSlot, key_of
+from aspen.plugins.slot import PluginSlot, key_of, publish
 from aspen.plugins.state import LifecycleState
-from aspen.plugins.store import (
-    MANIFESTS_PREFIX,
-    PLUGINS_PREFIX,
-    InstalledPlugin,
-    PluginStore,
-    blob_tag,
-)
-from aspen.plugins.trust import TRUST_PREFIX, TrustStore
-from aspen.plugins.validation import load_order, version_satisfies
+from aspen.plugins.store import InstalledPlugin, PluginStore, watch_changes
+from aspen.plugins.trust import TrustStore
+from aspen.plugins.validation import check_dependencies, load_order
 from aspen.rpc.registry import HandlerRegistry
 from aspen.storage.protocol import BlobStore, KeyValueStore
 
 log = logging.getLogger("aspen.plugins.reconciler")
-
-STATUS_PREFIX = "__plugins:status:"
-
-
-def status_key(name: str, node_id: str) -> str:
-    return f"{STATUS_PREFIX}{name}:{node_id}"
 
 
 async def _cancel(task: asyncio.Task) -> None:
@@ -165,7 +152,7 @@ class PluginReconciler:
             log.exception("first plugin reconcile pass failed; retrying")
             self._dirty.set()
         self._tasks = [
-            asyncio.create_task(self._watch(revision), name="plugins-watch"),
+            asyncio.create_task(watch_changes(self.kv, revision, self._dirty, lambda: self._closed), name="plugins-watch"),
             asyncio.create_task(self._loop(), name="plugins-reconcile"),
             asyncio.create_task(self._tick(), name="plugins-health"),
         ]
@@ -211,17 +198,7 @@ class PluginReconciler:
         first = self._passes_started + 1 if after is None else after
 
         def settled() -> bool:
-            if self._passes_done < first:
-                return False
-            slot = self._plugins.get(name) or PluginSlot(name)
-            wanted = slot.wanted
-            if wanted is None or not wanted.manifest.enabled:
-                return slot.serving is None
-            if wanted.generation > generation:
-                return True  # overtaken by a later change
-            if slot.serving is not None and slot.serving.generation >= generation:
-                return True
-            return slot.failed is not None and slot.failed[0][2] >= generation
+            return self._passes_done >= first and (self._plugins.get(name) or PluginSlot(name)).settled(generation)
 
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
@@ -237,26 +214,6 @@ class PluginReconciler:
             except Exception:
                 log.exception("plugin reconcile pass failed; retrying")
                 await asyncio.sleep(1.0)
-                self._dirty.set()
-
-    async def _watch(self, revision: int) -> None:
-        """Mark dirty on every change to a manifest or the trust store."""
-        while True:
-            try:
-                async for event in self.kv.watch(PLUGINS_PREFIX, start_revision=revision + 1):
-                    revision = event.revision
-                    key = event.kv.key
-                    if key.startswith((MANIFESTS_PREFIX, TRUST_PREFIX)):
-                        self._dirty.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 -- COMPACTED, a closed or failing store: resync, re-watch
-                if self._closed:
-                    return
-                log.warning("plugin watch ended (%s); resyncing", exc)
-                await asyncio.sleep(1.0)
-                with contextlib.suppress(Exception):
-                    revision = await self.kv.current_revision()
                 self._dirty.set()
 
     async def _tick(self) -> None:
@@ -306,7 +263,9 @@ class PluginReconciler:
         order, dep_errors = load_order(enabled)
         for name, exc in dep_errors.items():
             self._fail(records[name], exc)
-        await self._unpin(broken)
+        for name, slot in sorted(self._plugins.items()):
+            if name not in broken:  # an unreadable record keeps its pins
+                await slot.unpin(self.blobs)
         keep = set(order) | set(broken)  # an unreadable record leaves what runs alone
         for name in [n for n in self._serving() if n not in keep]:
             self._retire(name)
@@ -317,19 +276,6 @@ class PluginReconciler:
             if slot.failed is not None and slot.failed[0] == key_of(record) and name not in force:
                 continue
             await self._roll(record)
-
-    async def _unpin(self, broken: dict[str, AspenError]) -> None:
-        """Release this node's pins on versions no record names any more."""
-        for name, slot in sorted(self._plugins.items()):
-            record = slot.wanted
-            kept = {(m.version, m.wasm_hash) for m in (record.manifest, *record.history)} if record else set()
-            for pin in sorted(slot.pinned):
-                version, _ = pin
-                if name in broken or pin in kept:
-                    continue
-                slot.pinned.discard(pin)
-                if not any(v == version for v, _ in slot.pinned):
-                    await self.blobs.unprotect(blob_tag(name, version))
 
     def _fail(self, record: InstalledPlugin, exc: AspenError) -> None:
         slot = self._slot(record.name)
@@ -393,26 +339,8 @@ class PluginReconciler:
         if (m.version, m.wasm_hash) not in pinned:
             await self.store.protect(m)
             pinned.add((m.version, m.wasm_hash))
-        serving_here = self._serving()
-        for dep in m.dependencies:
-            serving = serving_here.get(dep.name)
-            if serving is None:
-                if dep.optional:
-                    continue
-                raise AspenError(
-                    ErrorCode.PLUGIN_DEPENDENCY_MISSING,
-                    f"plugin '{name}' needs '{dep.name}', which does not serve on this node",
-                    plugin=name,
-                    dependency=dep.name,
-                )
-            if not version_satisfies(serving.manifest.version, dep.min_version):
-                raise AspenError(
-                    ErrorCode.PLUGIN_DEPENDENCY_TOO_OLD,
-                    f"plugin '{name}' needs '{dep.name}' >= {dep.min_version}, this node serves "
-                    f"{serving.manifest.version}",
-                    plugin=name,
-                    dependency=dep.name,
-                )
+        serving = {n: p.manifest for n, p in self._serving().items()}
+        check_dependencies(m, serving, missing="does not serve on this node", have="this node serves")
         return wasm
 
     def _swap_table(self) -> None:
@@ -461,38 +389,6 @@ class PluginReconciler:
         else:
             log.info("plugin %s %s stopped", plugin.name, plugin.manifest.version)
 
-    # --- status in KV ---------------------------------------------------------------
-
     async def _publish(self) -> None:
-        """Write this node's view of each plugin under ``__plugins:status:`` when
-        its state, version, error or retiring versions changed, so ``plugin
-        info`` on any node shows every node."""
-        if self._closed:
-            return
-        for name, slot in sorted(self._plugins.items()):
-            if slot.wanted is None and slot.serving is None and slot.published is None:
-                continue
-            status = slot.status(self.node_id)
-            before = slot.published
-            same = before is not None and (
-                before.state,
-                before.version,
-                before.generation,
-                before.error,
-                before.retiring,
-            ) == (status.state, status.version, status.generation, status.error, status.retiring)
-            if same:
-                continue
-            try:
-                if status.state == "absent" and slot.wanted is None:
-                    await self.kv.delete(status_key(name, self.node_id))
-                    slot.published = None
-                    slot.stopped.clear()
-                else:
-                    await self.kv.put(status_key(name, self.node_id), msgspec.json.encode(status))
-                    slot.published = status
-            except AspenError as exc:
-                log.warning("cannot publish plugin status: %s", exc)
-                return
-        for name in [n for n, s in self._plugins.items() if s.idle]:
-            del self._plugins[name]
+        if not self._closed:
+            await publish(self.kv, self.node_id, self._plugins)

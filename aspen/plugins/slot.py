@@ -3,8 +3,11 @@ plugin name, and the status it reports from it."""
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from dataclasses import dataclass, field
+
+import msgspec
 
 from aspen.clock import now_ms
 from aspen.errors import AspenError
@@ -16,10 +19,18 @@ from aspen.plugins.lifecycle import (
     RetiringVersion,
 )
 from aspen.plugins.state import LifecycleState
-from aspen.plugins.store import InstalledPlugin
+from aspen.plugins.store import InstalledPlugin, blob_tag
+from aspen.storage.protocol import BlobStore, KeyValueStore
 
+log = logging.getLogger("aspen.plugins.reconciler")
+
+STATUS_PREFIX = "__plugins:status:"
 STOPPED_KEPT = 3  # stopped versions per plugin still listed in its status
 Key = tuple[str, str, int]  # (version, wasm_hash, generation)
+
+
+def status_key(name: str, node_id: str) -> str:
+    return f"{STATUS_PREFIX}{name}:{node_id}"
 
 
 def key_of(record: InstalledPlugin) -> Key:
@@ -99,6 +110,27 @@ class PluginSlot:
             )
         )
 
+    def settled(self, generation: int) -> bool:
+        """Whether this node is done with ``generation``: it serves it (or a
+        later one), failed it, or the plugin is no longer wanted here."""
+        wanted = self.wanted
+        if wanted is None or not wanted.manifest.enabled:
+            return self.serving is None
+        if wanted.generation > generation:
+            return True  # overtaken by a later change
+        if self.serving is not None and self.serving.generation >= generation:
+            return True
+        return self.failed is not None and self.failed[0][2] >= generation
+
+    async def unpin(self, blobs: BlobStore) -> None:
+        """Release this node's pins on versions the record no longer names."""
+        record = self.wanted
+        kept = {(m.version, m.wasm_hash) for m in (record.manifest, *record.history)} if record else set()
+        for pin in sorted(self.pinned - kept):
+            self.pinned.discard(pin)
+            if not any(v == pin[0] for v, _ in self.pinned):
+                await blobs.unprotect(blob_tag(self.name, pin[0]))
+
     @property
     def idle(self) -> bool:
         """Nothing left to know: the slot can be dropped."""
@@ -110,3 +142,37 @@ class PluginSlot:
             and not self.draining
             and not self.pinned
         )
+
+
+async def publish(kv: KeyValueStore, node_id: str, slots: dict[str, PluginSlot]) -> None:
+    """Write this node's view of each plugin under ``__plugins:status:`` when
+    its state, version, error or retiring versions changed, so ``plugin
+    info`` on any node shows every node; then drop the slots with nothing
+    left to know."""
+    for name, slot in sorted(slots.items()):
+        if slot.wanted is None and slot.serving is None and slot.published is None:
+            continue
+        status = slot.status(node_id)
+        before = slot.published
+        same = before is not None and (
+            before.state,
+            before.version,
+            before.generation,
+            before.error,
+            before.retiring,
+        ) == (status.state, status.version, status.generation, status.error, status.retiring)
+        if same:
+            continue
+        try:
+            if status.state == "absent" and slot.wanted is None:
+                await kv.delete(status_key(name, node_id))
+                slot.published = None
+                slot.stopped.clear()
+            else:
+                await kv.put(status_key(name, node_id), msgspec.json.encode(status))
+                slot.published = status
+        except AspenError as exc:
+            log.warning("cannot publish plugin status: %s", exc)
+            return
+    for name in [n for n, s in slots.items() if s.idle]:
+        del slots[name]

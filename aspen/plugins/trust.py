@@ -16,9 +16,9 @@ from aspen.clock import now_ms
 from aspen.errors import AspenError, ErrorCode
 from aspen.plugins.manifest import PluginManifest, PluginSignature
 from aspen.plugins.signing import parse_public_key, verify_wasm
+from aspen.plugins.store import TRUST_PREFIX
 from aspen.storage.protocol import KeyValueStore
 
-TRUST_PREFIX = "__plugins:trust:"
 MAX_AUTHOR_NAME_BYTES = 128
 MAX_AUTHORS = 1000
 

@@ -31,10 +31,10 @@ def version_satisfies(actual: str, minimum: str | None) -> bool:
     return actual == minimum
 
 
-def _too_old(plugin: str, dep: str, minimum: str, actual: str) -> AspenError:
+def _too_old(plugin: str, dep: str, minimum: str, actual: str, *, have: str = "installed is") -> AspenError:
     return _err(
         ErrorCode.PLUGIN_DEPENDENCY_TOO_OLD,
-        f"plugin '{plugin}' needs '{dep}' >= {minimum}, installed is {actual}",
+        f"plugin '{plugin}' needs '{dep}' >= {minimum}, {have} {actual}",
         plugin,
         dependency=dep,
         min_version=minimum,
@@ -85,18 +85,7 @@ def check_against_installed(
                 request_types=shared,
             )
     check_prefixes_free(m, others)
-    for dep in m.dependencies:
-        present = others.get(dep.name)
-        if present is None:
-            if not dep.optional:
-                raise _err(
-                    ErrorCode.PLUGIN_DEPENDENCY_MISSING,
-                    f"plugin '{name}' needs '{dep.name}', which is not installed",
-                    name,
-                    dependency=dep.name,
-                )
-        elif not version_satisfies(present.version, dep.min_version):
-            raise _too_old(name, dep.name, dep.min_version or "", present.version)
+    check_dependencies(m, others)
     for other, x in sorted(others.items()):  # this version must still satisfy its dependents
         for dep in x.dependencies:
             if dep.name == name and not version_satisfies(m.version, dep.min_version):
@@ -105,6 +94,27 @@ def check_against_installed(
     cycle = errors.get(name)
     if cycle is not None and cycle.code == ErrorCode.PLUGIN_DEPENDENCY_CYCLE:
         raise cycle
+
+
+def check_dependencies(
+    m: PluginManifest, present: Mapping[str, PluginManifest], *, missing: str = "is not installed", have: str = "installed is"
+) -> None:
+    """Every hard dependency of ``m`` is among ``present``, new enough: the
+    installed plugins at install, the serving ones (``missing="does not
+    serve on this node"``, ``have="this node serves"``) at load."""
+    name = m.name
+    for dep in m.dependencies:
+        found = present.get(dep.name)
+        if found is None:
+            if not dep.optional:
+                raise _err(
+                    ErrorCode.PLUGIN_DEPENDENCY_MISSING,
+                    f"plugin '{name}' needs '{dep.name}', which {missing}",
+                    name,
+                    dependency=dep.name,
+                )
+        elif not version_satisfies(found.version, dep.min_version):
+            raise _too_old(name, dep.name, dep.min_version or "", found.version, have=have)
 
 
 def load_order(manifests: Mapping[str, PluginManifest]) -> tuple[list[str], dict[str, AspenError]]:
