@@ -1,5 +1,5 @@
 """The operator's verbs: install, upgrade, rollback, enable, disable, remove,
-list, info, deps, check and the trust store.
+list, info, deps, check, reload and the trust store.
 
 Each change is validated here, written as one compare-and-swap of the
 install record, and then left to the reconcilers — this node's and every
