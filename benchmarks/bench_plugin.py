@@ -41,9 +41,10 @@ sys.path.insert(0, str(REPO))
 
 from aspen.node.event_loop import run  # noqa: E402
 from aspen.plugins.build import build_all  # noqa: E402
+from aspen.plugins.extism_bridge import HOST_FUNCTIONS  # noqa: E402
 from aspen.plugins.host import PluginHost  # noqa: E402
-from aspen.plugins.host_functions import HOST_FUNCTIONS, CallContext  # noqa: E402
-from aspen.plugins.manifest import parse_manifest  # noqa: E402
+from aspen.plugins.loop_bridge import CallContext  # noqa: E402
+from aspen.plugins.rules import parse_manifest  # noqa: E402
 from aspen.rpc.handler import Request, RequestContext  # noqa: E402
 from aspen.rpc.registry import HandlerRegistry  # noqa: E402
 from aspen.storage.sqlite import SqliteKeyValueStore  # noqa: E402

@@ -1,5 +1,5 @@
 """The operator's verbs: install, upgrade, rollback, enable, disable, remove,
-list, info, deps, check and the trust store.
+list, info, deps, check, reload and the trust store.
 
 Each change is validated here, written as one compare-and-swap of the
 install record, and then left to the reconcilers — this node's and every
@@ -17,19 +17,20 @@ import msgspec
 from aspen.clock import now_ms
 from aspen.errors import AspenError, ErrorCode
 from aspen.plugins import requests as r
-from aspen.plugins.host import MAX_PLUGINS
 from aspen.plugins.lifecycle import PluginStatus
 from aspen.plugins.manifest import MAX_WASM_BYTES, PluginManifest, is_semver, semver_key
-from aspen.plugins.reconciler import STATUS_PREFIX, PluginReconciler
-from aspen.plugins.signing import verify_wasm, wasm_hash
+from aspen.plugins.reconciler import PluginReconciler
+from aspen.plugins.rules import MAX_PLUGINS, check_manifest
+from aspen.plugins.signing import wasm_hash
+from aspen.plugins.slot import STATUS_PREFIX
 from aspen.plugins.store import InstalledPlugin, Stored, push_history
 from aspen.plugins.validation import (
     check_against_installed,
-    check_manifest,
     dependents,
     load_order,
     version_satisfies,
 )
+from aspen.rpc.catalog import PluginReloadResult
 
 
 class PluginAdmin:
@@ -118,15 +119,37 @@ class PluginAdmin:
         return wasm
 
     async def _check_signature(self, m: PluginManifest, wasm: bytes) -> None:
-        """The same rule as at load: a valid signature by a trusted author,
-        unless this node allows unsigned plugins (a signature that is present
-        must still be valid)."""
-        if m.signature is None and self.rec.allow_unsigned:
-            return
-        await asyncio.to_thread(verify_wasm, m.signature, wasm, plugin=m.name)
-        assert m.signature is not None
-        if not self.rec.allow_unsigned:
-            await self.trust.require(m.signature, plugin=m.name)
+        await self.trust.check_module(m, wasm, allow_unsigned=self.rec.allow_unsigned)
+
+    async def reload(self, name: str | None) -> PluginReloadResult:
+        """``PluginReload``: with a name, restart that plugin blue/green on every
+        node (the record's generation is bumped); without, force a full pass on
+        this node, retrying every version that failed."""
+        rec = self.rec
+        if name is None:
+            wanted = rec.wanted_names()
+            await rec.reconcile(force=wanted)
+            failed = [n for n in wanted if rec.status(n).error is not None]
+            count = rec.running
+            if failed:
+                return PluginReloadResult(
+                    is_success=False,
+                    plugin_count=count,
+                    message=f"{count} plugin(s) running; failed: {', '.join(sorted(failed))}",
+                    error=ErrorCode.PLUGIN_LOAD_FAILED,
+                )
+            return PluginReloadResult(is_success=True, plugin_count=count, message=f"{count} plugin(s) running")
+        stored = await self.store.require(name)
+        record = msgspec.structs.replace(stored.record, generation=stored.record.generation + 1, updated_at_ms=now_ms())
+        await self.store.write(record, stored)
+        status = await rec.settle(name, record.generation, rec.drain_seconds, after=rec.poke())
+        ok = status.generation >= record.generation or not record.manifest.enabled
+        return PluginReloadResult(
+            is_success=ok,
+            plugin_count=rec.running,
+            message=f"plugin '{name}' reloaded" if ok else f"plugin '{name}' failed to reload",
+            error=None if ok else (status.error.code if status.error else ErrorCode.TIMEOUT),
+        )
 
     # --- enable / disable / remove -----------------------------------------------------
 

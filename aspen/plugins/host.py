@@ -1,73 +1,32 @@
-"""The plugin host: loads WASM plugins (manifest + module), enforces the
-load-time rules and hands their handlers to the registry.
-
-Until the lifecycle issue stores manifests in KV, a node lists its plugins
-in its configuration as (manifest path, wasm path) pairs — :class:`PluginSource`.
+"""Plugins loaded side by side from their files, without install records or
+a reconciler: what tests, benchmarks and tools use to run a plugin. A node
+runs its plugins through :mod:`aspen.plugins.reconciler`; both load through
+:class:`~aspen.plugins.loader.PluginLoader`, and the rules across plugins
+that hold among them (plugin count, prefix overlap) are the install-time
+ones of :mod:`aspen.plugins.validation`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import msgspec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from aspen.errors import AspenError, ErrorCode
-from aspen.plugins.gate import PluginGate
 from aspen.plugins.handler import WasmPluginHandler
-from aspen.plugins.host_functions import HOST_API_VERSION, HostEnv
-from aspen.plugins.manifest import (
-    MAX_WASM_BYTES,
-    NodePluginLimits,
-    PluginManifest,
-    effective_limits,
-    parse_manifest,
-    semver_key,
-    validate_manifest,
-)
-from aspen.plugins.namespace import effective_prefixes, find_overlap
-from aspen.plugins.runtime import PluginRuntime, PluginState, decode_json_object
-from aspen.plugins.signing import wasm_hash
-from aspen.storage.protocol import BlobStore, KeyValueStore
+from aspen.plugins.loader import PluginLoader, load_failed
+from aspen.plugins.manifest import PluginManifest
+from aspen.plugins.rules import MAX_PLUGINS, parse_manifest
+from aspen.plugins.validation import check_prefixes_free, check_room
 
 log = logging.getLogger("aspen.plugins")
 
-MAX_PLUGINS = 64
-MAX_HOST_REPLY_BYTES = 4 << 20
-
-
-class PluginSource(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """One entry of the node configuration's plugin list."""
-
-    manifest: str
-    wasm: str
-
-
-def _load_failed(name: str, message: str, **details: Any) -> AspenError:
-    return AspenError(ErrorCode.PLUGIN_LOAD_FAILED, f"plugin '{name}': {message}", plugin=name, **details)
-
 
 class PluginHost:
-    def __init__(
-        self,
-        *,
-        kv: KeyValueStore | None,
-        blobs: BlobStore | None = None,
-        signing_key: Ed25519PrivateKey | None = None,
-        node_info: dict[str, Any] | None = None,
-        limits: NodePluginLimits = NodePluginLimits(),
-        max_plugins: int = MAX_PLUGINS,
-    ) -> None:
-        self.kv = kv
-        self.blobs = blobs
-        self.signing_key = signing_key
-        self.node_info = dict(node_info or {})
-        self.limits = limits
+    def __init__(self, *, max_plugins: int = MAX_PLUGINS, **services: Any) -> None:
+        """``services``: what the plugins may reach, as :class:`PluginLoader` takes them."""
+        self.loader = PluginLoader(**services)
         self.max_plugins = max_plugins
         self._handlers: dict[str, WasmPluginHandler] = {}
         self._lock = asyncio.Lock()
@@ -92,108 +51,16 @@ class PluginHost:
             raise AspenError(ErrorCode.PLUGIN_LOAD_FAILED, f"cannot read plugin files: {exc}") from exc
         return await self.load(parse_manifest(raw_manifest), wasm)
 
-    async def load_all(self, sources: Iterable[PluginSource]) -> list[AspenError]:
-        """Load every configured plugin; one that fails is logged and skipped."""
-        errors = []
-        for source in sources:
-            try:
-                await self.load_files(source.manifest, source.wasm)
-            except AspenError as exc:
-                log.error("plugin from %s not loaded: %s", source.manifest, exc)
-                errors.append(exc)
-        return errors
-
     async def load(self, manifest: PluginManifest, wasm: bytes) -> WasmPluginHandler:
         async with self._lock:
-            return await self._load(manifest, wasm)
-
-    def _check_admission(self, manifest: PluginManifest, wasm: bytes) -> str:
-        validate_manifest(manifest)
-        name = manifest.name
-        if not manifest.enabled:
-            raise _load_failed(name, "is disabled")
-        if name in self._handlers:
-            raise _load_failed(name, "is already loaded")
-        if len(self._handlers) >= self.max_plugins:
-            raise _load_failed(name, f"this node already runs {self.max_plugins} plugins")
-        if len(wasm) > MAX_WASM_BYTES:
-            raise _load_failed(name, f"the module is {len(wasm)} bytes, the limit is {MAX_WASM_BYTES}")
-        if manifest.min_api_version and semver_key(manifest.min_api_version) > semver_key(HOST_API_VERSION):
-            raise _load_failed(
-                name, f"needs host API {manifest.min_api_version}, this node has {HOST_API_VERSION}"
-            )
-        others = {n: h.runtime.env.gate.prefixes for n, h in self._handlers.items()}
-        clash = find_overlap(effective_prefixes(name, manifest.kv_prefixes), others)
-        if clash:
-            mine, other, theirs = clash
-            raise AspenError(
-                ErrorCode.INVALID_MANIFEST,
-                f"kv prefix {mine!r} of plugin '{name}' overlaps {theirs!r} of plugin '{other}'",
-                field="kv_prefixes",
-                plugin=name,
-                other=other,
-            )
-        digest = wasm_hash(wasm)
-        if manifest.wasm_hash and manifest.wasm_hash != digest:
-            raise _load_failed(name, "the module does not match wasm_hash", expected=manifest.wasm_hash, actual=digest)
-        return digest
-
-    async def _load(self, manifest: PluginManifest, wasm: bytes) -> WasmPluginHandler:
-        digest = self._check_admission(manifest, wasm)
-        manifest = msgspec.structs.replace(manifest, wasm_hash=digest)
-        name = manifest.name
-        limits = effective_limits(manifest.limits, self.limits)
-        gate = PluginGate(name, manifest.permissions.granted(), effective_prefixes(name, manifest.kv_prefixes))
-        env = HostEnv(
-            gate,
-            kv=self.kv,
-            blobs=self.blobs,
-            loop=asyncio.get_running_loop(),
-            loop_thread=threading.get_ident(),
-            node_info=self.node_info,
-            signing_key=self.signing_key,
-            max_reply_bytes=min(MAX_HOST_REPLY_BYTES, limits.memory_bytes // 4),
-        )
-        try:
-            runtime = await asyncio.to_thread(PluginRuntime, name, wasm, env, limits)
-        except AspenError:
-            raise
-        except Exception as exc:  # extism.Error: not a module, missing imports, …
-            raise _load_failed(name, f"the module does not load: {exc}") from exc
-        try:
-            await self._start(manifest, runtime)
-        except AspenError:
-            runtime.state = PluginState.FAILED
-            await runtime.stop(0)
-            raise
-        handler = WasmPluginHandler(manifest, runtime)
-        self._handlers[name] = handler
-        log.info("plugin %s %s loaded (%s)", name, manifest.version, ", ".join(manifest.handles))
-        return handler
-
-    async def _start(self, manifest: PluginManifest, runtime: PluginRuntime) -> None:
-        name = manifest.name
-        for export in ("plugin_info", "handle_request"):
-            if not runtime.has_export(export):
-                raise _load_failed(name, f"the module does not export {export}")
-        try:
-            info = await runtime.call(
-                "plugin_info", b"", lambda raw: decode_json_object(name, "plugin_info", raw), lifecycle=True
-            )
-        except AspenError as exc:
-            raise _load_failed(name, f"plugin_info failed: {exc.message}", cause=exc.code) from exc
-        if info.get("name") != name:
-            raise _load_failed(name, f"plugin name mismatch: manifest says '{name}', guest says '{info.get('name')}'")
-        if runtime.has_export("plugin_init"):
-            try:
-                reply = await runtime.call(
-                    "plugin_init", b"{}", lambda raw: decode_json_object(name, "plugin_init", raw), lifecycle=True
-                )
-            except AspenError as exc:
-                raise _load_failed(name, f"plugin_init failed: {exc.message}", cause=exc.code) from exc
-            if reply.get("ok") is not True:
-                raise _load_failed(name, f"plugin_init refused: {reply.get('error', 'no reason given')}")
-        runtime.state = PluginState.READY
+            if manifest.name in self._handlers:
+                raise load_failed(manifest.name, "is already loaded")
+            loaded = {n: h.manifest for n, h in self._handlers.items()}
+            check_room(manifest, loaded, max_plugins=self.max_plugins)
+            check_prefixes_free(manifest, loaded)
+            handler = await self.loader.load(manifest, wasm)
+            self._handlers[handler.name] = handler
+            return handler
 
     async def unload(self, name: str, *, drain_seconds: float = 30.0) -> None:
         async with self._lock:

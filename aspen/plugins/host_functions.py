@@ -1,41 +1,25 @@
-"""The host functions a WASM plugin can import (Extism module
-``extism:host/user``, every name prefixed ``aspen_``).
-
-Each takes one JSON object and returns one JSON object: ``{"ok": {...}}`` or
-``{"error": {"code", "message"}}`` — a denial or a bad argument is an answer
-the guest can branch on, never a trap. The argument's nesting depth is
-checked before it is decoded (``BAD_REQUEST``), integers must fit 64 bits
-(``INVALID_ARGUMENT``), and a host bug is logged through the plugin's
-:class:`~aspen.plugins.log_throttle.LogThrottle`, not once per call.
+"""The host functions a WASM plugin can import (every name prefixed
+``aspen_``), as plain Python: each takes the call's :class:`CallContext`
+and one decoded JSON object and returns one JSON object, or raises an
+:class:`AspenError` the bridge turns into ``{"error": {"code", "message"}}``
+— a denial or a bad argument is an answer the guest can branch on, never a
+trap. Integers must fit 64 bits (``INVALID_ARGUMENT``).
 
 The functions are defined once for the process; the plugin they act for
-arrives per call as the Extism host context (a :class:`CallContext`), so one
-compiled module serves every instance and no host function can act for the
-wrong plugin.
-
-They run on the plugin's worker thread. Async services (KV, blobs) are
-reached with ``run_coroutine_threadsafe`` onto the node's event loop and
-waited for at most until the call's deadline. That cannot deadlock: WASM
-never runs on the loop thread (checked here), and the loop never blocks on
-a WASM call — it awaits a future, or waits inline for at most 100 µs and
-stops at once when a host function bumps ``LOOP_ATTENTION``.
+arrives per call in the context, so no host function can act for the wrong
+plugin. How they are exposed to Extism is :mod:`aspen.plugins.extism_bridge`;
+how they reach the event loop is :mod:`aspen.plugins.loop_bridge`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import concurrent.futures
 import logging
 import secrets
-import threading
-import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
-import extism
-import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -44,16 +28,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from aspen.clock import now_ms
 from aspen.errors import AspenError, ErrorCode
-from aspen.handoff import (
-    LOOP_ATTENTION,
-    WORKER_SPIN_NS,
-    EventCount,
-    quiet_wakeups,
-    wake,
-)
 from aspen.plugins.gate import PluginGate
-from aspen.plugins.log_throttle import LogThrottle
-from aspen.rpc.nesting import check_depth
+from aspen.plugins.loop_bridge import CallContext, HostEnv, run_on_loop
+from aspen.plugins.rules import HOST_API_VERSION
 from aspen.storage.limits import check_limit, check_ops_count
 from aspen.storage.protocol import BlobStore, KeyValueStore
 from aspen.storage.records import (
@@ -68,91 +45,10 @@ from aspen.storage.records import (
 
 log = logging.getLogger("aspen.plugins")
 
-USER_NAMESPACE = "extism:host/user"
-HOST_API_VERSION = "1.0.0"
 MAX_RANDOM_BYTES = 4096
 MAX_LOG_CHARS = 4096
 DEFAULT_SCAN_LIMIT = 100
-MAX_ARG_DEPTH = 64  # the deepest real argument (a transaction) nests 3 levels
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
-
-
-class HostEnv:
-    """What the host functions may reach on behalf of one plugin."""
-
-    def __init__(
-        self,
-        gate: PluginGate,
-        *,
-        kv: KeyValueStore | None,
-        blobs: BlobStore | None,
-        loop: asyncio.AbstractEventLoop,
-        loop_thread: int,
-        node_info: dict[str, Any],
-        signing_key: Ed25519PrivateKey | None,
-        max_reply_bytes: int,
-    ) -> None:
-        self.plugin = gate.plugin
-        self.gate = gate
-        self.kv = kv
-        self.blobs = blobs
-        self.loop = loop
-        self.loop_thread = loop_thread
-        self.node_info = node_info
-        self.signing_key = signing_key
-        self.max_reply_bytes = max_reply_bytes
-
-
-class CallContext:
-    """Per guest call: whose call it is and when it must be done."""
-
-    __slots__ = ("deadline", "env")
-
-    def __init__(self, env: HostEnv, deadline: float) -> None:
-        self.env = env
-        self.deadline = deadline
-
-
-_host_waits = threading.local()  # per worker thread: an EventCount bumped when its host call is answered
-
-
-def _wake_caller(done: EventCount, env: HostEnv) -> None:
-    if threading.get_ident() == env.loop_thread:
-        wake(done, env.loop)  # the loop bumps it once it lets go of the GIL
-    else:  # the answer was there before the callback was added
-        done.bump()
-
-
-def run_on_loop(ctx: CallContext, coro: Coroutine[Any, Any, Any]) -> Any:
-    env = ctx.env
-    if threading.get_ident() == env.loop_thread:
-        coro.close()
-        raise AspenError(ErrorCode.INTERNAL, "host function called on the event-loop thread")
-    remaining = ctx.deadline - time.monotonic()
-    if remaining <= 0:
-        coro.close()
-        raise AspenError(ErrorCode.TIMEOUT, "the plugin call ran out of time")
-    done = getattr(_host_waits, "done", None)
-    if done is None:
-        done = _host_waits.done = EventCount()
-    seen = done.value()
-    try:
-        with quiet_wakeups():  # the loop is woken below, once this thread lets go of the GIL
-            fut = asyncio.run_coroutine_threadsafe(coro, env.loop)
-    except RuntimeError as exc:  # loop closed: the node is shutting down
-        coro.close()
-        raise AspenError(ErrorCode.UNAVAILABLE, "the node is shutting down") from exc
-    fut.add_done_callback(lambda _: _wake_caller(done, env))
-    # Bring the loop (it may be waiting inline for this very plugin call), then
-    # wait for the answer without the GIL: spin, then park until the deadline.
-    LOOP_ATTENTION.bump_and_wait(done, seen, WORKER_SPIN_NS, int(remaining * 1e9))
-    try:
-        return fut.result(timeout=max(0.0, ctx.deadline - time.monotonic()))
-    except concurrent.futures.TimeoutError as exc:
-        fut.cancel()
-        raise AspenError(ErrorCode.TIMEOUT, "the plugin call ran out of time") from exc
-    except concurrent.futures.CancelledError as exc:
-        raise AspenError(ErrorCode.UNAVAILABLE, "the operation was cancelled") from exc
 
 
 # --- argument and result encoding --------------------------------------------
@@ -517,56 +413,3 @@ def _verify(ctx: CallContext, args: dict[str, Any]) -> dict[str, Any]:
     except InvalidSignature:
         return {"valid": False}
     return {"valid": True}
-
-
-# --- the Extism bridge ------------------------------------------------------------
-
-_encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder().decode
-
-
-def _reply(ctx: CallContext | None, name: str, impl: Impl, raw: bytes) -> bytes:
-    if not isinstance(ctx, CallContext):
-        return _encode({"error": {"code": ErrorCode.INTERNAL, "message": "host function called outside an Aspen call"}})
-    try:
-        check_depth(raw, max_depth=MAX_ARG_DEPTH, code=ErrorCode.BAD_REQUEST)
-        try:
-            args = _decode(raw) if raw else {}
-        except msgspec.DecodeError as exc:
-            raise AspenError(ErrorCode.BAD_REQUEST, f"{name}: the argument is not JSON") from exc
-        if not isinstance(args, dict):
-            raise AspenError(ErrorCode.BAD_REQUEST, f"{name}: the argument must be a JSON object")
-        out = _encode({"ok": impl(ctx, args)})
-        if len(out) > ctx.env.max_reply_bytes:
-            raise AspenError(
-                ErrorCode.MESSAGE_TOO_LARGE,
-                f"{name}: the reply is {len(out)} bytes, a host call may return {ctx.env.max_reply_bytes}",
-            )
-        return out
-    except AspenError as exc:
-        return _encode({"error": exc.to_body()})
-    except Exception:  # a host bug must reach the guest as an error, never as a crash
-        ctx.env.gate.log.log(
-            ("host-error", name), logging.ERROR, "plugin %s: host function %s failed", ctx.env.plugin, name,
-            exc_info=True,
-        )  # fmt: skip
-        return _encode({"error": {"code": ErrorCode.INTERNAL, "message": f"{name} failed on the host"}})
-
-
-_bridge_logger = LogThrottle(log)  # the plugin is unknown here, so one throttle for the process
-
-
-def _bridge(name: str, impl: Impl) -> extism.Function:
-    @extism.host_fn(name=name, namespace=USER_NAMESPACE, signature=([extism.ValType.I64], [extism.ValType.I64]))
-    def bridge(current: extism.CurrentPlugin, inputs: list, outputs: list, *_user_data: Any) -> None:
-        try:
-            ctx = current.host_context()
-            out = _reply(ctx, name, impl, current.input_bytes(inputs[0]))
-            current.return_bytes(outputs[0], out)
-        except Exception:  # never let an exception unwind into the runtime
-            _bridge_logger.log(name, logging.ERROR, "host function %s could not answer", name, exc_info=True)
-
-    return bridge
-
-
-HOST_FUNCTIONS: list[extism.Function] = [_bridge(name, impl) for name, impl in IMPLEMENTATIONS.items()]

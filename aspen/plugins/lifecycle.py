@@ -1,17 +1,9 @@
-"""One plugin version running on this node: its lifecycle state, its metrics,
-and the handler the registry routes to.
-
-States: Loading (module fetched, hash and signature checked) → Initializing
-(instantiated, ``plugin_info``/``plugin_init`` running) → Ready ⇄ Degraded
-(the runtime's fault counter and health probes) → Stopping (draining) →
-Stopped; or Failed when any step before Ready fails. The runtime itself
-knows Loading/Ready/Degraded/Stopping/Stopped; this layer adds the steps
-before the runtime exists and the per-version metrics.
-"""
+"""One plugin version running on this node: its metrics, the handler the
+registry routes to, and the status records a node reports. Its state is the
+runtime's (:class:`~aspen.plugins.state.LifecycleState`)."""
 
 from __future__ import annotations
 
-import enum
 import time
 from collections import deque
 
@@ -20,20 +12,10 @@ import msgspec
 from aspen.errors import AspenError
 from aspen.plugins.handler import WasmPluginHandler
 from aspen.plugins.manifest import PluginManifest
-from aspen.plugins.runtime import PluginState
+from aspen.plugins.state import LifecycleState
 from aspen.rpc.handler import Request, RequestContext, Response
 
 LATENCY_WINDOW = 1024  # most recent calls the percentiles are taken over
-
-
-class LifecycleState(enum.StrEnum):
-    LOADING = "loading"
-    INITIALIZING = "initializing"
-    READY = "ready"
-    DEGRADED = "degraded"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    FAILED = "failed"
 
 
 class MetricsSnapshot(msgspec.Struct, frozen=True):
@@ -112,16 +94,6 @@ class PluginStatus(msgspec.Struct, frozen=True, kw_only=True):
     retiring: tuple[RetiringVersion, ...] = ()
 
 
-_RUNTIME_STATES = {
-    PluginState.LOADING: LifecycleState.INITIALIZING,
-    PluginState.READY: LifecycleState.READY,
-    PluginState.DEGRADED: LifecycleState.DEGRADED,
-    PluginState.STOPPING: LifecycleState.STOPPING,
-    PluginState.STOPPED: LifecycleState.STOPPED,
-    PluginState.FAILED: LifecycleState.FAILED,
-}
-
-
 class ManagedPlugin:
     """The registry's handler for one running plugin version: routes to the
     WASM handler and records metrics. A request that picked this handler
@@ -145,7 +117,7 @@ class ManagedPlugin:
 
     @property
     def state(self) -> LifecycleState:
-        return _RUNTIME_STATES[self.inner.runtime.state]
+        return self.inner.runtime.state
 
     async def handle(self, request: Request, ctx: RequestContext) -> Response:
         m = self.metrics

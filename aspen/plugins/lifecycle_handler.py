@@ -1,5 +1,6 @@
-"""The node's plugin lifecycle: the RPC handler for ``Plugin*`` requests and
-the factory that wires the reconciler into a node.
+"""The node's plugin lifecycle: the RPC handler for the ``Plugin*`` requests
+(``PluginReload`` among them) and the factory that wires the reconciler into
+a node.
 
 Entry point (``aspen.handlers`` group)::
 
@@ -17,6 +18,7 @@ manifest's ``limits`` may exceed: ``max_memory_mib`` (16), ``max_timeout_ms``
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aspen.errors import AspenError, ErrorCode
@@ -24,16 +26,50 @@ from aspen.plugins import requests as r
 from aspen.plugins.admin import PluginAdmin
 from aspen.plugins.manifest import NodePluginLimits
 from aspen.plugins.reconciler import PluginReconciler
-from aspen.rpc.catalog import parse_body, to_body
+from aspen.rpc.catalog import CORE_REQUESTS, parse_body, to_body
 from aspen.rpc.handler import Request, RequestContext, Response
 
 ALLOW_UNSIGNED_ENV = "ASPEN_ALLOW_UNSIGNED_PLUGINS"
+
+Verb = Callable[[PluginAdmin, Any], Awaitable[Any]]
+
+
+async def _trust_remove(admin: PluginAdmin, body: r.PluginTrustRemove) -> r.PluginTrustRemoveResult:
+    await admin.trust.remove(body.pubkey)
+    return r.PluginTrustRemoveResult(pubkey=body.pubkey, was_removed=True)
+
+
+async def _trust_list(admin: PluginAdmin, body: r.PluginTrustList) -> r.PluginTrustListResult:
+    return r.PluginTrustListResult(authors=await admin.trust.list())
+
+
+# request type -> the admin verb that answers it; bodies and responses are
+# the request tables' (r.LIFECYCLE_REQUESTS, and the core PluginReload)
+VERBS: dict[str, Verb] = {
+    "PluginInstall": lambda admin, body: admin.install(body, upgrade=False),
+    "PluginUpgrade": lambda admin, body: admin.install(body, upgrade=True),
+    "PluginRollback": PluginAdmin.rollback,
+    "PluginEnable": PluginAdmin.enable,
+    "PluginDisable": PluginAdmin.disable,
+    "PluginRemove": PluginAdmin.remove,
+    "PluginList": lambda admin, body: admin.list(),
+    "PluginInfo": PluginAdmin.info,
+    "PluginDeps": PluginAdmin.deps,
+    "PluginCheck": lambda admin, body: admin.check(),
+    "PluginTrustAdd": lambda admin, body: admin.trust.add(body.pubkey, body.name),
+    "PluginTrustRemove": _trust_remove,
+    "PluginTrustList": _trust_list,
+    "PluginReload": lambda admin, body: admin.reload(body.name),
+}
+REQUESTS = {**r.LIFECYCLE_REQUESTS, "PluginReload": CORE_REQUESTS["PluginReload"]}
+if set(VERBS) != set(REQUESTS):
+    raise RuntimeError(f"plugin requests without a verb or a body: {sorted(set(VERBS) ^ set(REQUESTS))}")
 
 
 class LifecycleHandler:
     name = "core.plugins"
     priority = 150  # above the core store handlers' 0-99: runs under the request deadline
-    request_types = frozenset(r.LIFECYCLE_REQUESTS)
+    request_types = frozenset(REQUESTS)
 
     def __init__(self, reconciler: PluginReconciler) -> None:
         self.reconciler = reconciler
@@ -46,39 +82,12 @@ class LifecycleHandler:
         await self.reconciler.stop()
 
     async def handle(self, request: Request, ctx: RequestContext) -> Response:
-        body_cls, response_type, _ = r.LIFECYCLE_REQUESTS[request.type]
-        body = parse_body(request.body, body_cls)
-        result = await self._run(request.type, body)
+        try:
+            body_cls, response_type, _ = REQUESTS[request.type]
+        except KeyError:
+            raise AspenError(ErrorCode.UNKNOWN_REQUEST, f"unknown plugin request {request.type}") from None
+        result = await VERBS[request.type](self.admin, parse_body(request.body, body_cls))
         return Response(response_type, to_body(result))
-
-    async def _run(self, kind: str, body: Any) -> Any:
-        admin = self.admin
-        if kind in ("PluginInstall", "PluginUpgrade"):
-            return await admin.install(body, upgrade=kind == "PluginUpgrade")
-        if kind == "PluginRollback":
-            return await admin.rollback(body)
-        if kind == "PluginEnable":
-            return await admin.enable(body)
-        if kind == "PluginDisable":
-            return await admin.disable(body)
-        if kind == "PluginRemove":
-            return await admin.remove(body)
-        if kind == "PluginList":
-            return await admin.list()
-        if kind == "PluginInfo":
-            return await admin.info(body)
-        if kind == "PluginDeps":
-            return await admin.deps(body)
-        if kind == "PluginCheck":
-            return await admin.check()
-        if kind == "PluginTrustAdd":
-            return await admin.trust.add(body.pubkey, body.name)
-        if kind == "PluginTrustRemove":
-            await admin.trust.remove(body.pubkey)
-            return r.PluginTrustRemoveResult(pubkey=body.pubkey, was_removed=True)
-        if kind == "PluginTrustList":
-            return r.PluginTrustListResult(authors=await admin.trust.list())
-        raise AspenError(ErrorCode.UNKNOWN_REQUEST, f"unknown plugin request {kind}")
 
 
 def _flag(value: object) -> bool:
@@ -119,8 +128,8 @@ def node_limits(section: dict[str, Any]) -> NodePluginLimits:
 
 
 def create(node: Any) -> LifecycleHandler:
-    """Build the node's reconciler (``node.plugins``), register it for
-    ``PluginReload``, and return the handler whose start/stop run it."""
+    """Build the node's reconciler (``node.plugins``) and return the handler
+    whose start/stop run it and that answers the ``Plugin*`` requests."""
     section = dict(node.config.sections.get("plugins", {}))
     reconciler = PluginReconciler(
         kv=node.kv,
@@ -135,5 +144,4 @@ def create(node: Any) -> LifecycleHandler:
         limits=node_limits(section),
     )
     node.plugins = reconciler
-    node.registry.set_reload_callback(reconciler.reload)
     return LifecycleHandler(reconciler)

@@ -13,7 +13,6 @@ cross between the loop and the workers is in :mod:`aspen.handoff`.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import os
 import queue
@@ -37,8 +36,10 @@ from aspen.handoff import (
     quiet_wakeups,
     wake,
 )
-from aspen.plugins.host_functions import HOST_FUNCTIONS, CallContext, HostEnv
+from aspen.plugins.extism_bridge import HOST_FUNCTIONS
+from aspen.plugins.loop_bridge import CallContext, HostEnv
 from aspen.plugins.manifest import EffectiveLimits
+from aspen.plugins.state import SERVING, LifecycleState
 from aspen.rpc.nesting import check_depth
 
 log = logging.getLogger("aspen.plugins")
@@ -51,15 +52,6 @@ INSTANCE_FAULTS = frozenset({ErrorCode.PLUGIN_TRAP, ErrorCode.PLUGIN_TIMEOUT, Er
 DEGRADED_AFTER = 3  # consecutive faults
 MAX_OUTPUT_DEPTH = 64  # nesting of a guest's JSON output, checked before decoding
 QUEUED_PER_INSTANCE = 16  # calls waiting for a free instance before PLUGIN_OVERLOADED
-
-
-class PluginState(enum.StrEnum):
-    LOADING = "loading"
-    READY = "ready"
-    DEGRADED = "degraded"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
-    FAILED = "failed"
 
 
 def classify(plugin: str, export: str, exc: extism.Error) -> AspenError:
@@ -173,7 +165,7 @@ class PluginRuntime:
         self.name = name
         self.env = env
         self.limits = limits
-        self.state = PluginState.LOADING
+        self.state = LifecycleState.INITIALIZING
         self.consecutive_faults = 0
         self.calls = 0
         self.faults = 0
@@ -299,8 +291,7 @@ class PluginRuntime:
         the result on the worker thread. A fault raises its ``PLUGIN_*`` error
         and counts toward Degraded, a clean call restores Ready. ``lifecycle``
         calls (info, init, shutdown) pass while the plugin is loading or stopping."""
-        state = self.state
-        if not lifecycle and state is not PluginState.READY and state is not PluginState.DEGRADED:
+        if not lifecycle and self.state not in SERVING:
             raise AspenError(ErrorCode.UNAVAILABLE, f"plugin '{self.name}' is {self.state}", plugin=self.name)
         if len(data) > self.limits.max_input_bytes:
             raise AspenError(
@@ -373,9 +364,9 @@ class PluginRuntime:
     def _record_ok(self) -> None:
         self.calls += 1
         self.consecutive_faults = 0
-        if self.state is PluginState.DEGRADED:
+        if self.state is LifecycleState.DEGRADED:
             log.info("plugin %s is ready again", self.name)
-            self.state = PluginState.READY
+            self.state = LifecycleState.READY
 
     def _record_fault(self, exc: AspenError) -> None:
         self.calls += 1
@@ -385,9 +376,9 @@ class PluginRuntime:
         self.env.gate.log.log(
             ("fault", exc.code), logging.WARNING, "plugin %s fault %s: %s", self.name, exc.code, exc.message
         )
-        if self.consecutive_faults >= DEGRADED_AFTER and self.state is PluginState.READY:
+        if self.consecutive_faults >= DEGRADED_AFTER and self.state is LifecycleState.READY:
             log.warning("plugin %s is degraded after %d consecutive faults", self.name, self.consecutive_faults)
-            self.state = PluginState.DEGRADED
+            self.state = LifecycleState.DEGRADED
 
     async def probe(self) -> bool:
         """Health probe: ``plugin_health`` when exported (must answer ``{"ok": true}``),
@@ -407,21 +398,21 @@ class PluginRuntime:
 
     async def stop(self, drain_seconds: float) -> None:
         """Refuse new calls, let running ones finish, call ``plugin_shutdown``."""
-        if self.state in (PluginState.STOPPING, PluginState.STOPPED):
+        if self.state in (LifecycleState.STOPPING, LifecycleState.STOPPED):
             return
-        previous, self.state = self.state, PluginState.STOPPING
+        previous, self.state = self.state, LifecycleState.STOPPING
         if self._pending:
             self._drained = asyncio.get_running_loop().create_future()
             try:
                 await asyncio.wait_for(self._drained, drain_seconds)
             except TimeoutError:
                 log.warning("plugin %s: %d calls still running at shutdown", self.name, self._pending)
-        if previous in (PluginState.READY, PluginState.DEGRADED) and self.has_export("plugin_shutdown"):
+        if previous in SERVING and self.has_export("plugin_shutdown"):
             try:
                 await self.call("plugin_shutdown", b"", lambda raw: raw, lifecycle=True)
             except AspenError as exc:
                 log.warning("plugin %s: plugin_shutdown failed: %s", self.name, exc.message)
-        self.state = PluginState.STOPPED
+        self.state = LifecycleState.STOPPED
         for _ in self._workers:
             self._jobs.put(None)
             self._submitted.bump()

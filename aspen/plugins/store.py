@@ -11,9 +11,16 @@ racing on one plugin get ``PLUGIN_CONFLICT`` rather than a lost update.
 Each version's module is protected in the blob store under the tag
 ``plugin:{name}:{version}`` for as long as the version is current or in the
 history; garbage collection may take it after that.
+
+Every node follows changes under ``__plugins:`` (:func:`watch_changes`).
 """
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
 
 import msgspec
 
@@ -21,8 +28,11 @@ from aspen.errors import AspenError, ErrorCode
 from aspen.plugins.manifest import PluginManifest
 from aspen.storage.protocol import BlobStore, KeyValueStore
 
+log = logging.getLogger("aspen.plugins.reconciler")
+
 PLUGINS_PREFIX = "__plugins:"
 MANIFESTS_PREFIX = "__plugins:manifests:"
+TRUST_PREFIX = "__plugins:trust:"
 MAX_HISTORY = 8  # earlier versions kept for rollback
 SCAN_LIMIT = 1000
 
@@ -160,3 +170,25 @@ def push_history(record: InstalledPlugin) -> tuple[tuple[PluginManifest, ...], l
     history = (*record.history, record.manifest)
     dropped = list(history[:-MAX_HISTORY]) if len(history) > MAX_HISTORY else []
     return history[-MAX_HISTORY:], dropped
+
+
+async def watch_changes(kv: KeyValueStore, revision: int, dirty: asyncio.Event, closed: Callable[[], bool]) -> None:
+    """Set ``dirty`` on every change to a manifest or the trust store after
+    ``revision``; a watch that ends (COMPACTED, a closed or failing store)
+    resyncs and re-watches until ``closed()``."""
+    while True:
+        try:
+            async for event in kv.watch(PLUGINS_PREFIX, start_revision=revision + 1):
+                revision = event.revision
+                if event.kv.key.startswith((MANIFESTS_PREFIX, TRUST_PREFIX)):
+                    dirty.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 -- logged, then resync and re-watch
+            if closed():
+                return
+            log.warning("plugin watch ended (%s); resyncing", exc)
+            await asyncio.sleep(1.0)
+            with contextlib.suppress(Exception):
+                revision = await kv.current_revision()
+            dirty.set()

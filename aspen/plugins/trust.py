@@ -8,15 +8,17 @@ their plugins from loading anywhere from then on.
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 
 from aspen.clock import now_ms
 from aspen.errors import AspenError, ErrorCode
-from aspen.plugins.manifest import PluginSignature
-from aspen.plugins.signing import parse_public_key
+from aspen.plugins.manifest import PluginManifest, PluginSignature
+from aspen.plugins.signing import parse_public_key, verify_wasm
+from aspen.plugins.store import TRUST_PREFIX
 from aspen.storage.protocol import KeyValueStore
 
-TRUST_PREFIX = "__plugins:trust:"
 MAX_AUTHOR_NAME_BYTES = 128
 MAX_AUTHORS = 1000
 
@@ -70,3 +72,14 @@ class TrustStore:
                 plugin=plugin,
                 author=signature.author_pubkey,
             )
+
+    async def check_module(self, m: PluginManifest, wasm: bytes, *, allow_unsigned: bool) -> None:
+        """The rule at install and at every load: a valid signature by a
+        trusted author, unless this node allows unsigned plugins (a signature
+        that is present must still be valid)."""
+        if m.signature is None and allow_unsigned:
+            return
+        await asyncio.to_thread(verify_wasm, m.signature, wasm, plugin=m.name)
+        assert m.signature is not None
+        if not allow_unsigned:
+            await self.require(m.signature, plugin=m.name)

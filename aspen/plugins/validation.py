@@ -1,14 +1,8 @@
-"""Install-time validation and dependency resolution.
-
-Every rule the Rust original only defined is enforced here, each with its
-own error code so an operator (or a script) can tell them apart: the name,
-1–64 handles that no other installed plugin handles, priority 900–999
-(rejected, never clamped), at most 16 KV prefixes under the isolation rules
-of :mod:`aspen.plugins.namespace`, limits within the node's caps (``[plugins]
-max_*``), the host API version, dependencies present and new enough, no
-cycles, at most 64 plugins. What is left (version syntax, app id,
-tags …) is :func:`aspen.plugins.manifest.validate_manifest`'s
-``INVALID_MANIFEST``.
+"""The rules about a plugin among the installed ones, and dependency
+resolution: a request type has one plugin, KV prefixes do not overlap
+another plugin's (:mod:`aspen.plugins.namespace`), dependencies are present
+and new enough, no cycles, at most 64 plugins. The rules about one manifest
+on its own are the table in :mod:`aspen.plugins.rules`.
 
 The same functions give the load order (dependencies first) the reconciler
 uses on every node.
@@ -16,90 +10,16 @@ uses on every node.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 from aspen.errors import AspenError, ErrorCode
-from aspen.plugins.host import MAX_PLUGINS
-from aspen.plugins.host_functions import HOST_API_VERSION
-from aspen.plugins.manifest import (
-    MAX_HANDLES,
-    MAX_NAME_BYTES,
-    MAX_PRIORITY,
-    MIN_PRIORITY,
-    NodePluginLimits,
-    PluginManifest,
-    is_semver,
-    semver_key,
-    validate_manifest,
-)
-from aspen.plugins.namespace import (
-    MAX_KV_PREFIXES,
-    effective_prefixes,
-    find_overlap,
-    validate_prefixes,
-)
-
-_NAME = re.compile(r"[A-Za-z0-9_-]+")
-_LIMIT_CAPS = {
-    "memory_bytes": "max_memory_bytes",
-    "timeout_ms": "max_timeout_ms",
-    "max_input_bytes": "max_max_input_bytes",
-    "max_output_bytes": "max_max_output_bytes",
-    "concurrency": "max_concurrency",
-}
+from aspen.plugins.manifest import PluginManifest, is_semver, semver_key
+from aspen.plugins.namespace import effective_prefixes, find_overlap
+from aspen.plugins.rules import MAX_PLUGINS
 
 
 def _err(code: ErrorCode, message: str, plugin: str, **details: object) -> AspenError:
     return AspenError(code, message, plugin=plugin, **details)
-
-
-def check_manifest(m: PluginManifest, limits: NodePluginLimits = NodePluginLimits()) -> None:
-    """The rules about one manifest on its own."""
-    name = m.name
-    if not _NAME.fullmatch(name):
-        raise _err(ErrorCode.PLUGIN_NAME_INVALID, f"plugin name {name!r} must be made of [A-Za-z0-9_-]", name)
-    if len(name.encode()) > MAX_NAME_BYTES:
-        raise _err(ErrorCode.PLUGIN_NAME_TOO_LONG, f"plugin name is {len(name)} bytes, at most {MAX_NAME_BYTES}", name)
-    if not m.handles:
-        raise _err(ErrorCode.PLUGIN_HANDLES_INVALID, "handles must name at least one request type", name)
-    if len(m.handles) > MAX_HANDLES:
-        raise _err(ErrorCode.PLUGIN_TOO_MANY_HANDLES, f"{len(m.handles)} request types, at most {MAX_HANDLES}", name)
-    if not MIN_PRIORITY <= m.priority <= MAX_PRIORITY:
-        raise _err(
-            ErrorCode.PLUGIN_PRIORITY_OUT_OF_RANGE,
-            f"priority {m.priority} is outside {MIN_PRIORITY}-{MAX_PRIORITY}, the WASM plugin range",
-            name,
-            priority=m.priority,
-        )
-    if len(m.kv_prefixes) > MAX_KV_PREFIXES:
-        raise _err(
-            ErrorCode.PLUGIN_TOO_MANY_PREFIXES, f"{len(m.kv_prefixes)} kv_prefixes, at most {MAX_KV_PREFIXES}", name
-        )
-    try:
-        validate_prefixes(name, m.kv_prefixes)
-    except AspenError as exc:
-        raise AspenError(ErrorCode.PLUGIN_PREFIX_INVALID, exc.message, plugin=name, **exc.details) from None
-    for field, cap_field in _LIMIT_CAPS.items():
-        asked, cap = getattr(m.limits, field), getattr(limits, cap_field)
-        if asked is not None and asked > cap:
-            raise _err(
-                ErrorCode.PLUGIN_LIMIT_EXCEEDED,
-                f"limits.{field} = {asked} exceeds this cluster's cap of {cap}",
-                name,
-                field=f"limits.{field}",
-                cap=cap,
-            )
-    if m.min_api_version is not None and is_semver(m.min_api_version):
-        if semver_key(m.min_api_version) > semver_key(HOST_API_VERSION):
-            raise _err(
-                ErrorCode.PLUGIN_API_VERSION_UNSUPPORTED,
-                f"plugin needs host API {m.min_api_version}, this node has {HOST_API_VERSION}",
-                name,
-                required=m.min_api_version,
-                current=HOST_API_VERSION,
-            )
-    validate_manifest(m)
 
 
 def version_satisfies(actual: str, minimum: str | None) -> bool:
@@ -111,15 +31,37 @@ def version_satisfies(actual: str, minimum: str | None) -> bool:
     return actual == minimum
 
 
-def _too_old(plugin: str, dep: str, minimum: str, actual: str) -> AspenError:
+def _too_old(plugin: str, dep: str, minimum: str, actual: str, *, have: str = "installed is") -> AspenError:
     return _err(
         ErrorCode.PLUGIN_DEPENDENCY_TOO_OLD,
-        f"plugin '{plugin}' needs '{dep}' >= {minimum}, installed is {actual}",
+        f"plugin '{plugin}' needs '{dep}' >= {minimum}, {have} {actual}",
         plugin,
         dependency=dep,
         min_version=minimum,
         actual_version=actual,
     )
+
+
+def check_room(m: PluginManifest, installed: Mapping[str, PluginManifest], *, max_plugins: int = MAX_PLUGINS) -> None:
+    """A new plugin needs room among at most ``max_plugins``."""
+    if m.name not in installed and len(installed) >= max_plugins:
+        raise _err(ErrorCode.PLUGIN_TOO_MANY_PLUGINS, f"{len(installed)} plugins installed, at most {max_plugins}", m.name)
+
+
+def check_prefixes_free(m: PluginManifest, others: Mapping[str, PluginManifest]) -> None:
+    """No KV prefix of ``m`` overlaps one of the ``others``."""
+    clash = find_overlap(
+        effective_prefixes(m.name, m.kv_prefixes),
+        {n: effective_prefixes(n, x.kv_prefixes) for n, x in others.items()},
+    )
+    if clash:
+        mine, other, theirs = clash
+        raise _err(
+            ErrorCode.PLUGIN_PREFIX_OVERLAP,
+            f"kv prefix {mine!r} overlaps {theirs!r} of plugin '{other}'",
+            m.name,
+            other=other,
+        )
 
 
 def check_against_installed(
@@ -131,8 +73,7 @@ def check_against_installed(
     priority number would silently take it from the other."""
     name = m.name
     others = {n: x for n, x in installed.items() if n != name}
-    if name not in installed and len(installed) >= max_plugins:
-        raise _err(ErrorCode.PLUGIN_TOO_MANY_PLUGINS, f"{len(installed)} plugins installed, at most {max_plugins}", name)
+    check_room(m, installed, max_plugins=max_plugins)
     for other, x in sorted(others.items()):
         shared = sorted(set(m.handles) & set(x.handles))
         if shared:
@@ -143,30 +84,8 @@ def check_against_installed(
                 other=other,
                 request_types=shared,
             )
-    clash = find_overlap(
-        effective_prefixes(name, m.kv_prefixes),
-        {n: effective_prefixes(n, x.kv_prefixes) for n, x in others.items()},
-    )
-    if clash:
-        mine, other, theirs = clash
-        raise _err(
-            ErrorCode.PLUGIN_PREFIX_OVERLAP,
-            f"kv prefix {mine!r} overlaps {theirs!r} of plugin '{other}'",
-            name,
-            other=other,
-        )
-    for dep in m.dependencies:
-        present = others.get(dep.name)
-        if present is None:
-            if not dep.optional:
-                raise _err(
-                    ErrorCode.PLUGIN_DEPENDENCY_MISSING,
-                    f"plugin '{name}' needs '{dep.name}', which is not installed",
-                    name,
-                    dependency=dep.name,
-                )
-        elif not version_satisfies(present.version, dep.min_version):
-            raise _too_old(name, dep.name, dep.min_version or "", present.version)
+    check_prefixes_free(m, others)
+    check_dependencies(m, others)
     for other, x in sorted(others.items()):  # this version must still satisfy its dependents
         for dep in x.dependencies:
             if dep.name == name and not version_satisfies(m.version, dep.min_version):
@@ -175,6 +94,27 @@ def check_against_installed(
     cycle = errors.get(name)
     if cycle is not None and cycle.code == ErrorCode.PLUGIN_DEPENDENCY_CYCLE:
         raise cycle
+
+
+def check_dependencies(
+    m: PluginManifest, present: Mapping[str, PluginManifest], *, missing: str = "is not installed", have: str = "installed is"
+) -> None:
+    """Every hard dependency of ``m`` is among ``present``, new enough: the
+    installed plugins at install, the serving ones (``missing="does not
+    serve on this node"``, ``have="this node serves"``) at load."""
+    name = m.name
+    for dep in m.dependencies:
+        found = present.get(dep.name)
+        if found is None:
+            if not dep.optional:
+                raise _err(
+                    ErrorCode.PLUGIN_DEPENDENCY_MISSING,
+                    f"plugin '{name}' needs '{dep.name}', which {missing}",
+                    name,
+                    dependency=dep.name,
+                )
+        elif not version_satisfies(found.version, dep.min_version):
+            raise _too_old(name, dep.name, dep.min_version or "", found.version, have=have)
 
 
 def load_order(manifests: Mapping[str, PluginManifest]) -> tuple[list[str], dict[str, AspenError]]:

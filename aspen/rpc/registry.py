@@ -19,27 +19,18 @@ from typing import Any
 
 from aspen.errors import AspenError, ErrorCode
 from aspen.rpc.app_requests import APP_REQUESTS
-from aspen.rpc.catalog import (
-    CORE_REQUEST_TYPES,
-    PluginReload,
-    PluginReloadResult,
-    parse_body,
-    to_body,
-)
+from aspen.rpc.catalog import CORE_REQUEST_TYPES
 from aspen.rpc.handler import Request, RequestContext, RequestHandler, Response
 
 log = logging.getLogger(__name__)
 
 # ``forwarder(request, ctx)``: a Response from another cluster, or None.
 Forwarder = Callable[[Request, RequestContext], Awaitable[Response | None]]
-# ``reload(name)``: reload one plugin (or all for None); returns the result.
-ReloadCallback = Callable[[str | None], Awaitable[PluginReloadResult]]
 
 
 CORE_DISTRIBUTION = "aspen-cluster"
 NATIVE_PLUGIN_PRIORITIES = (100, 899)  # handlers from other distributions
 CORE_PRIORITY_END = 100  # core handlers use 0-99
-REGISTRY_REQUESTS = frozenset({"PluginReload"})  # answered by the registry itself, never by a handler
 
 
 def error_response(exc: AspenError) -> Response:
@@ -89,7 +80,7 @@ def _build(handlers: Iterable[RequestHandler], app_types: Mapping[str, str]) -> 
         MappingProxyType({t: tuple(hs) for t, hs in by_type.items()}),
         MappingProxyType(apps),
         MappingProxyType(
-            {t: hs[0] for t, hs in by_type.items() if keeps_own_deadline(hs[0]) and t not in REGISTRY_REQUESTS}
+            {t: hs[0] for t, hs in by_type.items() if keeps_own_deadline(hs[0])}
         ),
     )
 
@@ -105,7 +96,6 @@ class HandlerRegistry:
         self._snap = _build(handlers, APP_REQUESTS)
         self.forwarder = forwarder
         self.max_proxy_hops = max_proxy_hops
-        self._reload: ReloadCallback | None = None
         self._listeners: list[Callable[[RegistrySnapshot], None]] = []
 
     # --- the table ----------------------------------------------------------
@@ -140,10 +130,6 @@ class HandlerRegistry:
         apps = {**snap.app_types, **{t: app for t in request_types}}
         self._snap = RegistrySnapshot(snap.handlers, snap.by_type, MappingProxyType(apps), snap.untimed)
 
-    def set_reload_callback(self, callback: ReloadCallback | None) -> None:
-        """The plugin host registers how to reload plugins (``PluginReload``)."""
-        self._reload = callback
-
     # --- dispatch -----------------------------------------------------------
 
     async def dispatch(self, request: Request, ctx: RequestContext) -> Response:
@@ -167,8 +153,6 @@ class HandlerRegistry:
             return error_response(AspenError(ErrorCode.INTERNAL, f"internal error while handling {request.type}"))
 
     async def _dispatch(self, snap: RegistrySnapshot, request: Request, ctx: RequestContext) -> Response:
-        if request.type in REGISTRY_REQUESTS:
-            return await self._plugin_reload(request)
         by_type = snap.by_type.get(request.type)
         if by_type:
             return await by_type[0].handle(request, ctx)
@@ -188,13 +172,6 @@ class HandlerRegistry:
             required_app=app,
             hints=[],
         )
-
-    async def _plugin_reload(self, request: Request) -> Response:
-        body: PluginReload = parse_body(request.body, PluginReload)
-        if self._reload is None:
-            raise AspenError(ErrorCode.NO_HANDLER, "no plugin host on this node: nothing to reload")
-        result = await self._reload(body.name)
-        return Response("PluginReloadResult", to_body(result))
 
     # --- lifecycle ----------------------------------------------------------
 

@@ -48,7 +48,7 @@ async def churn(node, author, modules, cycles: int) -> None:
             back = await node.rollback(r.PluginRollback(name="vers"))
             assert back.status.version == "1.0.0", back.status
             assert (await ask(registry)).body["version"] == "1.0.0"
-            reloaded = await node.rec.reload("vers")
+            reloaded = await node.reload("vers")
             assert reloaded.is_success, reloaded
             assert (await ask(registry)).body["version"] == "1.0.0"
     finally:

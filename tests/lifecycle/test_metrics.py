@@ -9,8 +9,9 @@ import time
 
 from aspen.cli.plugin import _retiring_line, _status_line
 from aspen.plugins import requests as r
-from aspen.plugins.lifecycle import LifecycleState, ManagedPlugin, RetiringVersion
-from aspen.plugins.reconciler import STOPPED_KEPT
+from aspen.plugins.lifecycle import ManagedPlugin, RetiringVersion
+from aspen.plugins.slot import STOPPED_KEPT
+from aspen.plugins.state import LifecycleState
 from aspen.rpc.handler import Request, RequestContext
 from tests.lifecycle.conftest import signed, vers_manifest
 
@@ -145,7 +146,7 @@ async def test_info_and_list_show_the_replaced_version_stopping_then_stopped(nod
 
     # only the last STOPPED_KEPT stopped versions stay listed, most recent first
     for _ in range(STOPPED_KEPT):
-        assert (await node.rec.reload("vers")).is_success
+        assert (await node.reload("vers")).is_success
     await node.rec.drained()
     retired = node.rec.status("vers").retiring
     assert [(v.version, v.generation, v.state) for v in retired] == [

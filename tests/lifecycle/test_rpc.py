@@ -83,6 +83,8 @@ async def test_lifecycle_over_rpc(registry, author, modules):
     assert kind == "PluginReloadResult" and body["is_success"]
     kind, body = await call(registry, "PluginReload", {})
     assert body["is_success"] and body["plugin_count"] == 1
+    kind, body = await call(registry, "PluginReload", {"name": 5})
+    assert kind == "Error" and body["code"] == ErrorCode.VALIDATION_ERROR
 
     # untrusting the author: check reports it, and the next load refuses it
     await call(registry, "PluginTrustRemove", r.PluginTrustRemove(pubkey=public_key_hex(author)))

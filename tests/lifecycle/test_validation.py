@@ -6,9 +6,9 @@ import pytest
 
 from aspen.errors import AspenError, ErrorCode
 from aspen.plugins.manifest import NodePluginLimits, PluginDependency, PluginLimits
+from aspen.plugins.rules import check_manifest
 from aspen.plugins.validation import (
     check_against_installed,
-    check_manifest,
     dependents,
     load_order,
     version_satisfies,

@@ -7,7 +7,6 @@ import asyncio
 import pytest
 
 from aspen.errors import AspenError, ErrorCode
-from aspen.rpc.catalog import PluginReloadResult
 from aspen.rpc.handler import Request, RequestContext, Response
 from aspen.rpc.registry import HandlerRegistry
 
@@ -106,21 +105,16 @@ async def test_forwarder_gets_non_core_requests_within_the_hop_limit():
     assert seen == [("ServiceRegister", 1), ("Zap", 0)]
 
 
-async def test_plugin_reload_goes_to_the_registered_callback():
+async def test_plugin_reload_is_handled_like_any_core_request():
+    """The plugin layer answers PluginReload (tests/lifecycle/test_rpc.py);
+    without it the registry has no handler for it."""
     reg = HandlerRegistry()
-    calls = []
-
-    async def reload(name):
-        calls.append(name)
-        reg.replace([Echo("fresh", 950, {"Fresh"})])
-        return PluginReloadResult(is_success=True, plugin_count=1, message="1 plugin(s) reloaded successfully")
-
-    reg.set_reload_callback(reload)
     resp = await reg.dispatch(req("PluginReload", name="echo"), RequestContext())
-    assert resp.type == "PluginReloadResult" and resp.body["plugin_count"] == 1
-    assert calls == ["echo"] and reg.snapshot().request_types == {"Fresh"}
-    bad = await reg.dispatch(req("PluginReload", name=5), RequestContext())
-    assert bad.body["code"] == ErrorCode.VALIDATION_ERROR
+    assert resp.body["code"] == ErrorCode.NO_HANDLER
+    reloader = Echo("reloader", 150, {"PluginReload"})
+    reg.add(reloader)
+    assert reg.snapshot().handler_for("PluginReload") is reloader
+    assert (await reg.dispatch(req("PluginReload", name="echo"), RequestContext())).body["by"] == "reloader"
 
 
 async def test_handler_failures_become_error_responses():

@@ -11,7 +11,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aspen.plugins.build import REPO, build_all
 from aspen.plugins.host import PluginHost
-from aspen.plugins.manifest import PluginManifest, parse_manifest
+from aspen.plugins.manifest import PluginManifest
+from aspen.plugins.rules import parse_manifest
 
 PLUGINS = REPO / "plugins"
 

@@ -134,20 +134,20 @@ async def test_garbage_module_is_refused(host, built):
 async def test_wasm_hash_mismatch_is_refused(load):
     with pytest.raises(AspenError) as err:
         await load("echo", wasm_hash="0" * 64)
-    assert err.value.code == "PLUGIN_LOAD_FAILED"
+    assert err.value.code == "PLUGIN_HASH_MISMATCH"
 
 
 async def test_too_new_api_version_is_refused(load):
     with pytest.raises(AspenError) as err:
         await load("echo", min_api_version="99.0.0")
-    assert err.value.code == "PLUGIN_LOAD_FAILED"
+    assert err.value.code == "PLUGIN_API_VERSION_UNSUPPORTED"
 
 
 async def test_overlapping_prefixes_between_plugins_refused(load):
     await load("kv-counter")
     with pytest.raises(AspenError) as err:
         await load("echo", kv_prefixes=("counter:x:",))
-    assert err.value.code == "INVALID_MANIFEST"
+    assert err.value.code == "PLUGIN_PREFIX_OVERLAP"
     assert err.value.details["other"] == "kv-counter"
 
 
@@ -167,7 +167,7 @@ async def test_same_plugin_twice_refused(load):
 async def test_invalid_manifest_via_replace_refused_at_load(load):
     with pytest.raises(AspenError) as err:
         await load("echo", kv_prefixes=("__auth:",))
-    assert err.value.code == "INVALID_MANIFEST"
+    assert err.value.code == "PLUGIN_PREFIX_INVALID"
 
 
 async def test_lifecycle_exports_are_called(host, load, caplog):

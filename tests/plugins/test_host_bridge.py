@@ -11,13 +11,8 @@ import pytest
 
 from aspen.errors import AspenError
 from aspen.plugins.gate import PluginGate
-from aspen.plugins.host_functions import (
-    CallContext,
-    HostEnv,
-    bytes_arg,
-    put_bytes,
-    run_on_loop,
-)
+from aspen.plugins.host_functions import bytes_arg, put_bytes
+from aspen.plugins.loop_bridge import CallContext, HostEnv, run_on_loop
 
 
 def _env(loop) -> HostEnv:

@@ -15,7 +15,6 @@ from aspen.plugins.manifest import (
     NodePluginLimits,
     PluginLimits,
     effective_limits,
-    parse_manifest,
 )
 from aspen.plugins.namespace import (
     MAX_KV_PREFIXES,
@@ -26,6 +25,7 @@ from aspen.plugins.namespace import (
     overlaps,
     validate_prefixes,
 )
+from aspen.plugins.rules import parse_manifest
 
 BASE = {"name": "demo", "version": "1.2.3", "handles": ["DemoGet"], "priority": 950}
 
@@ -34,10 +34,10 @@ def manifest(**changes):
     return parse_manifest(json.dumps({**BASE, **changes}))
 
 
-def invalid(field: str, **changes) -> None:
+def invalid(field: str, code: str = "INVALID_MANIFEST", **changes) -> None:
     with pytest.raises(AspenError) as err:
         manifest(**changes)
-    assert err.value.code == "INVALID_MANIFEST"
+    assert err.value.code == code
     assert err.value.details.get("field", field) == field
 
 
@@ -70,35 +70,36 @@ def test_all_lifecycle_fields_round_trip():
 
 
 @pytest.mark.parametrize(
-    "field, changes",
+    "field, changes, code",
     [
-        ("name", {"name": "bad name"}),
-        ("name", {"name": "x" * 129}),
-        ("version", {"version": "1.0"}),
-        ("version", {"version": "01.0.0"}),
-        ("handles", {"handles": []}),
-        ("handles", {"handles": ["Ping", "Ping"]}),
-        ("handles", {"handles": ["bad-type"]}),
-        ("handles", {"handles": [f"T{i}" for i in range(65)]}),
-        ("priority", {"priority": 899}),
-        ("priority", {"priority": 1000}),
-        ("wasm_hash", {"wasm_hash": "XYZ"}),
-        ("kv_prefixes", {"kv_prefixes": [""]}),
-        ("kv_prefixes", {"kv_prefixes": [f"p{i}:" for i in range(17)]}),
-        ("kv_prefixes", {"kv_prefixes": ["__apps:mine:"]}),
-        ("kv_prefixes", {"kv_prefixes": ["__"]}),
-        ("kv_prefixes", {"kv_prefixes": ["__plugin:other:"]}),
-        ("kv_prefixes", {"kv_prefixes": ["__plugin:"]}),
-        ("limits.timeout_ms", {"limits": {"timeout_ms": 0}}),
-        ("dependencies", {"dependencies": [{"name": "x", "min_version": "one"}]}),
-        ("min_api_version", {"min_api_version": "latest"}),
-        ("tags", {"tags": ["x" * 65]}),
-        ("description", {"description": "x" * 1025}),
-        ("signature", {"signature": {"author_pubkey": "zz", "signature": "", "wasm_hash": "", "signed_at_ms": 0}}),
+        ("name", {"name": "bad name"}, "PLUGIN_NAME_INVALID"),
+        ("name", {"name": "x" * 129}, "PLUGIN_NAME_TOO_LONG"),
+        ("version", {"version": "1.0"}, "INVALID_MANIFEST"),
+        ("version", {"version": "01.0.0"}, "INVALID_MANIFEST"),
+        ("handles", {"handles": []}, "PLUGIN_HANDLES_INVALID"),
+        ("handles", {"handles": ["Ping", "Ping"]}, "INVALID_MANIFEST"),
+        ("handles", {"handles": ["bad-type"]}, "INVALID_MANIFEST"),
+        ("handles", {"handles": [f"T{i}" for i in range(65)]}, "PLUGIN_TOO_MANY_HANDLES"),
+        ("priority", {"priority": 899}, "PLUGIN_PRIORITY_OUT_OF_RANGE"),
+        ("priority", {"priority": 1000}, "PLUGIN_PRIORITY_OUT_OF_RANGE"),
+        ("wasm_hash", {"wasm_hash": "XYZ"}, "INVALID_MANIFEST"),
+        ("kv_prefixes", {"kv_prefixes": [""]}, "PLUGIN_PREFIX_INVALID"),
+        ("kv_prefixes", {"kv_prefixes": [f"p{i}:" for i in range(17)]}, "PLUGIN_TOO_MANY_PREFIXES"),
+        ("kv_prefixes", {"kv_prefixes": ["__apps:mine:"]}, "PLUGIN_PREFIX_INVALID"),
+        ("kv_prefixes", {"kv_prefixes": ["__"]}, "PLUGIN_PREFIX_INVALID"),
+        ("kv_prefixes", {"kv_prefixes": ["__plugin:other:"]}, "PLUGIN_PREFIX_INVALID"),
+        ("kv_prefixes", {"kv_prefixes": ["__plugin:"]}, "PLUGIN_PREFIX_INVALID"),
+        ("limits.timeout_ms", {"limits": {"timeout_ms": 0}}, "INVALID_MANIFEST"),
+        ("dependencies", {"dependencies": [{"name": "x", "min_version": "one"}]}, "INVALID_MANIFEST"),
+        ("min_api_version", {"min_api_version": "latest"}, "INVALID_MANIFEST"),
+        ("tags", {"tags": ["x" * 65]}, "INVALID_MANIFEST"),
+        ("description", {"description": "x" * 1025}, "INVALID_MANIFEST"),
+        ("signature", {"signature": {"author_pubkey": "zz", "signature": "", "wasm_hash": "", "signed_at_ms": 0}}, "INVALID_MANIFEST"),
     ],
 )
-def test_rules(field, changes):
-    invalid(field, **changes)
+def test_rules(field, changes, code):
+    """The rules of aspen.plugins.rules, each with its own code, when plugin.json is read."""
+    invalid(field, code, **changes)
 
 
 @pytest.mark.parametrize("raw", ["{", "[]", '{"name": "x"}', json.dumps({**BASE, "permissions": {"kv_raed": True}})])

@@ -11,9 +11,10 @@ import sys
 import extism
 import pytest
 
+from aspen.errors import AspenError
 from aspen.plugins.build import REPO, find_plugins, is_stale
-from aspen.plugins.host import PluginHost, PluginSource
-from aspen.plugins.host_functions import HOST_FUNCTIONS
+from aspen.plugins.extism_bridge import HOST_FUNCTIONS
+from aspen.plugins.host import PluginHost
 
 PLUGIN_DIRS = [d for d, _ in find_plugins(REPO / "plugins")]
 # The impostor's whole point is a plugin_info that contradicts its manifest.
@@ -65,31 +66,28 @@ def test_build_failure_is_reported(tmp_path):
     (bad / "plugin.zig").write_text("this is not zig")
     (tmp_path / "sdk" / "zig").mkdir(parents=True)
     (tmp_path / "sdk" / "zig" / "aspen.zig").write_text("")
-    result = subprocess.run([sys.executable, "-m", "aspen.plugins.build", str(tmp_path)], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "aspen.plugins.build", str(tmp_path)], capture_output=True, text=True, check=False)
     assert result.returncode != 0 and "bad/plugin.zig" in result.stderr
     assert not (bad / "plugin.wasm").exists()
 
 
-async def test_load_all_from_node_config(host, built):
-    sources = [
-        PluginSource(str(built / "echo/plugin.json"), str(built / "echo/plugin.wasm")),
-        PluginSource(str(built / "hostile/impostor/plugin.json"), str(built / "hostile/impostor/plugin.wasm")),
-        PluginSource(str(built / "missing/plugin.json"), str(built / "missing/plugin.wasm")),
-        PluginSource(str(built / "kv-counter/plugin.json"), str(built / "kv-counter/plugin.wasm")),
-    ]
-    errors = await host.load_all(sources)
+async def test_load_from_files(host, built):
+    errors = []
+    for rel in ("echo", "hostile/impostor", "missing", "kv-counter"):
+        try:
+            await host.load_files(built / rel / "plugin.json", built / rel / "plugin.wasm")
+        except AspenError as exc:
+            errors.append(exc)
     assert [e.code for e in errors] == ["PLUGIN_LOAD_FAILED", "PLUGIN_LOAD_FAILED"]
     assert [h.name for h in host.handlers()] == ["kv-counter", "echo"]  # by priority
 
 
 async def test_plugin_count_limit(kv, built):
-    from aspen.errors import AspenError
-
     small = PluginHost(kv=kv, max_plugins=1)
     try:
         await small.load_files(built / "echo/plugin.json", built / "echo/plugin.wasm")
         with pytest.raises(AspenError) as err:
             await small.load_files(built / "kv-counter/plugin.json", built / "kv-counter/plugin.wasm")
-        assert err.value.code == "PLUGIN_LOAD_FAILED"
+        assert err.value.code == "PLUGIN_TOO_MANY_PLUGINS"
     finally:
         await small.close()

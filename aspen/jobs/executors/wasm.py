@@ -9,7 +9,9 @@ Payload, one of:
   host calls are denied) under the node's default plugin limits;
   ``timeout_ms``/``memory_bytes`` may ask for less or, up to the node cap, more.
 - ``{"plugin": "<name>", "input": …}``: an installed plugin (the node's
-  plugin host), with the permissions and KV prefixes of its manifest.
+  reconciler), with the permissions and KV prefixes of its manifest.
+
+Both kinds of runtime come from :class:`~aspen.plugins.loader.PluginLoader`.
 
 The guest reads ``{"job_id", "attempt", "input"}`` and writes a JSON object:
 ``{"result": …, "log": "optional text"}`` or
@@ -19,7 +21,6 @@ The guest reads ``{"job_id", "attempt", "input"}`` and writes a JSON object:
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections import OrderedDict
 from typing import Any
@@ -30,9 +31,10 @@ from aspen.errors import AspenError, ErrorCode
 from aspen.jobs.model import Job, JobFailure
 from aspen.jobs.worker import JobContext
 from aspen.plugins.gate import PluginGate
-from aspen.plugins.host_functions import HostEnv
+from aspen.plugins.loader import PluginLoader
 from aspen.plugins.manifest import NodePluginLimits, PluginLimits, effective_limits
-from aspen.plugins.runtime import PluginRuntime, PluginState
+from aspen.plugins.runtime import PluginRuntime
+from aspen.plugins.state import LifecycleState
 
 EXPORT = "execute_job"
 MAX_CACHED_MODULES = 16
@@ -150,23 +152,9 @@ class WasmWorker:
                 PluginLimits(timeout_ms=spec.timeout_ms, memory_bytes=spec.memory_bytes, concurrency=self.concurrency),
                 self.limits,
             )
-            env = HostEnv(
-                gate,
-                kv=ctx.kv,
-                blobs=ctx.blobs,
-                loop=asyncio.get_running_loop(),
-                loop_thread=threading.get_ident(),
-                node_info={},
-                signing_key=None,
-                max_reply_bytes=limits.memory_bytes // 4,
-            )
-            try:
-                runtime = await asyncio.to_thread(PluginRuntime, name, wasm, env, limits)
-            except AspenError:
-                raise
-            except Exception as exc:  # extism: missing imports, invalid module …
-                raise AspenError(ErrorCode.INVALID_JOB, f"the module does not load: {exc}") from exc
-            runtime.state = PluginState.READY
+            loader = PluginLoader(kv=ctx.kv, blobs=ctx.blobs, limits=self.limits)  # no signing key, no node info
+            runtime = await loader.instantiate(name, wasm, gate, limits, bad_module=ErrorCode.INVALID_JOB)
+            runtime.state = LifecycleState.READY  # a job module has no plugin_info/plugin_init handshake
             self._modules[key] = runtime
             while len(self._modules) > MAX_CACHED_MODULES:
                 _, old = self._modules.popitem(last=False)
