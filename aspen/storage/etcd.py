@@ -32,130 +32,28 @@ from aetcd import rpc
 
 from aspen.errors import AspenError, ErrorCode
 from aspen.storage.backend import CheckedOp
+from aspen.storage.etcd_convert import (
+    ALL,
+    first_kv,
+    get_request,
+    holds,
+    native_compare,
+    op_request,
+    op_results,
+    range_bounds,
+    to_kv,
+)
 from aspen.storage.etcd_endpoints import EndpointPool, Stubs, map_rpc_error, transient
 from aspen.storage.etcd_security import EtcdSecurity
 from aspen.storage.front_door import KvFrontDoor
 from aspen.storage.records import (
     CasResult,
     Compare,
-    DeleteOp,
-    GetOp,
     KeyValue,
     LeaseInfo,
-    PutOp,
-    TxnOp,
-    TxnOpResult,
     TxnResult,
     WatchEvent,
 )
-
-_ALL = b"\0"  # etcd: key "\0" with range_end "\0" means every key
-_COMPARE_OPS = {"==": rpc.Compare.EQUAL, "!=": rpc.Compare.NOT_EQUAL, ">": rpc.Compare.GREATER, "<": rpc.Compare.LESS}
-_RPC_TARGETS = {
-    "version": rpc.Compare.VERSION,
-    "create_revision": rpc.Compare.CREATE,
-    "mod_revision": rpc.Compare.MOD,
-}
-
-
-def _kv(m) -> KeyValue:
-    return KeyValue(
-        key=m.key.decode("utf-8", "surrogateescape"),
-        value=bytes(m.value),
-        version=m.version,
-        create_revision=m.create_revision,
-        mod_revision=m.mod_revision,
-        lease=m.lease,
-    )
-
-
-def _range_bounds(lo: bytes, hi: bytes | None) -> tuple[bytes, bytes]:
-    """etcd spells "from the first key" and "to the last key" as "\\0"."""
-    return lo or _ALL, hi or _ALL
-
-
-def _holds(c: Compare, kv: KeyValue | None) -> bool:
-    """Aspen's compare semantics on a snapshot of the key (to name the
-    compare that failed): as in etcd, a value compare on a missing key
-    never holds; versions and revisions of a missing key are 0."""
-    if c.target == "exists":
-        actual: object = kv is not None
-    elif c.target == "value":
-        if kv is None:
-            return False
-        actual = kv.value
-    else:
-        actual = getattr(kv, c.target) if kv is not None else 0
-    want = bytes(c.value) if c.target == "value" else c.value
-    if c.op == "==":
-        return actual == want
-    if c.op == "!=":
-        return actual != want
-    if c.op == ">":
-        return actual > want  # type: ignore[operator]
-    return actual < want  # type: ignore[operator]
-
-
-def _native_compare(c: Compare) -> rpc.Compare:
-    """The etcd compare with the same meaning."""
-    key = c.key.encode()
-    if c.target == "exists":  # exists <=> create_revision > 0
-        present = c.value == (c.op == "==")
-        return rpc.Compare(
-            key=key,
-            target=rpc.Compare.CREATE,
-            result=rpc.Compare.GREATER if present else rpc.Compare.EQUAL,
-            create_revision=0,
-        )
-    if c.target == "value":
-        return rpc.Compare(key=key, target=rpc.Compare.VALUE, result=_COMPARE_OPS[c.op], value=bytes(c.value))
-    # the proto field is named like the target
-    return rpc.Compare(key=key, target=_RPC_TARGETS[c.target], result=_COMPARE_OPS[c.op], **{c.target: c.value})
-
-
-def _get_request(key: bytes) -> rpc.RequestOp:
-    return rpc.RequestOp(request_range=rpc.RangeRequest(key=key))
-
-
-def _op_request(checked: CheckedOp) -> rpc.RequestOp:
-    op, key, end, value = checked
-    if isinstance(op, PutOp):
-        return rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value, lease=op.lease))
-    if isinstance(op, DeleteOp):
-        if op.prefix:
-            start, end = _range_bounds(key, end)
-            return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=start, range_end=end))
-        return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))
-    if isinstance(op, GetOp):
-        return _get_request(key)
-    start, end = _range_bounds(key, end)
-    return rpc.RequestOp(request_range=rpc.RangeRequest(key=start, range_end=end, limit=op.limit))
-
-
-def _op_result(resp: rpc.ResponseOp, revision: int) -> TxnOpResult:
-    kind = resp.WhichOneof("response")
-    if kind == "response_put":
-        return TxnOpResult(op="put", revision=revision)
-    if kind == "response_delete_range":
-        return TxnOpResult(op="delete", deleted=resp.response_delete_range.deleted)
-    rr = resp.response_range
-    return TxnOpResult(op="range", kvs=[_kv(m) for m in rr.kvs], more=rr.more)
-
-
-def _results(ops: Sequence[TxnOp], responses, revision: int) -> list[TxnOpResult]:
-    out = []
-    for op, resp in zip(ops, responses):
-        r = _op_result(resp, revision)
-        if isinstance(op, GetOp):
-            kvs = r.kvs
-            r = TxnOpResult(op="get", kv=kvs[0] if kvs else None)
-        out.append(r)
-    return out
-
-
-def _first_kv(resp: rpc.ResponseOp) -> KeyValue | None:
-    kvs = resp.response_range.kvs
-    return _kv(kvs[0]) if kvs else None
 
 
 class EtcdKvBackend:
@@ -232,7 +130,7 @@ class EtcdKvBackend:
 
     async def get(self, key: bytes) -> KeyValue | None:
         resp = await self._kv("Range", rpc.RangeRequest(key=key))
-        return _kv(resp.kvs[0]) if resp.kvs else None
+        return to_kv(resp.kvs[0]) if resp.kvs else None
 
     async def put(self, key: bytes, value: bytes, lease: int) -> int:
         # a put applied twice leaves the same value: safe to retry elsewhere
@@ -244,25 +142,25 @@ class EtcdKvBackend:
         return resp.deleted > 0
 
     async def delete_range(self, lo: bytes, hi: bytes | None) -> int:
-        start, end = _range_bounds(lo, hi)
+        start, end = range_bounds(lo, hi)
         resp = await self._kv("DeleteRange", rpc.DeleteRangeRequest(key=start, range_end=end))
         return resp.deleted
 
     # --- ranges ------------------------------------------------------------------
 
     async def range(self, lo: bytes, hi: bytes | None, limit: int) -> tuple[list[KeyValue], bool, int]:
-        start, end = _range_bounds(lo, hi)
+        start, end = range_bounds(lo, hi)
         resp = await self._kv("Range", rpc.RangeRequest(key=start, range_end=end, limit=limit))
-        return [_kv(m) for m in resp.kvs], bool(resp.more), resp.header.revision
+        return [to_kv(m) for m in resp.kvs], bool(resp.more), resp.header.revision
 
     async def get_many(self, keys: list[bytes]) -> list[KeyValue | None]:
         if not keys:
             return []
-        resp = await self._kv("Txn", rpc.TxnRequest(success=[_get_request(k) for k in keys]))
-        return [_first_kv(r) for r in resp.responses]
+        resp = await self._kv("Txn", rpc.TxnRequest(success=[get_request(k) for k in keys]))
+        return [first_kv(r) for r in resp.responses]
 
     async def current_revision(self) -> int:
-        resp = await self._kv("Range", rpc.RangeRequest(key=_ALL, limit=1, count_only=True))
+        resp = await self._kv("Range", rpc.RangeRequest(key=ALL, limit=1, count_only=True))
         return resp.header.revision
 
     # --- writes with conditions ------------------------------------------------
@@ -274,25 +172,25 @@ class EtcdKvBackend:
             cmp = rpc.Compare(key=key, target=rpc.Compare.VALUE, result=rpc.Compare.EQUAL, value=expected)
         req = rpc.TxnRequest(
             compare=[cmp],
-            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=new)), _get_request(key)],
-            failure=[_get_request(key)],
+            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=new)), get_request(key)],
+            failure=[get_request(key)],
         )
         resp = await self._kv("Txn", req, idempotent=False)
-        return CasResult(succeeded=resp.succeeded, actual=_first_kv(resp.responses[-1]), revision=resp.header.revision)
+        return CasResult(succeeded=resp.succeeded, actual=first_kv(resp.responses[-1]), revision=resp.header.revision)
 
     async def compare_and_delete(self, key: bytes, expected: bytes) -> CasResult:
         cmp = rpc.Compare(key=key, target=rpc.Compare.VALUE, result=rpc.Compare.EQUAL, value=expected)
         req = rpc.TxnRequest(
             compare=[cmp],
             success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))],
-            failure=[_get_request(key)],
+            failure=[get_request(key)],
         )
         resp = await self._kv("Txn", req, idempotent=False)
-        actual = None if resp.succeeded else _first_kv(resp.responses[0])
+        actual = None if resp.succeeded else first_kv(resp.responses[0])
         return CasResult(succeeded=resp.succeeded, actual=actual, revision=resp.header.revision)
 
     async def batch_write(self, ops: Sequence[CheckedOp]) -> int:
-        requests = [_op_request(op) for op in ops]
+        requests = [op_request(op) for op in ops]
         if not requests:
             return await self.current_revision()
         # puts and deletes only: applying the batch twice leaves the same state
@@ -302,24 +200,24 @@ class EtcdKvBackend:
     async def transaction(
         self, compares: Sequence[Compare], on_success: Sequence[CheckedOp], on_failure: Sequence[CheckedOp]
     ) -> TxnResult:
-        success = [_op_request(op) for op in on_success]
-        failure = [_op_request(op) for op in on_failure]
-        native = [_native_compare(c) for c in compares]
+        success = [op_request(op) for op in on_success]
+        failure = [op_request(op) for op in on_failure]
+        native = [native_compare(c) for c in compares]
         # the failure branch first reads the compared keys, at the revision
         # the compares saw, to tell which compare failed
         probe_keys = list(dict.fromkeys(c.key for c in compares))
-        probes = [_get_request(k.encode()) for k in probe_keys]
+        probes = [get_request(k.encode()) for k in probe_keys]
         read_only = not any(op.HasField("request_put") or op.HasField("request_delete_range") for op in success + failure)
         resp = await self._kv(
             "Txn", rpc.TxnRequest(compare=native, success=success, failure=probes + failure), idempotent=read_only
         )
         rev = resp.header.revision
         if resp.succeeded:
-            results = _results([c.op for c in on_success], resp.responses, rev)
+            results = op_results([c.op for c in on_success], resp.responses, rev)
             return TxnResult(succeeded=True, failed_compare=None, results=results, revision=rev)
-        seen = {k: _first_kv(r) for k, r in zip(probe_keys, resp.responses)}
-        failed = next((i for i, c in enumerate(compares) if not _holds(c, seen[c.key])), None)
-        results = _results([c.op for c in on_failure], resp.responses[len(probes) :], rev)
+        seen = {k: first_kv(r) for k, r in zip(probe_keys, resp.responses)}
+        failed = next((i for i, c in enumerate(compares) if not holds(c, seen[c.key])), None)
+        results = op_results([c.op for c in on_failure], resp.responses[len(probes) :], rev)
         return TxnResult(succeeded=False, failed_compare=failed, results=results, revision=rev)
 
     async def compact(self, revision: int) -> None:
@@ -338,7 +236,7 @@ class EtcdKvBackend:
         # "only new events" = after the newest revision this store has seen,
         # so a write acknowledged before watch() returned is never reported
         start = self._revision_seen + 1 if start_revision is None else start_revision
-        return self._watch(*_range_bounds(lo, hi), start)
+        return self._watch(*range_bounds(lo, hi), start)
 
     async def _watch(self, lo: bytes, hi: bytes, next_rev: int) -> AsyncIterator[WatchEvent]:
         while True:
@@ -365,7 +263,7 @@ class EtcdKvBackend:
                     if resp.canceled:
                         raise AspenError(ErrorCode.STORAGE_UNAVAILABLE, f"etcd cancelled the watch: {resp.cancel_reason}")
                     for ev in resp.events:
-                        kv = _kv(ev.kv)
+                        kv = to_kv(ev.kv)
                         kind = "delete" if ev.type == rpc.Event.DELETE else "put"
                         next_rev = kv.mod_revision + 1
                         yield WatchEvent(type=kind, kv=kv, revision=kv.mod_revision)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from aspen.errors import AspenError, ErrorCode
-from aspen.storage import etcd, limits, sqlite, sqlite_ops
+from aspen.storage import etcd, etcd_convert, limits, sqlite, sqlite_ops
 from aspen.storage.front_door import KvFrontDoor
 from aspen.storage.limits import MAX_KEY_BYTES, MAX_VALUE_BYTES
 from aspen.storage.protocol import KeyValueStore
@@ -108,7 +108,7 @@ def _names_used(module: Any) -> set[str]:
     }
 
 
-@pytest.mark.parametrize("module", [sqlite, sqlite_ops, etcd], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [sqlite, sqlite_ops, etcd, etcd_convert], ids=lambda m: m.__name__)
 def test_backends_do_not_validate_requests(module: Any) -> None:
     checks = {name for name in vars(limits) if name.startswith("check_") or name == "scan_bounds"}
     assert not checks & _names_used(module)
