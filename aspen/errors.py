@@ -108,6 +108,13 @@ class ErrorCode(StrEnum):
     INVALID_STATE = "INVALID_STATE"
     STALE_EXECUTION = "STALE_EXECUTION"
     EXECUTOR_UNAVAILABLE = "EXECUTOR_UNAVAILABLE"
+    # why a job ended (a job record's error_code; executors add EXIT_n, SIGNAL_n and their own)
+    JOB_FAILED = "JOB_FAILED"  # a worker's failure that named no code
+    DEPENDENCY_FAILED = "DEPENDENCY_FAILED"
+    CANCELLED = "CANCELLED"
+    WORKER_LOST = "WORKER_LOST"  # the claim expired: the pool died or stopped heartbeating
+    WORKER_STOPPED = "WORKER_STOPPED"  # the pool shut down mid-run
+    WORKER_ERROR = "WORKER_ERROR"  # the worker raised something other than a JobFailure
     # coordination primitives (aspen.coordination)
     COORD_NAME_INVALID = "COORD_NAME_INVALID"
     COORD_TTL_OUT_OF_RANGE = "COORD_TTL_OUT_OF_RANGE"

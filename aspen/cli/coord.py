@@ -17,7 +17,7 @@ from aspen.cli.common import (
     print_json,
     reports_errors,
 )
-from aspen.coordination import messages as m
+from aspen.coordination import requests as m
 
 TtlOpt = Annotated[int, typer.Option("--ttl", help="Seconds it lasts unless renewed (1..3600).")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds to wait (0..300).")]

@@ -9,7 +9,7 @@ import typer
 
 from aspen.cli.common import JsonOpt, UrlOpt, reports_errors, show_bytes
 from aspen.cli.coord import send
-from aspen.coordination import messages as m
+from aspen.coordination import requests as m
 
 app = typer.Typer(help="Queues: enqueue, dequeue, ack/nack, the dead-letter queue.", no_args_is_help=True)
 MaxOpt = Annotated[int, typer.Option("--max", help="At most this many items.")]

@@ -22,7 +22,7 @@ import httpx
 import msgspec
 
 from aspen.client.credentials import token_for
-from aspen.coordination.messages import COORD_REQUESTS
+from aspen.coordination.requests import COORD_REQUESTS
 from aspen.errors import AspenError, ErrorCode
 from aspen.rpc import catalog as c
 from aspen.rpc.envelope import JSON, MSGPACK, Envelope, decode_response, encode_request
@@ -186,7 +186,7 @@ class Client:
 
     async def coord(self, request: c.Body) -> Any:
         """Send one coordination request (a Struct of
-        :mod:`aspen.coordination.messages`); returns its typed response. A
+        :mod:`aspen.coordination.requests`); returns its typed response. A
         blocking request gets its own wait plus a margin as the call timeout."""
         type_ = type(request).__name__
         wait = getattr(request, "timeout_seconds", None)

@@ -1,4 +1,4 @@
-"""The coordination RPCs (:mod:`aspen.coordination.messages`) on the node's
+"""The coordination RPCs (:mod:`aspen.coordination.requests`) on the node's
 store. Registered through the ``aspen.handlers`` entry-point group
 (``coordination = "aspen.coordination.handler:create"``).
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aspen.coordination import messages as m
+from aspen.coordination import requests as m
 from aspen.coordination.barrier import Barriers
 from aspen.coordination.counter import Counters
 from aspen.coordination.election import Elections

@@ -17,32 +17,27 @@ import msgspec
 
 from aspen.errors import AspenError, ErrorCode, quota_exceeded
 from aspen.jobs.builtin import builtin_workers, entry_point_workers, pool_options
-from aspen.jobs.messages import (
-    MAX_LIST_LIMIT,
-    MAX_LOG_CHUNK,
-    Empty,
-    JobListBody,
-    JobLogsBody,
-    JobRef,
-)
 from aspen.jobs.model import Job, parse_spec
 from aspen.jobs.pool import WorkerPool
+from aspen.jobs.requests import (
+    JOB_REQUESTS,
+    MAX_LIST_LIMIT,
+    MAX_LOG_CHUNK,
+    JobCancel,
+    JobList,
+    JobLogs,
+    JobRetry,
+    JobStats,
+    JobStatus,
+    JobWorkers,
+)
 from aspen.jobs.store import JobStore
 from aspen.jobs.worker import Worker
 from aspen.rpc.handler import Request, RequestContext, Response
 
 log = logging.getLogger(__name__)
 
-REQUEST_TYPES = (
-    "JobSubmit",
-    "JobStatus",
-    "JobList",
-    "JobLogs",
-    "JobCancel",
-    "JobRetry",
-    "JobWorkers",
-    "JobStats",
-)
+REQUEST_TYPES = tuple(JOB_REQUESTS)
 KNOWN_TYPES_CACHE_SECONDS = 2.0
 
 
@@ -134,11 +129,11 @@ class JobsHandler:
         return "JobSubmitResult", {"job": _builtins(job)}
 
     async def _status(self, body: Any, ctx: RequestContext) -> tuple[str, dict]:
-        job = await self._visible(_body(body, JobRef).id, ctx)
+        job = await self._visible(_body(body, JobStatus).id, ctx)
         return "JobStatusResult", {"job": _builtins(job), "result": await self.store.read_result(job)}
 
     async def _list(self, body: Any, ctx: RequestContext) -> tuple[str, dict]:
-        req = _body(body, JobListBody)
+        req = _body(body, JobList)
         if not 1 <= req.limit <= MAX_LIST_LIMIT:
             raise AspenError(ErrorCode.INVALID_ARGUMENT, f"limit must be 1..{MAX_LIST_LIMIT}")
         jobs, token = await self.store.list(
@@ -149,7 +144,7 @@ class JobsHandler:
         return "JobListResult", {"jobs": [j.summary() for j in jobs], "continuation_token": token}
 
     async def _logs(self, body: Any, ctx: RequestContext) -> tuple[str, dict]:
-        req = _body(body, JobLogsBody)
+        req = _body(body, JobLogs)
         job = await self._visible(req.id, ctx)
         data, next_offset = await self.store.read_log(job, req.offset, min(req.max_bytes, MAX_LOG_CHUNK))
         return "JobLogsResult", {
@@ -161,19 +156,19 @@ class JobsHandler:
         }
 
     async def _cancel(self, body: Any, ctx: RequestContext) -> tuple[str, dict]:
-        job = await self.store.cancel((await self._visible(_body(body, JobRef).id, ctx)).id)
+        job = await self.store.cancel((await self._visible(_body(body, JobCancel).id, ctx)).id)
         return "JobCancelResult", {"job": _builtins(job)}
 
     async def _retry(self, body: Any, ctx: RequestContext) -> tuple[str, dict]:
-        job = await self.store.retry((await self._visible(_body(body, JobRef).id, ctx)).id)
+        job = await self.store.retry((await self._visible(_body(body, JobRetry).id, ctx)).id)
         return "JobRetryResult", {"job": _builtins(job)}
 
     async def _workers(self, body: Any, ctx: RequestContext) -> tuple[str, dict]:
-        _body(body, Empty)
+        _body(body, JobWorkers)
         return "JobWorkersResult", {"workers": _builtins(await self.store.workers())}
 
     async def _stats(self, body: Any, ctx: RequestContext) -> tuple[str, dict]:
-        _body(body, Empty)
+        _body(body, JobStats)
         return "JobStatsResult", await self.store.stats()
 
 

@@ -180,7 +180,7 @@ class JobFailure(Exception):
     """Raised by a worker to fail a job with a code; ``retryable=False``
     skips the remaining retries (the job ends ``failed``)."""
 
-    def __init__(self, message: str, *, code: str = "JOB_FAILED", retryable: bool = True) -> None:
+    def __init__(self, message: str, *, code: str = ErrorCode.JOB_FAILED, retryable: bool = True) -> None:
         super().__init__(message)
         self.message = message
         self.code = code

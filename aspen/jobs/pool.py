@@ -28,9 +28,10 @@ from typing import Any, Self
 from aspen.clock import now_ms
 from aspen.errors import AspenError, ErrorCode
 from aspen.jobs import keys
+from aspen.jobs.job_records import new_job_id
 from aspen.jobs.model import Job, JobFailure, LiveLog, WorkerInfo, encode
 from aspen.jobs.output import DEFAULT_OUTPUT_LIMIT, cap_file
-from aspen.jobs.store import JobStore, new_job_id
+from aspen.jobs.store import JobStore
 from aspen.jobs.worker import JobContext, Worker
 from aspen.storage.records import Compare, PutOp
 
@@ -336,14 +337,14 @@ class WorkerPool:
                 raise
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             if self._stopping and job.id not in self._lost:
-                outcome = ("fail", JobFailure("the worker pool shut down", code="WORKER_STOPPED"))
+                outcome = ("fail", JobFailure("the worker pool shut down", code=ErrorCode.WORKER_STOPPED))
         except JobFailure as exc:
             outcome = ("fail", exc)
         except AspenError as exc:
             outcome = ("fail", JobFailure(exc.message, code=exc.code, retryable=exc.code not in PERMANENT_CODES))
         except Exception as exc:
             log.exception("job %s (%s) raised", job.id, job.type)
-            outcome = ("fail", JobFailure(f"{type(exc).__name__}: {exc}", code="WORKER_ERROR"))
+            outcome = ("fail", JobFailure(f"{type(exc).__name__}: {exc}", code=ErrorCode.WORKER_ERROR))
         finally:
             self._finishing.add(job.id)
         try:

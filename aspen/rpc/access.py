@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
-from aspen.coordination.messages import KIND as COORD_KINDS
+from aspen.coordination.requests import KIND as COORD_KINDS
 from aspen.errors import AspenError, ErrorCode
 from aspen.storage.keyspace import is_secret, reserved_prefix_of
 

@@ -1,7 +1,7 @@
 """Core handlers for the key-value store: reads, writes, CAS, batches and
 transactions (leases: :mod:`aspen.rpc.lease_handler`). Validation of keys,
-values and limits is the store's (``aspen.storage.limits``), so every
-backend answers alike; who may touch which key is decided before the
+values and limits is the store's front door (``aspen.storage.front_door``),
+so every backend answers alike; who may touch which key is decided before the
 handler runs (:mod:`aspen.rpc.access`). A key attached to a lease must be
 attached to one of the caller's own."""
 

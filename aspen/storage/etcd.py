@@ -4,8 +4,9 @@ Everything maps onto etcd v3's own machinery, so Aspen adds no consensus:
 revisions, versions and create/mod revisions are etcd's; a batch or a
 transaction is one etcd ``Txn`` (one revision); leases are etcd leases;
 watches are etcd watches resumed from the last seen revision when a member
-dies. Inputs go through :mod:`aspen.storage.limits` first, so etcd rejects
-exactly what SQLite rejects, with the same codes.
+dies. Inputs are checked by the front door (:mod:`aspen.storage.front_door`)
+before they reach :class:`EtcdKvBackend`, so etcd rejects exactly what SQLite
+rejects, with the same codes.
 
 etcd does not say *which* compare of a failed transaction failed, so the
 failure branch first reads the compared keys (in the same ``Txn``, at the
@@ -13,7 +14,7 @@ revision the compares saw) and the index is computed from them.
 
 A batch or transaction branch that writes the same key twice (or puts a key
 that a delete in it covers) is refused with ``INVALID_ARGUMENT`` before it is
-sent, by the check every backend shares (``limits.check_distinct_writes``).
+sent, by the front door.
 
 The etcd cluster needs ``--max-txn-ops`` ≥ 2 000 (1 000 ops plus the reads
 added above) and a ``--max-request-bytes`` large enough for the batches you
@@ -24,149 +25,40 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import grpc
 from aetcd import rpc
 
 from aspen.errors import AspenError, ErrorCode
-from aspen.storage import limits
+from aspen.storage.backend import CheckedOp
+from aspen.storage.etcd_convert import (
+    ALL,
+    first_kv,
+    get_request,
+    holds,
+    native_compare,
+    op_request,
+    op_results,
+    range_bounds,
+    to_kv,
+)
 from aspen.storage.etcd_endpoints import EndpointPool, Stubs, map_rpc_error, transient
 from aspen.storage.etcd_security import EtcdSecurity
+from aspen.storage.front_door import KvFrontDoor
 from aspen.storage.records import (
     CasResult,
     Compare,
-    DeleteOp,
-    GetOp,
     KeyValue,
     LeaseInfo,
-    PutOp,
-    RangeOp,
-    ScanPage,
-    TxnOp,
-    TxnOpResult,
     TxnResult,
     WatchEvent,
-    WriteOp,
 )
 
-_ALL = b"\0"  # etcd: key "\0" with range_end "\0" means every key
-_COMPARE_OPS = {"==": rpc.Compare.EQUAL, "!=": rpc.Compare.NOT_EQUAL, ">": rpc.Compare.GREATER, "<": rpc.Compare.LESS}
-_RPC_TARGETS = {
-    "version": rpc.Compare.VERSION,
-    "create_revision": rpc.Compare.CREATE,
-    "mod_revision": rpc.Compare.MOD,
-}
 
-
-def _kv(m) -> KeyValue:
-    return KeyValue(
-        key=m.key.decode("utf-8", "surrogateescape"),
-        value=bytes(m.value),
-        version=m.version,
-        create_revision=m.create_revision,
-        mod_revision=m.mod_revision,
-        lease=m.lease,
-    )
-
-
-def _range_bounds(prefix: bytes) -> tuple[bytes, bytes]:
-    if not prefix:
-        return _ALL, _ALL
-    return prefix, limits.prefix_end(prefix) or _ALL
-
-
-def _holds(c: Compare, kv: KeyValue | None) -> bool:
-    """Aspen's compare semantics on a snapshot of the key (to name the
-    compare that failed): as in etcd, a value compare on a missing key
-    never holds; versions and revisions of a missing key are 0."""
-    if c.target == "exists":
-        actual: object = kv is not None
-    elif c.target == "value":
-        if kv is None:
-            return False
-        actual = kv.value
-    else:
-        actual = getattr(kv, c.target) if kv is not None else 0
-    want = bytes(c.value) if c.target == "value" else c.value
-    if c.op == "==":
-        return actual == want
-    if c.op == "!=":
-        return actual != want
-    if c.op == ">":
-        return actual > want  # type: ignore[operator]
-    return actual < want  # type: ignore[operator]
-
-
-def _native_compare(c: Compare) -> rpc.Compare:
-    """The etcd compare with the same meaning."""
-    key = c.key.encode()
-    if c.target == "exists":  # exists <=> create_revision > 0
-        present = c.value == (c.op == "==")
-        return rpc.Compare(
-            key=key,
-            target=rpc.Compare.CREATE,
-            result=rpc.Compare.GREATER if present else rpc.Compare.EQUAL,
-            create_revision=0,
-        )
-    if c.target == "value":
-        return rpc.Compare(key=key, target=rpc.Compare.VALUE, result=_COMPARE_OPS[c.op], value=bytes(c.value))
-    # the proto field is named like the target
-    return rpc.Compare(key=key, target=_RPC_TARGETS[c.target], result=_COMPARE_OPS[c.op], **{c.target: c.value})
-
-
-def _get_request(key: bytes) -> rpc.RequestOp:
-    return rpc.RequestOp(request_range=rpc.RangeRequest(key=key))
-
-
-def _op_request(op: object, *, writes_only: bool = False) -> rpc.RequestOp:
-    if isinstance(op, PutOp):
-        key = limits.check_key(op.key)
-        value = limits.check_value(op.value)
-        lease = limits.check_lease_id(op.lease)
-        return rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value, lease=lease))
-    if isinstance(op, DeleteOp):
-        if op.prefix:
-            start, end = _range_bounds(limits.check_prefix(op.key, allow_empty=False))
-            return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=start, range_end=end))
-        return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=limits.check_key(op.key)))
-    if not writes_only:
-        if isinstance(op, GetOp):
-            return _get_request(limits.check_key(op.key))
-        if isinstance(op, RangeOp):
-            start, end = _range_bounds(limits.check_prefix(op.prefix))
-            limit = limits.check_limit(op.limit)
-            return rpc.RequestOp(request_range=rpc.RangeRequest(key=start, range_end=end, limit=limit))
-    raise AspenError(ErrorCode.INVALID_ARGUMENT, f"unsupported operation {type(op).__name__}")
-
-
-def _op_result(resp: rpc.ResponseOp, revision: int) -> TxnOpResult:
-    kind = resp.WhichOneof("response")
-    if kind == "response_put":
-        return TxnOpResult(op="put", revision=revision)
-    if kind == "response_delete_range":
-        return TxnOpResult(op="delete", deleted=resp.response_delete_range.deleted)
-    rr = resp.response_range
-    return TxnOpResult(op="range", kvs=[_kv(m) for m in rr.kvs], more=rr.more)
-
-
-def _results(ops: Sequence[TxnOp], responses, revision: int) -> list[TxnOpResult]:
-    out = []
-    for op, resp in zip(ops, responses):
-        r = _op_result(resp, revision)
-        if isinstance(op, GetOp):
-            kvs = r.kvs
-            r = TxnOpResult(op="get", kv=kvs[0] if kvs else None)
-        out.append(r)
-    return out
-
-
-def _first_kv(resp: rpc.ResponseOp) -> KeyValue | None:
-    kvs = resp.response_range.kvs
-    return _kv(kvs[0]) if kvs else None
-
-
-class EtcdKeyValueStore:
-    """KeyValueStore on an etcd v3 cluster. Open with :meth:`open`."""
+class EtcdKvBackend:
+    """The raw operations (:class:`aspen.storage.backend.KvBackend`) on an
+    etcd v3 cluster. Open with :meth:`open`."""
 
     def __init__(self, pool: EndpointPool) -> None:
         self._pool = pool
@@ -182,7 +74,7 @@ class EtcdKeyValueStore:
         failover_timeout: float = 20.0,
         connect_timeout: float = 3.0,
         security: EtcdSecurity | None = None,
-    ) -> EtcdKeyValueStore:
+    ) -> EtcdKvBackend:
         """Connect to the first member that answers; ``ETCD_UNREACHABLE``
         within ``connect_timeout`` when none does, ``ETCD_AUTH_FAILED`` when
         ``security``'s user is refused."""
@@ -236,91 +128,69 @@ class EtcdKeyValueStore:
 
     # --- single keys ----------------------------------------------------------
 
-    async def get(self, key: str) -> KeyValue | None:
-        resp = await self._kv("Range", rpc.RangeRequest(key=limits.check_key(key)))
-        return _kv(resp.kvs[0]) if resp.kvs else None
+    async def get(self, key: bytes) -> KeyValue | None:
+        resp = await self._kv("Range", rpc.RangeRequest(key=key))
+        return to_kv(resp.kvs[0]) if resp.kvs else None
 
-    async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
-        req = _op_request(PutOp(key=key, value=value, lease=lease)).request_put
+    async def put(self, key: bytes, value: bytes, lease: int) -> int:
         # a put applied twice leaves the same value: safe to retry elsewhere
-        resp = await self._kv("Put", req)
+        resp = await self._kv("Put", rpc.PutRequest(key=key, value=value, lease=lease))
         return resp.header.revision
 
-    async def delete(self, key: str) -> bool:
-        resp = await self._kv("DeleteRange", rpc.DeleteRangeRequest(key=limits.check_key(key)))
+    async def delete(self, key: bytes) -> bool:
+        resp = await self._kv("DeleteRange", rpc.DeleteRangeRequest(key=key))
         return resp.deleted > 0
 
-    async def delete_prefix(self, prefix: str) -> int:
-        start, end = _range_bounds(limits.check_prefix(prefix, allow_empty=False))
+    async def delete_range(self, lo: bytes, hi: bytes | None) -> int:
+        start, end = range_bounds(lo, hi)
         resp = await self._kv("DeleteRange", rpc.DeleteRangeRequest(key=start, range_end=end))
         return resp.deleted
 
     # --- ranges ------------------------------------------------------------------
 
-    async def scan(
-        self,
-        prefix: str | None = None,
-        *,
-        start: str | None = None,
-        end: str | None = None,
-        limit: int = limits.DEFAULT_SCAN_LIMIT,
-        continuation: str | None = None,
-    ) -> ScanPage:
-        limit = limits.check_limit(limit)
-        lo, hi = limits.scan_bounds(prefix, start, end, continuation)
-        if hi is not None and lo >= hi:
-            return ScanPage(entries=[], is_truncated=False, continuation_token=None, revision=await self.current_revision())
-        # etcd spells "from the first key" and "to the last key" as "\0"
-        resp = await self._kv("Range", rpc.RangeRequest(key=lo or _ALL, range_end=_ALL if hi is None else hi, limit=limit))
-        entries = [_kv(m) for m in resp.kvs]
-        token = limits.encode_continuation(resp.kvs[-1].key) if resp.more and entries else None
-        return ScanPage(entries=entries, is_truncated=bool(resp.more), continuation_token=token, revision=resp.header.revision)
+    async def range(self, lo: bytes, hi: bytes | None, limit: int) -> tuple[list[KeyValue], bool, int]:
+        start, end = range_bounds(lo, hi)
+        resp = await self._kv("Range", rpc.RangeRequest(key=start, range_end=end, limit=limit))
+        return [to_kv(m) for m in resp.kvs], bool(resp.more), resp.header.revision
 
-    async def batch_read(self, keys: Sequence[str]) -> list[KeyValue | None]:
-        limits.check_operation_count(len(keys), "keys")
-        ops = [_get_request(limits.check_key(k)) for k in keys]
-        if not ops:
+    async def get_many(self, keys: list[bytes]) -> list[KeyValue | None]:
+        if not keys:
             return []
-        resp = await self._kv("Txn", rpc.TxnRequest(success=ops))
-        return [_first_kv(r) for r in resp.responses]
+        resp = await self._kv("Txn", rpc.TxnRequest(success=[get_request(k) for k in keys]))
+        return [first_kv(r) for r in resp.responses]
 
     async def current_revision(self) -> int:
-        resp = await self._kv("Range", rpc.RangeRequest(key=_ALL, limit=1, count_only=True))
+        resp = await self._kv("Range", rpc.RangeRequest(key=ALL, limit=1, count_only=True))
         return resp.header.revision
 
     # --- writes with conditions ------------------------------------------------
 
-    async def compare_and_swap(self, key: str, expected: bytes | None, new: bytes) -> CasResult:
-        raw = limits.check_key(key)
-        new = limits.check_value(new)
+    async def compare_and_swap(self, key: bytes, expected: bytes | None, new: bytes) -> CasResult:
         if expected is None:
-            cmp = rpc.Compare(key=raw, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=0)
+            cmp = rpc.Compare(key=key, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=0)
         else:
-            cmp = rpc.Compare(key=raw, target=rpc.Compare.VALUE, result=rpc.Compare.EQUAL, value=limits.check_value(expected))
+            cmp = rpc.Compare(key=key, target=rpc.Compare.VALUE, result=rpc.Compare.EQUAL, value=expected)
         req = rpc.TxnRequest(
             compare=[cmp],
-            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=raw, value=new)), _get_request(raw)],
-            failure=[_get_request(raw)],
+            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=new)), get_request(key)],
+            failure=[get_request(key)],
         )
         resp = await self._kv("Txn", req, idempotent=False)
-        return CasResult(succeeded=resp.succeeded, actual=_first_kv(resp.responses[-1]), revision=resp.header.revision)
+        return CasResult(succeeded=resp.succeeded, actual=first_kv(resp.responses[-1]), revision=resp.header.revision)
 
-    async def compare_and_delete(self, key: str, expected: bytes) -> CasResult:
-        raw = limits.check_key(key)
-        cmp = rpc.Compare(key=raw, target=rpc.Compare.VALUE, result=rpc.Compare.EQUAL, value=limits.check_value(expected))
+    async def compare_and_delete(self, key: bytes, expected: bytes) -> CasResult:
+        cmp = rpc.Compare(key=key, target=rpc.Compare.VALUE, result=rpc.Compare.EQUAL, value=expected)
         req = rpc.TxnRequest(
             compare=[cmp],
-            success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=raw))],
-            failure=[_get_request(raw)],
+            success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))],
+            failure=[get_request(key)],
         )
         resp = await self._kv("Txn", req, idempotent=False)
-        actual = None if resp.succeeded else _first_kv(resp.responses[0])
+        actual = None if resp.succeeded else first_kv(resp.responses[0])
         return CasResult(succeeded=resp.succeeded, actual=actual, revision=resp.header.revision)
 
-    async def batch_write(self, ops: Sequence[WriteOp]) -> int:
-        limits.check_operation_count(len(ops))
-        limits.check_distinct_writes(ops)
-        requests = [_op_request(op, writes_only=True) for op in ops]
+    async def batch_write(self, ops: Sequence[CheckedOp]) -> int:
+        requests = [op_request(op) for op in ops]
         if not requests:
             return await self.current_revision()
         # puts and deletes only: applying the batch twice leaves the same state
@@ -328,40 +198,31 @@ class EtcdKeyValueStore:
         return resp.header.revision
 
     async def transaction(
-        self,
-        compares: Sequence[Compare],
-        on_success: Sequence[TxnOp] = (),
-        on_failure: Sequence[TxnOp] = (),
+        self, compares: Sequence[Compare], on_success: Sequence[CheckedOp], on_failure: Sequence[CheckedOp]
     ) -> TxnResult:
-        limits.check_ops_count(compares, on_success, on_failure)
-        limits.check_distinct_writes(on_success)
-        limits.check_distinct_writes(on_failure)
-        compares = [limits.check_compare(c) for c in compares]
-        success = [_op_request(op) for op in on_success]
-        failure = [_op_request(op) for op in on_failure]
-        native = [_native_compare(c) for c in compares]
+        success = [op_request(op) for op in on_success]
+        failure = [op_request(op) for op in on_failure]
+        native = [native_compare(c) for c in compares]
         # the failure branch first reads the compared keys, at the revision
         # the compares saw, to tell which compare failed
         probe_keys = list(dict.fromkeys(c.key for c in compares))
-        probes = [_get_request(k.encode()) for k in probe_keys]
+        probes = [get_request(k.encode()) for k in probe_keys]
         read_only = not any(op.HasField("request_put") or op.HasField("request_delete_range") for op in success + failure)
         resp = await self._kv(
             "Txn", rpc.TxnRequest(compare=native, success=success, failure=probes + failure), idempotent=read_only
         )
         rev = resp.header.revision
         if resp.succeeded:
-            return TxnResult(succeeded=True, failed_compare=None, results=_results(on_success, resp.responses, rev), revision=rev)
-        seen = {k: _first_kv(r) for k, r in zip(probe_keys, resp.responses)}
-        failed = next((i for i, c in enumerate(compares) if not _holds(c, seen[c.key])), None)
-        results = _results(on_failure, resp.responses[len(probes) :], rev)
+            results = op_results([c.op for c in on_success], resp.responses, rev)
+            return TxnResult(succeeded=True, failed_compare=None, results=results, revision=rev)
+        seen = {k: first_kv(r) for k, r in zip(probe_keys, resp.responses)}
+        failed = next((i for i, c in enumerate(compares) if not holds(c, seen[c.key])), None)
+        results = op_results([c.op for c in on_failure], resp.responses[len(probes) :], rev)
         return TxnResult(succeeded=False, failed_compare=failed, results=results, revision=rev)
 
     async def compact(self, revision: int) -> None:
-        """Forget history before ``revision`` (etcd compaction); watching from
-        an older revision then raises COMPACTED. Compacting to a revision
-        that is already compacted is a no-op, as in the SQLite backend."""
-        if not isinstance(revision, int) or isinstance(revision, bool) or revision < 1:
-            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"revision must be a positive integer, got {revision!r}")
+        """Compacting to a revision that is already compacted is a no-op, as
+        in the SQLite backend."""
         try:
             await self._kv("Compact", rpc.CompactionRequest(revision=revision, physical=True))
         except AspenError as exc:
@@ -370,15 +231,12 @@ class EtcdKeyValueStore:
 
     # --- watch ------------------------------------------------------------------
 
-    def watch(self, prefix: str, start_revision: int | None = None) -> AsyncIterator[WatchEvent]:
-        lo, hi = _range_bounds(limits.check_prefix(prefix))
-        if start_revision is not None:
-            limits.check_revision(start_revision)
+    def watch(self, lo: bytes, hi: bytes | None, start_revision: int | None) -> AsyncIterator[WatchEvent]:
         self._check_open()
         # "only new events" = after the newest revision this store has seen,
         # so a write acknowledged before watch() returned is never reported
         start = self._revision_seen + 1 if start_revision is None else start_revision
-        return self._watch(lo, hi, start)
+        return self._watch(*range_bounds(lo, hi), start)
 
     async def _watch(self, lo: bytes, hi: bytes, next_rev: int) -> AsyncIterator[WatchEvent]:
         while True:
@@ -405,7 +263,7 @@ class EtcdKeyValueStore:
                     if resp.canceled:
                         raise AspenError(ErrorCode.STORAGE_UNAVAILABLE, f"etcd cancelled the watch: {resp.cancel_reason}")
                     for ev in resp.events:
-                        kv = _kv(ev.kv)
+                        kv = to_kv(ev.kv)
                         kind = "delete" if ev.type == rpc.Event.DELETE else "put"
                         next_rev = kv.mod_revision + 1
                         yield WatchEvent(type=kind, kv=kv, revision=kv.mod_revision)
@@ -431,9 +289,7 @@ class EtcdKeyValueStore:
 
     # --- leases -----------------------------------------------------------------
 
-    async def lease_grant(self, ttl: int, lease_id: int = 0) -> LeaseInfo:
-        ttl = limits.check_ttl(ttl)
-        lease_id = limits.check_lease_id(lease_id)
+    async def lease_grant(self, ttl: int, lease_id: int) -> LeaseInfo:
         # an auto-id grant repeated after a lost reply only leaves an unused
         # lease that expires on its own; an explicit id must not be retried
         resp = await self._lease("LeaseGrant", rpc.LeaseGrantRequest(TTL=ttl, ID=lease_id), idempotent=lease_id == 0)
@@ -442,7 +298,6 @@ class EtcdKeyValueStore:
         return LeaseInfo(id=resp.ID, granted_ttl=resp.TTL, remaining_ttl=resp.TTL, keys=[])
 
     async def lease_keepalive(self, lease_id: int) -> LeaseInfo:
-        lease_id = limits.check_lease_id(lease_id, allow_zero=False)
         self._check_open()
 
         async def call(s: Stubs, timeout: float):
@@ -461,7 +316,6 @@ class EtcdKeyValueStore:
         return LeaseInfo(id=lease_id, granted_ttl=reply.TTL, remaining_ttl=reply.TTL)
 
     async def lease_time_to_live(self, lease_id: int) -> LeaseInfo:
-        lease_id = limits.check_lease_id(lease_id, allow_zero=False)
         resp = await self._lease("LeaseTimeToLive", rpc.LeaseTimeToLiveRequest(ID=lease_id, keys=True))
         if resp.TTL < 0:
             raise AspenError(ErrorCode.LEASE_NOT_FOUND, f"lease {lease_id} does not exist", lease=lease_id)
@@ -497,8 +351,19 @@ class EtcdKeyValueStore:
         self._closed = True
         await self._pool.close()
 
-    async def __aenter__(self) -> EtcdKeyValueStore:
-        return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+class EtcdKeyValueStore(KvFrontDoor[EtcdKvBackend]):
+    """:class:`aspen.storage.protocol.KeyValueStore` on an etcd v3 cluster."""
+
+    @classmethod
+    async def open(cls, endpoints: str | Sequence[str], **options: Any) -> EtcdKeyValueStore:
+        """Connect behind the front door; ``options`` as for :meth:`EtcdKvBackend.open`."""
+        return cls(await EtcdKvBackend.open(endpoints, **options))
+
+    @property
+    def endpoints(self) -> list[str]:
+        return self.backend.endpoints
+
+    @property
+    def pool(self) -> EndpointPool:
+        return self.backend.pool

@@ -1,5 +1,6 @@
-"""Limits and input checks shared by every storage backend, so they all
-reject the same bad input with the same code."""
+"""Limits and input checks of KV requests. The front door
+(:mod:`aspen.storage.front_door`) runs them once for every backend, so all
+backends reject the same bad input with the same code."""
 
 from __future__ import annotations
 

@@ -4,8 +4,9 @@ Semantics follow etcd v3: a global revision bumped once per write operation
 (a batch or transaction is one revision), per-key version, leases whose
 expiry deletes attached keys (emitting delete events), watches resumable
 from any retained revision. Every limit violation raises
-:class:`aspen.errors.AspenError` with a stable code; the shared checks live
-in :mod:`aspen.storage.limits` so every backend rejects the same inputs.
+:class:`aspen.errors.AspenError` with a stable code. A KV store is a front
+door (:mod:`aspen.storage.front_door`) that validates each request once over
+a backend doing only the raw operations (:mod:`aspen.storage.backend`).
 """
 
 from __future__ import annotations

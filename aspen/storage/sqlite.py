@@ -23,22 +23,16 @@ from typing import Any
 
 from aspen.clock import now_ms
 from aspen.errors import AspenError, ErrorCode
-from aspen.storage import limits
 from aspen.storage import sqlite_ops as ops
+from aspen.storage.backend import CheckedOp
+from aspen.storage.front_door import KvFrontDoor
 from aspen.storage.records import (
     CasResult,
     Compare,
-    DeleteOp,
-    GetOp,
     KeyValue,
     LeaseInfo,
-    PutOp,
-    RangeOp,
-    ScanPage,
-    TxnOp,
     TxnResult,
     WatchEvent,
-    WriteOp,
 )
 from aspen.storage.sqlite_threads import GroupCommitWriter, ReadThread, connect
 
@@ -48,9 +42,8 @@ DEFAULT_EVENT_RETENTION = 100_000
 _WATCH_BATCH = 1000
 
 
-
-class SqliteKeyValueStore:
-    """:class:`aspen.storage.protocol.KeyValueStore` on one SQLite file.
+class SqliteKvBackend:
+    """The raw operations (:class:`aspen.storage.backend.KvBackend`) on one SQLite file.
 
     Open with :meth:`open`; the store belongs to the event loop it was opened on."""
 
@@ -90,7 +83,7 @@ class SqliteKeyValueStore:
         watch_poll_interval: float = 0.1,
         lease_check_interval: float = 0.5,
         busy_timeout: float = 30.0,
-    ) -> SqliteKeyValueStore:
+    ) -> SqliteKvBackend:
         """Open (creating if needed) the store at ``path``.
 
         ``durable=False`` trades the fsync per commit for speed (a crash may
@@ -164,114 +157,64 @@ class SqliteKeyValueStore:
 
     # --- reads ----------------------------------------------------------------
 
-    # get and batch_read submit directly (no _read frame): they are the hot path.
-    async def get(self, key: str) -> KeyValue | None:
-        kb = limits.check_key(key)
+    # get and get_many submit directly (no _read frame): they are the hot path.
+    async def get(self, key: bytes) -> KeyValue | None:
         self._check_open()
-        return await self._reader.submit(ops.get, kb)
+        return await self._reader.submit(ops.get, key)
 
-    async def batch_read(self, keys: Sequence[str]) -> list[KeyValue | None]:
-        keys = list(keys)
-        limits.check_operation_count(len(keys), "keys")
-        kbs = [limits.check_key(k) for k in keys]
+    async def get_many(self, keys: list[bytes]) -> list[KeyValue | None]:
         self._check_open()
-        return await self._reader.submit(ops.get_many, kbs)
+        return await self._reader.submit(ops.get_many, keys)
 
-    async def scan(
-        self,
-        prefix: str | None = None,
-        *,
-        start: str | None = None,
-        end: str | None = None,
-        limit: int = limits.DEFAULT_SCAN_LIMIT,
-        continuation: str | None = None,
-    ) -> ScanPage:
-        limit = limits.check_limit(limit)
-        lo, hi = limits.scan_bounds(prefix, start, end, continuation)
-        if hi is not None and lo >= hi:
-            return ScanPage(entries=[], is_truncated=False, continuation_token=None, revision=await self.current_revision())
+    async def range(self, lo: bytes, hi: bytes | None, limit: int) -> tuple[list[KeyValue], bool, int]:
         entries, more, revision = await self._read(ops.scan, lo, hi, limit)
-        token = limits.encode_continuation(entries[-1].key.encode("utf-8")) if more else None
-        return ScanPage(entries=entries, is_truncated=more, continuation_token=token, revision=self._saw(revision))
+        return entries, more, self._saw(revision)
 
     async def current_revision(self) -> int:
         return self._saw(await self._read(ops.read_revision))
 
     # --- writes ---------------------------------------------------------------
 
-    async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
-        args = (limits.check_key(key), limits.check_value(value), limits.check_lease_id(lease))
-        return await self._write(ops.put, *args)
+    async def put(self, key: bytes, value: bytes, lease: int) -> int:
+        return await self._write(ops.put, key, value, lease)
 
-    async def delete(self, key: str) -> bool:
-        return bool(await self._write(ops.delete_key, limits.check_key(key)))
+    async def delete(self, key: bytes) -> bool:
+        return bool(await self._write(ops.delete_key, key))
 
-    async def delete_prefix(self, prefix: str) -> int:
-        lo = limits.check_prefix(prefix, allow_empty=False)
-        return await self._write(ops.delete_range, lo, limits.prefix_end(lo))
+    async def delete_range(self, lo: bytes, hi: bytes | None) -> int:
+        return await self._write(ops.delete_range, lo, hi)
 
-    async def compare_and_swap(self, key: str, expected: bytes | None, new: bytes) -> CasResult:
-        kb = limits.check_key(key)
-        exp = None if expected is None else limits.check_value(expected)
-        ok, kv, revision = await self._write(ops.compare_and_swap, kb, exp, limits.check_value(new))
+    async def compare_and_swap(self, key: bytes, expected: bytes | None, new: bytes) -> CasResult:
+        ok, kv, revision = await self._write(ops.compare_and_swap, key, expected, new)
         return CasResult(succeeded=ok, actual=kv, revision=revision)
 
-    async def compare_and_delete(self, key: str, expected: bytes) -> CasResult:
-        kb = limits.check_key(key)
-        ok, kv, revision = await self._write(ops.compare_and_swap, kb, limits.check_value(expected), None)
+    async def compare_and_delete(self, key: bytes, expected: bytes) -> CasResult:
+        ok, kv, revision = await self._write(ops.compare_and_swap, key, expected, None)
         return CasResult(succeeded=ok, actual=kv, revision=revision)
 
-    async def batch_write(self, ops_: Sequence[WriteOp]) -> int:
-        items = list(ops_)
-        limits.check_operation_count(len(items))
-        limits.check_distinct_writes(items)
-        prepared = []
-        for op in items:
-            if isinstance(op, PutOp):
-                prepared.append(("put", limits.check_key(op.key), limits.check_value(op.value), limits.check_lease_id(op.lease)))
-            elif isinstance(op, DeleteOp):
-                if op.prefix:
-                    lo = limits.check_prefix(op.key, allow_empty=False)
-                    prepared.append(("delete_prefix", lo, limits.prefix_end(lo), 0))
-                else:
-                    prepared.append(("delete", limits.check_key(op.key), None, 0))
-            else:
-                raise AspenError(ErrorCode.INVALID_ARGUMENT, f"batch_write takes PutOp or DeleteOp, got {type(op).__name__}")
-        return await self._write(ops.batch, prepared)
+    async def batch_write(self, ops_: Sequence[CheckedOp]) -> int:
+        return await self._write(ops.batch, list(ops_))
 
     async def transaction(
-        self,
-        compares: Sequence[Compare],
-        on_success: Sequence[TxnOp] = (),
-        on_failure: Sequence[TxnOp] = (),
+        self, compares: Sequence[Compare], on_success: Sequence[CheckedOp], on_failure: Sequence[CheckedOp]
     ) -> TxnResult:
-        compares, on_success, on_failure = list(compares), list(on_success), list(on_failure)
-        limits.check_ops_count(compares, on_success, on_failure)
-        limits.check_distinct_writes(on_success)
-        limits.check_distinct_writes(on_failure)
-        checked = [(limits.check_compare(c), limits.check_key(c.key)) for c in compares]
-        return await self._write(ops.transaction, checked, _txn_ops(on_success), _txn_ops(on_failure))
+        return await self._write(ops.transaction, list(compares), list(on_success), list(on_failure))
 
     async def compact(self, revision: int) -> None:
-        """Forget watch history before ``revision``; watching from an older
-        revision then raises COMPACTED."""
-        if not isinstance(revision, int) or isinstance(revision, bool) or revision < 1:
-            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"revision must be a positive integer, got {revision!r}")
         await self._write(ops.compact, revision)
 
     # --- leases ---------------------------------------------------------------
 
-    async def lease_grant(self, ttl: int, lease_id: int = 0) -> LeaseInfo:
-        return await self._write(ops.lease_grant, limits.check_ttl(ttl), limits.check_lease_id(lease_id))
+    async def lease_grant(self, ttl: int, lease_id: int) -> LeaseInfo:
+        return await self._write(ops.lease_grant, ttl, lease_id)
 
     async def lease_keepalive(self, lease_id: int) -> LeaseInfo:
-        return await self._write(ops.lease_keepalive, limits.check_lease_id(lease_id, allow_zero=False))
+        return await self._write(ops.lease_keepalive, lease_id)
 
     async def lease_revoke(self, lease_id: int) -> int:
-        return await self._write(ops.lease_revoke, limits.check_lease_id(lease_id, allow_zero=False))
+        return await self._write(ops.lease_revoke, lease_id)
 
     async def lease_time_to_live(self, lease_id: int) -> LeaseInfo:
-        lease_id = limits.check_lease_id(lease_id, allow_zero=False)
         return await self._read(functools.partial(ops.lease_info, with_keys=True), lease_id, now_ms())
 
     async def lease_list(self) -> list[LeaseInfo]:
@@ -293,17 +236,14 @@ class SqliteKeyValueStore:
 
     # --- watch ----------------------------------------------------------------
 
-    def watch(self, prefix: str, start_revision: int | None = None) -> AsyncIterator[WatchEvent]:
-        """Arguments are checked at once; ``COMPACTED`` comes from the first
-        ``anext``. ``None`` starts after the newest revision this process has
-        written or read, fixed when ``watch`` is called, so a write awaited
-        before the call is never delivered and one made after it always is."""
-        lo = limits.check_prefix(prefix)
-        if start_revision is not None:
-            limits.check_revision(start_revision)
+    def watch(self, lo: bytes, hi: bytes | None, start_revision: int | None) -> AsyncIterator[WatchEvent]:
+        """``COMPACTED`` comes from the first ``anext``. ``None`` starts after
+        the newest revision this process has written or read, fixed when
+        ``watch`` is called, so a write awaited before the call is never
+        delivered and one made after it always is."""
         self._check_open()
         start = self._revision_seen + 1 if start_revision is None else start_revision
-        return self._watch(lo, limits.prefix_end(lo) if lo else None, start)
+        return self._watch(lo, hi, start)
 
     async def _watch(self, lo: bytes, hi: bytes | None, start: int) -> AsyncIterator[WatchEvent]:
         wake = asyncio.Event()
@@ -343,33 +283,12 @@ class SqliteKeyValueStore:
         for wake in self._watch_wakeups:
             wake.set()
 
-    async def __aenter__(self) -> SqliteKeyValueStore:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
 
-def _txn_ops(items: list[TxnOp]) -> list[tuple[TxnOp, bytes, bytes | None]]:
-    """Validate transaction ops; each comes back with its key or range bounds."""
-    out: list[tuple[TxnOp, bytes, bytes | None]] = []
-    for op in items:
-        if isinstance(op, PutOp):
-            limits.check_value(op.value)
-            limits.check_lease_id(op.lease)
-            out.append((op, limits.check_key(op.key), None))
-        elif isinstance(op, DeleteOp):
-            if op.prefix:
-                lo = limits.check_prefix(op.key, allow_empty=False)
-                out.append((op, lo, limits.prefix_end(lo)))
-            else:
-                out.append((op, limits.check_key(op.key), None))
-        elif isinstance(op, GetOp):
-            out.append((op, limits.check_key(op.key), None))
-        elif isinstance(op, RangeOp):
-            limits.check_limit(op.limit)
-            lo = limits.check_prefix(op.prefix)
-            out.append((op, lo, limits.prefix_end(lo)))
-        else:
-            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"unknown transaction op {type(op).__name__}")
-    return out
+class SqliteKeyValueStore(KvFrontDoor[SqliteKvBackend]):
+    """:class:`aspen.storage.protocol.KeyValueStore` on one SQLite file."""
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str], **options: Any) -> SqliteKeyValueStore:
+        """Open the file behind the front door; ``options`` as for :meth:`SqliteKvBackend.open`."""
+        return cls(await SqliteKvBackend.open(path, **options))

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from itertools import starmap
 
 from aspen.errors import AspenError, ErrorCode
+from aspen.storage.backend import CheckedOp
 from aspen.storage.records import (
     Compare,
     DeleteOp,
@@ -27,7 +28,6 @@ from aspen.storage.records import (
     LeaseInfo,
     PutOp,
     RangeOp,
-    TxnOp,
     TxnOpResult,
     TxnResult,
     WatchEvent,
@@ -322,15 +322,15 @@ def compare_and_swap(txn: WriteTxn, key: bytes, expected: bytes | None, new: byt
     return True, KeyValue(key.decode("utf-8"), new, version, create_rev, rev, 0), rev
 
 
-def batch(txn: WriteTxn, ops: Sequence[tuple[str, bytes, bytes | None, int]]) -> int:
-    """Apply (kind, key, value_or_range_end, lease) ops at one revision."""
-    for kind, key, arg, lease in ops:
-        if kind == "put":
-            put(txn, key, arg, lease)  # type: ignore[arg-type]
-        elif kind == "delete":
-            delete_key(txn, key)
+def batch(txn: WriteTxn, ops: Sequence[CheckedOp]) -> int:
+    """Apply checked puts and deletes at one revision."""
+    for op in ops:
+        if op.value is not None:
+            put(txn, op.key, op.value, op.op.lease)  # type: ignore[union-attr]
+        elif op.op.prefix:  # type: ignore[union-attr]
+            delete_range(txn, op.key, op.end)
         else:
-            delete_range(txn, key, arg)
+            delete_key(txn, op.key)
     return txn.revision
 
 
@@ -358,21 +358,17 @@ def _compare_holds(conn: sqlite3.Connection, cmp: Compare, key: bytes) -> bool:
 
 
 def transaction(
-    txn: WriteTxn,
-    compares: Sequence[tuple[Compare, bytes]],
-    on_success: Sequence[tuple[TxnOp, bytes, bytes | None]],
-    on_failure: Sequence[tuple[TxnOp, bytes, bytes | None]],
+    txn: WriteTxn, compares: Sequence[Compare], on_success: Sequence[CheckedOp], on_failure: Sequence[CheckedOp]
 ) -> TxnResult:
-    """Compares come with their key bytes, ops with (key or range start, range end)."""
     failed: int | None = None
-    for i, (cmp, key) in enumerate(compares):
-        if not _compare_holds(txn.conn, cmp, key):
+    for i, cmp in enumerate(compares):
+        if not _compare_holds(txn.conn, cmp, cmp.key.encode("utf-8")):
             failed = i
             break
     results: list[TxnOpResult] = []
-    for op, lo, hi in on_success if failed is None else on_failure:
+    for op, lo, hi, value in on_success if failed is None else on_failure:
         if isinstance(op, PutOp):
-            results.append(TxnOpResult(op="put", revision=put(txn, lo, op.value, op.lease)))
+            results.append(TxnOpResult(op="put", revision=put(txn, lo, value, op.lease)))
         elif isinstance(op, DeleteOp):
             n = delete_range(txn, lo, hi) if op.prefix else delete_key(txn, lo)
             results.append(TxnOpResult(op="delete", deleted=n))

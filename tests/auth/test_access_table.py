@@ -4,7 +4,7 @@ request type without an entry fails here."""
 from __future__ import annotations
 
 from aspen.auth.requests import TOKEN_REQUESTS
-from aspen.coordination.messages import COORD_REQUESTS
+from aspen.coordination.requests import COORD_REQUESTS
 from aspen.jobs.handler import REQUEST_TYPES as JOB_REQUESTS
 from aspen.node.config import load_config
 from aspen.node.server import open_node

@@ -16,7 +16,7 @@ import sys
 import time
 
 from aspen.client import SyncClient
-from aspen.coordination import messages as m
+from aspen.coordination import requests as m
 from aspen.errors import AspenError, ErrorCode
 
 

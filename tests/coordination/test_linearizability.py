@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 from aspen.client import SyncClient
-from aspen.coordination import messages as m
+from aspen.coordination import requests as m
 from tests.coordination.hammer import GAVE_UP
 from tests.coordination.linearizability import (
     INF,

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from aspen.client import SyncClient
-from aspen.coordination import messages as m
+from aspen.coordination import requests as m
 from aspen.errors import ErrorCode
 from tests.node.node_process import ASPEN, NodeProcess
 
@@ -141,7 +141,7 @@ LEADER = textwrap.dedent(
     """
     import sys, time
     from aspen.client import SyncClient
-    from aspen.coordination import messages as m
+    from aspen.coordination import requests as m
     with SyncClient(sys.argv[1]) as c:
         lead = c.coord(m.ElectionCampaign(name=sys.argv[2], candidate="first", ttl_seconds=2)).leader
         print(lead.lease_id, flush=True)

@@ -19,22 +19,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aspen.jobs.handler import REQUEST_TYPES as JOB_REQUEST_TYPES
-from aspen.jobs.messages import Empty, JobListBody, JobLogsBody, JobRef
-from aspen.jobs.model import JobSpec
+from aspen.jobs.requests import JOB_REQUESTS
 from aspen.plugins.requests import LIFECYCLE_REQUESTS
 from aspen.rpc.catalog import CORE_REQUESTS
 from tests.node.admin_token import admin_token, auth_headers
 from tests.node.node_process import NodeProcess
 
-JOB_BODIES = {
-    "JobSubmit": JobSpec, "JobStatus": JobRef, "JobList": JobListBody, "JobLogs": JobLogsBody,
-    "JobCancel": JobRef, "JobRetry": JobRef, "JobWorkers": Empty, "JobStats": Empty,
-}  # fmt: skip
-assert set(JOB_BODIES) == set(JOB_REQUEST_TYPES)
+assert set(JOB_REQUESTS) == set(JOB_REQUEST_TYPES)
 BODIES: dict[str, type | None] = {
     **{name: spec[0] for name, spec in CORE_REQUESTS.items()},
     **{name: spec[0] for name, spec in LIFECYCLE_REQUESTS.items()},
-    **JOB_BODIES,
+    **JOB_REQUESTS,
     "ClusterStatus": None,
 }
 

@@ -222,14 +222,14 @@ async def test_concurrent_reads_are_merged_and_each_gets_its_own_answer(tmp_path
             await store.batch_write([PutOp(k, k.encode()) for k in keys[start : start + 500]])
         asked = keys + [f"missing/{i}" for i in range(100)] + keys[:50]  # more than one group, with repeats
         statements: list[str] = []
-        store._reader._conn.set_trace_callback(statements.append)
+        store.backend._reader._conn.set_trace_callback(statements.append)
         got = await asyncio.gather(
             *(store.get(k) for k in asked),
             store.lease_time_to_live(12345),
             store.scan("k/", limit=10),
             return_exceptions=True,
         )
-        store._reader._conn.set_trace_callback(None)
+        store.backend._reader._conn.set_trace_callback(None)
         *entries, lease_error, page = got
         for key, kv in zip(asked, entries):
             if key.startswith("missing/"):
@@ -261,7 +261,7 @@ async def test_concurrent_puts_are_group_committed(tmp_path: Path) -> None:
         if statement.strip().upper() == "COMMIT":
             commits.append(statement)
 
-    conn = store._writer._conn  # the writer's own connection: its COMMITs are the real ones
+    conn = store.backend._writer._conn  # the writer's own connection: its COMMITs are the real ones
     try:
         conn.set_trace_callback(trace)
         first = await store.put("alone", b"1")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from aspen.coordination.barrier import BarrierState
 from aspen.coordination.election import Leader
 from aspen.coordination.lock import LockState
-from aspen.coordination.queue_messages import (  # noqa: F401 - part of this catalog
+from aspen.coordination.queue_requests import (  # noqa: F401 - part of this catalog
     Named,
     QueueAck,
     QueueAckResult,

@@ -1,4 +1,4 @@
-"""The queue requests of the coordination catalog (:mod:`aspen.coordination.messages`)."""
+"""The queue requests of the coordination catalog (:mod:`aspen.coordination.requests`)."""
 
 from __future__ import annotations
 
