@@ -130,7 +130,8 @@ class ProxyService:
         """The proxy token for this caller's token, request type, app and target.
 
         Minting costs more than the call, so one is reused while more than
-        half its 30 s are left, keyed by the caller's *token* (not subject),
+        half its 30 s are left, keyed by the caller's *token* (not subject; by
+        its last block's revocation id, unique to it and 128 characters),
         and it never outlives that token: its expiry is capped at the
         caller's, and reuse stops there. Revocation needs nothing here: the
         caller's token is authenticated on this cluster before every forward
@@ -139,7 +140,7 @@ class ProxyService:
         At most ``MAX_CACHED`` entries, the oldest dropped first."""
         principal = ctx.principal
         hops = ctx.proxy_hops + 1
-        key = (target_key, principal.text if principal else None, request.type, app_id, hops)
+        key = (target_key, principal.facts.revocation_ids[-1] if principal else None, request.type, app_id, hops)
         now = time.time()
         hit = self._sent_tokens.get(key)
         if hit is not None and hit[0] > now:

@@ -60,8 +60,10 @@ def outcome(client: SyncClient) -> str:
     return "ok"
 
 
-def ctx(text: str, expires: float = float("inf"), caller: str = "alice") -> RequestContext:
-    return RequestContext(caller=caller, principal=SimpleNamespace(text=text, expires_epoch=expires))
+def ctx(rid: str, expires: float = float("inf"), caller: str = "alice") -> RequestContext:
+    """A caller's verified token (the parts the cache reads): ``rid`` its last block's revocation id."""
+    facts = SimpleNamespace(revocation_ids=["ancestor", rid])
+    return RequestContext(caller=caller, principal=SimpleNamespace(facts=facts, expires_epoch=expires))
 
 
 async def test_reused_per_caller_token_never_past_its_expiry():
