@@ -52,6 +52,7 @@ MAX_HINTS = 8
 MAX_IN_FLIGHT_PER_CLUSTER = 256
 LOCAL_TOKEN_TTL = 60
 MAX_CACHED = 4096
+MAX_RESPONSE_BYTES = 16 << 20  # a peer's answer is read into memory: a hostile one must not fill it
 _CHECK = 'allow if true;'
 
 
@@ -191,6 +192,9 @@ class ProxyService:
             try:
                 async with asyncio.timeout(left):
                     resp = await self._post(target, env)
+            except TooLarge:
+                self.calls.labels(label, "oversized").inc()
+                raise
             except (TimeoutError, OSError, aiohttp.ClientError, AspenError):
                 self.calls.labels(label, "unreachable").inc()
                 continue
@@ -211,7 +215,7 @@ class ProxyService:
         url = target.node_urls[0].rstrip("/") + PROXY_PATH
         headers = {"content-type": MSGPACK, CLUSTER_HEADER: self.fed.identity.key_hex}
         async with self.http.post(url, data=encode_request(env, True), headers=headers) as resp:
-            raw = await resp.read()
+            raw = await read_bounded(resp, target.name)
             wire = decode_response(raw, "msgpack" in resp.headers.get("content-type", ""))
         return Response(wire.type, wire.body)
 
@@ -319,3 +323,27 @@ class ProxyService:
             self._in_flight[origin] -= 1
             if not self._in_flight[origin]:
                 del self._in_flight[origin]
+
+
+class TooLarge(AspenError):
+    """A peer's answer over the bound: the caller gets MESSAGE_TOO_LARGE."""
+
+
+async def read_bounded(resp: aiohttp.ClientResponse, peer: str) -> bytes:
+    """The whole answer, refused past ``MAX_RESPONSE_BYTES`` (declared or sent);
+    not retried elsewhere: the peer did run the request."""
+    declared = resp.content_length
+    if declared is None or declared <= MAX_RESPONSE_BYTES:
+        chunks, size = [], 0
+        async for chunk in resp.content.iter_chunked(1 << 16):
+            size += len(chunk)
+            if size > MAX_RESPONSE_BYTES:
+                break
+            chunks.append(chunk)
+        else:
+            return b"".join(chunks)
+    raise TooLarge(
+        ErrorCode.MESSAGE_TOO_LARGE,
+        f"cluster {peer} answered with more than {MAX_RESPONSE_BYTES} bytes",
+        max=MAX_RESPONSE_BYTES,
+    )
