@@ -18,6 +18,7 @@ import datetime as dt
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 import biscuit_auth as bz
 
@@ -44,11 +45,30 @@ MAX_CACHED_DECISIONS = 16384
 MAX_DATALOG_TIME = dt.timedelta(milliseconds=50)
 
 
+T = TypeVar("T")
+
+
 def _bounded(builder: bz.AuthorizerBuilder) -> bz.AuthorizerBuilder:
     limits = builder.limits()
     limits.max_time = MAX_DATALOG_TIME
     builder.set_limits(limits)
     return builder
+
+
+def within_budget(evaluate: Callable[[], T]) -> T:
+    """Run one Datalog evaluation under :data:`MAX_DATALOG_TIME`. Biscuit's
+    budget is wall-clock time, so a thread preempted on a starved machine can
+    overrun it with a benign token (seen under load 13): when the overrun used
+    less than half the budget in this thread's CPU time, the machine took the
+    time, not the token, and the evaluation runs once more. A token that
+    really burns the budget is refused after one try."""
+    started = time.thread_time()
+    try:
+        return evaluate()
+    except bz.AuthorizationError as exc:
+        if "execution limits" not in str(exc) or time.thread_time() - started >= MAX_DATALOG_TIME.total_seconds() / 2:
+            raise
+    return evaluate()
 
 
 class Principal:
@@ -101,9 +121,9 @@ class TokenVerifier:
         if facts.expires_at is not None and time.time() >= facts.expires_at.timestamp():
             raise AspenError(ErrorCode.TOKEN_EXPIRED, f"the token expired at {facts.expires_at:%Y-%m-%dT%H:%M:%SZ}")
         try:
-            authorizer = _bounded(bz.AuthorizerBuilder()).build(token)
-            subjects = [f.terms[0] for f in authorizer.query(bz.Rule("s($s) <- subject($s)"))]
-            ancestors = [f.terms[0] for f in authorizer.query(bz.Rule("a($a) <- ancestor($a)"))]
+            authorizer = within_budget(lambda: _bounded(bz.AuthorizerBuilder()).build(token))
+            subjects = [f.terms[0] for f in within_budget(lambda: authorizer.query(bz.Rule("s($s) <- subject($s)")))]
+            ancestors = [f.terms[0] for f in within_budget(lambda: authorizer.query(bz.Rule("a($a) <- ancestor($a)")))]
         except bz.AuthorizationError:
             raise AspenError(ErrorCode.UNAUTHENTICATED, "the token's Datalog exceeds the node's evaluation limits") from None
         principal = Principal(str(subjects[0]) if subjects else "anonymous", token, text, facts, map(str, ancestors))
@@ -148,7 +168,7 @@ class TokenVerifier:
             },
         )
         try:
-            _bounded(builder).build(token).authorize()
+            within_budget(lambda: _bounded(builder).build(token).authorize())
         except bz.AuthorizationError as exc:
             if "execution limits" in str(exc):
                 raise AspenError(

@@ -38,7 +38,7 @@ from packaging.version import InvalidVersion, Version
 from prometheus_client import Counter
 
 from aspen.auth.tokens import Right, mint, read_facts
-from aspen.auth.verifier import MAX_DATALOG_TIME
+from aspen.auth.verifier import MAX_DATALOG_TIME, within_budget
 from aspen.errors import AspenError, ErrorCode, quota_exceeded
 from aspen.rpc.access import needs_for
 from aspen.rpc.catalog import CORE_REQUEST_TYPES
@@ -264,10 +264,10 @@ class ProxyService:
         limits.max_time = MAX_DATALOG_TIME  # as the node's own verifier: a busy machine must not deny valid calls
         facts.set_limits(limits)
         try:
-            authorizer = facts.build(token)
-            authorizer.authorize()
-            callers = [str(f.terms[0]) for f in authorizer.query(bz.Rule("c($c) <- caller($c)"))]
-            clusters = [str(f.terms[0]) for f in authorizer.query(bz.Rule("k($k) <- cluster($k)"))]
+            authorizer = within_budget(lambda: facts.build(token))
+            within_budget(authorizer.authorize)
+            callers = [str(f.terms[0]) for f in within_budget(lambda: authorizer.query(bz.Rule("c($c) <- caller($c)")))]
+            clusters = [str(f.terms[0]) for f in within_budget(lambda: authorizer.query(bz.Rule("k($k) <- cluster($k)")))]
         except bz.AuthorizationError:
             raise AspenError(
                 ErrorCode.UNAUTHORIZED, "the proxy token does not cover this request (type, app, audience or expiry)"
