@@ -223,9 +223,10 @@ class ProcessSupervisor:
             with suppress(asyncio.CancelledError):
                 await self._task
         if run is not None:
+            tree = await asyncio.to_thread(_descendants, run.pid) if not run.exited.done() else []
             if was_running:
                 await self._graceful(run)
-            await self._reap(run)
+            await self._reap(run, tree)
         self._run = None
         self.state = State.STOPPED
         self._ready.set()
@@ -349,12 +350,24 @@ class ProcessSupervisor:
         _signal_group(run.pid, signal.SIGTERM)
         await _exits_within(run, grace)
 
-    async def _reap(self, run: _Run) -> None:
-        """Nothing of the run left: its group killed, waited for, pipes closed."""
+    async def _reap(self, run: _Run, tree: list[int] | None = None) -> None:
+        """Nothing of the run left: its group killed, waited for, pipes closed.
+        ``tree``: its processes, when they were listed before it was told to exit."""
         if run.transport is not None:
+            # The sandboxed process is bwrap's grandchild, in its own session: it dies
+            # with bwrap (--die-with-parent), but only after it, so it is waited for too.
+            if not run.exited.done():
+                tree = [*(tree or ()), *await asyncio.to_thread(_descendants, run.pid)]
+            tree = tree or []
             _signal_group(run.pid, signal.SIGKILL)  # also what the process left in its group
+            for pid in tree:
+                with suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
             await asyncio.shield(run.exited)
             run.transport.close()
+            deadline = time.monotonic() + self.policy.stop_grace
+            while any(map(_running, tree)) and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
         run.peer.close(AspenError(ErrorCode.PLUGIN_TRAP, f"plugin '{self.spec.name}' was restarted"))
 
 
@@ -363,6 +376,33 @@ async def _exits_within(run: _Run, seconds: float) -> bool:
         await asyncio.wait_for(asyncio.shield(run.exited), seconds)
         return True
     except TimeoutError:
+        return False
+
+
+def _descendants(root: int | None) -> list[int]:
+    """Every process below ``root``, from /proc (no cgroup to ask)."""
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            children[int(stat.rsplit(b")", 1)[1].split()[1])].append(int(entry))
+    found, todo = [], list(children.get(root, [])) if root else []
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
         return False
 
 
