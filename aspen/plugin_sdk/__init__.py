@@ -93,7 +93,10 @@ class Plugin:
 
     def serve(self, method: str, params: msgspec.Raw) -> msgspec.Raw | Awaitable[msgspec.Raw]:
         if method == "handle_request":
-            req = _decode_request(params)
+            try:
+                req = _decode_request(params)
+            except msgspec.DecodeError as exc:
+                raise AspenError(ErrorCode.BAD_REQUEST, f"handle_request: {exc}") from None
             req.host = self.host
             fn = self.handlers.get(req.type)
             if fn is None:

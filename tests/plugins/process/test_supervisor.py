@@ -139,3 +139,10 @@ async def test_stop_of_a_plugin_ignoring_shutdown_kills_it(launch):
     started = loop.time()
     await sup.stop()
     assert loop.time() - started < 3.0 and alive(tag) == []
+
+
+async def test_an_unhealthy_plugin_is_restarted(launch):
+    policy = RestartPolicy(health_interval=0.1, health_timeout=1.0, backoff_base=0.05, startup_timeout=20)
+    hostile = await launch(env={"HOSTILE_HEALTH": "bad"}, policy=policy)
+    await until(lambda: hostile.restarts >= 1, what="a restart")
+    assert "unhealthy" in hostile.last_error

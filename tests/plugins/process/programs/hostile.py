@@ -1,6 +1,7 @@
 """A process plugin written against docs/plugin-process.md alone (stdlib
 json, threads, no SDK) that misbehaves on request. HOSTILE_START=crash dies
-at once after some stderr; HOSTILE_NAME renames it; HOSTILE_SHUTDOWN=ignore
+at once after some stderr; HOSTILE_NAME renames it; HOSTILE_HEALTH=bad fails
+health probes; HOSTILE_SHUTDOWN=ignore
 ignores shutdown, end of input and SIGTERM."""
 
 import json
@@ -80,6 +81,8 @@ def main() -> None:
         id, method = msg["id"], msg["method"]
         if method == "plugin_info":
             answer(id, {"name": NAME, "version": "0.1.0", "handles": HANDLES})
+        elif method == "health" and os.environ.get("HOSTILE_HEALTH") == "bad":
+            answer(id, {"ok": False})
         elif method in ("init", "health"):
             answer(id, {"ok": True})
         elif method == "shutdown" and os.environ.get("HOSTILE_SHUTDOWN") != "ignore":
