@@ -3,10 +3,8 @@ protocol: every escape is refused with the same code, and nothing changes."""
 
 from __future__ import annotations
 
-import pytest
-
 from aspen.plugins.namespace import RESERVED_PREFIXES
-from tests.plugins.test_isolation import FOREIGN_KEYS, GATED
+from tests.plugins.test_isolation import FOREIGN_KEYS, GATED, _unchanged, denied, seeded  # noqa: F401 (a fixture)
 
 OWN = "__plugin:hostile:"
 
@@ -18,23 +16,6 @@ async def host_call(plugin, method: str, params: dict) -> dict:
     return reply["body"]
 
 
-def denied(reply: dict, code: str = "KV_PREFIX_DENIED") -> bool:
-    return reply.get("error", {}).get("code") == code
-
-
-@pytest.fixture
-async def seeded(kv):
-    for key in FOREIGN_KEYS:
-        await kv.put(key, b"original")
-    return await kv.current_revision()
-
-
-async def _unchanged(kv, revision: int) -> None:
-    assert await kv.current_revision() == revision
-    for key in FOREIGN_KEYS:
-        assert (await kv.get(key)).value == b"original"
-
-
 async def test_own_namespace_works(launch, kv):
     hostile = await launch()
     assert "result" in await host_call(hostile, "kv_put", {"key": OWN + "a", "value": "1"})
@@ -43,7 +24,7 @@ async def test_own_namespace_works(launch, kv):
     assert [e["key"] for e in page["result"]["entries"]] == [OWN + "a"]
 
 
-async def test_single_key_and_scan_escapes_refused_as_for_wasm(launch, kv, seeded):
+async def test_single_key_and_scan_escapes_refused_as_for_wasm(launch, kv, seeded):  # noqa: F811 (the fixture)
     hostile = await launch()
     for key in FOREIGN_KEYS:
         assert denied(await host_call(hostile, "kv_get", {"key": key})), key
