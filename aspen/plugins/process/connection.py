@@ -86,6 +86,8 @@ class Peer:
         self._pending: dict[int, asyncio.Future[msgspec.Raw]] = {}
         self._overdue: dict[int, asyncio.TimerHandle] = {}
         self._serving: set[asyncio.Future[None]] = set()
+        self._out: list[bytes] | None = None  # lines held until the end of this feed or turn of the loop
+        self._feeding = False
 
     @property
     def in_flight(self) -> int:
@@ -104,7 +106,7 @@ class Peer:
         self._pending[id] = fut
         timer = loop.call_later(timeout, self._expire, id, method, timeout)
         try:
-            self.write(encode_request(id, method, params))
+            self._send(encode_request(id, method, params))
             return await fut
         finally:
             timer.cancel()
@@ -122,6 +124,25 @@ class Peer:
         self._overdue.pop(id, None)
         self._report(f"{method} (id {id}) was still unanswered {self.limits.deadline_grace:g}s past its deadline")
 
+    def _send(self, line: bytes) -> None:
+        """Few pipe writes (each may wake the reader): answers to the lines of
+        one :meth:`feed` go together when it ends, and so do the lines of one
+        turn of the loop while other calls are in flight; a lone call goes at once."""
+        if self._out is not None:
+            self._out.append(line)
+        elif self._feeding:
+            self._out = [line]
+        elif len(self._pending) <= 1 and not self._serving:
+            self.write(line)
+        else:
+            self._out = [line]
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, None
+        if out and self.closed is None:
+            self.write(b"".join(out))
+
     # --- bytes from the other side ----------------------------------------------
 
     def feed(self, data: bytes) -> None:
@@ -129,6 +150,14 @@ class Peer:
             return
         if self._flood.add_bytes(len(data)):
             self._report(f"more than {self.limits.flood_bytes} bytes in {self.limits.flood_window:g}s")
+        self._feeding = True
+        try:
+            self._lines_in(data)
+        finally:
+            self._feeding = False
+            self._flush()
+
+    def _lines_in(self, data: bytes) -> None:
         for line in self._lines.feed(data):
             if isinstance(line, Oversized):
                 self._bad_line(
@@ -155,7 +184,7 @@ class Peer:
         if id is None:
             log.warning("%s: a bad line nobody's call can be told from (%s: %s)", self.name, code, message)
         elif is_request:
-            self.write(encode_error(id, AspenError(code, message)))
+            self._send(encode_error(id, AspenError(code, message)))
         else:
             self._settle(id, None, AspenError(ErrorCode.PLUGIN_BAD_OUTPUT, f"{self.name}: {message}"))
 
@@ -192,21 +221,21 @@ class Peer:
             self._bad()
             return
         if len(self._serving) >= self.limits.max_serving:
-            self.write(encode_error(id, AspenError(
+            self._send(encode_error(id, AspenError(
                 ErrorCode.PLUGIN_OVERLOADED, f"more than {self.limits.max_serving} calls in flight; retry later",
             )))  # fmt: skip
             return
         try:
             result = self.serve(msg.method or "", msg.params or EMPTY)
         except Exception as exc:  # noqa: BLE001 — every failure is an answer, never a lost call
-            self.write(encode_error(id, _as_error(self.name, msg.method, exc)))
+            self._send(encode_error(id, _as_error(self.name, msg.method, exc)))
             return
         if inspect.isawaitable(result):
             task = asyncio.ensure_future(self._finish(id, msg.method or "", result))
             self._serving.add(task)
             task.add_done_callback(self._serving.discard)
         else:
-            self.write(encode_result(id, result))
+            self._send(encode_result(id, result))
 
     async def _finish(self, id: int, method: str, result: Awaitable[msgspec.Raw]) -> None:
         try:
@@ -214,7 +243,7 @@ class Peer:
         except Exception as exc:  # noqa: BLE001
             out = encode_error(id, _as_error(self.name, method, exc))
         if self.closed is None:
-            self.write(out)
+            self._send(out)
 
     # --- the end --------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from aspen.plugins.process.protocol import EMPTY, FloodMeter, raw
 log = logging.getLogger("aspen.plugins.process")
 _decode = msgspec.json.Decoder().decode
 MAX_STDERR_LINE = 1000  # characters kept of one stderr line
+DRAIN_SECONDS = 1.0  # a grandchild that escaped may hold the pipes open: stop reading then
 
 
 class ProcessSpec(msgspec.Struct, frozen=True):
@@ -103,6 +104,7 @@ class _Run(asyncio.SubprocessProtocol):
         self.transport: asyncio.SubprocessTransport | None = None
         self.exited: asyncio.Future[int] = loop.create_future()
         self.fault: asyncio.Future[str] = loop.create_future()
+        self.drained: asyncio.Future[None] = loop.create_future()  # exited and every pipe at its end
         self.stderr_flood = FloodMeter(window=sup.peer_limits.flood_window, max_bytes=sup.peer_limits.flood_bytes)
         self.peer = Peer(self._write, sup.serve, on_fault=self._fault, limits=sup.peer_limits, name=sup.spec.name)
 
@@ -131,6 +133,10 @@ class _Run(asyncio.SubprocessProtocol):
             self.exited.set_result(code if code is not None else -1)
         self._fault(f"the process exited with status {code}")
         self.peer.close(AspenError(ErrorCode.PLUGIN_TRAP, f"plugin '{self.sup.spec.name}': the process exited"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.drained.done():
+            self.drained.set_result(None)
 
     @property
     def pid(self) -> int | None:
@@ -182,6 +188,8 @@ class ProcessSupervisor:
 
     async def call(self, method: str, params: msgspec.Raw = EMPTY, timeout: float = 30.0) -> msgspec.Raw:
         deadline = time.monotonic() + timeout
+        if self.state in (State.FAILED, State.STOPPED):
+            raise self._unavailable()
         if self.state is not State.RUNNING:
             try:
                 await asyncio.wait_for(self._ready.wait(), timeout)
@@ -261,6 +269,7 @@ class ProcessSupervisor:
                     if health is not None:
                         health.cancel()
             self._ready.clear()
+            self.state = State.BACKOFF  # new calls wait for the next process
             await self._reap(run)
             self.last_error, self.restarts = reason, self.restarts + 1
             log.warning("plugin %s: %s; restarting", self.spec.name, reason)
@@ -275,7 +284,6 @@ class ProcessSupervisor:
                     plugin=self.spec.name, stderr=list(self.stderr.lines),
                 ))  # fmt: skip
                 return
-            self.state = State.BACKOFF
             backoff = self.policy.backoff_base * 2 ** (len(self._failures) - 1)
             await asyncio.sleep(min(self.policy.backoff_max, backoff))
 
@@ -287,7 +295,10 @@ class ProcessSupervisor:
     async def _spawn(self, run: _Run) -> None:
         spec = self.spec
         workdir = os.path.normpath(os.path.join(spec.directory, spec.cwd))
-        argv = self.sandbox.command(spec.command, cwd=workdir, limits=self.limits)
+        try:
+            argv = self.sandbox.command(spec.command, cwd=workdir, limits=self.limits)
+        except AspenError as exc:  # no bubblewrap: a restart cannot fix it
+            raise _Permanent(exc) from None
         if self.sandbox.active:  # bwrap enters workdir itself (an absolute cwd replaces /work)
             run_in, env = "/", job_env(spec.env, HOME=SANDBOX_WORKDIR)
         else:
@@ -364,6 +375,9 @@ class ProcessSupervisor:
                 with suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
             await asyncio.shield(run.exited)
+            # Its last output (the stderr lines worth keeping) may still be in the pipes.
+            with suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(run.drained), DRAIN_SECONDS)
             run.transport.close()
             deadline = time.monotonic() + self.policy.stop_grace
             while any(map(_running, tree)) and time.monotonic() < deadline:

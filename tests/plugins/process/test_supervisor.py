@@ -146,3 +146,11 @@ async def test_an_unhealthy_plugin_is_restarted(launch):
     hostile = await launch(env={"HOSTILE_HEALTH": "bad"}, policy=policy)
     await until(lambda: hostile.restarts >= 1, what="a restart")
     assert "unhealthy" in hostile.last_error
+
+
+async def test_without_bubblewrap_the_plugin_fails_at_once(launch, sandbox):
+    sup, _ = launch.make()
+    sandbox.bwrap = None  # as on a node without the package
+    with pytest.raises(AspenError) as exc:
+        await sup.start()
+    assert exc.value.code == "EXECUTOR_UNAVAILABLE" and sup.state is State.FAILED and sup.restarts == 0
