@@ -132,7 +132,7 @@ class Peer:
             self._out.append(line)
         elif self._feeding:
             self._out = [line]
-        elif len(self._pending) <= 1 and not self._serving:
+        elif len(self._pending) + len(self._serving) <= 1:  # the call or answer being sent is the only one
             self.write(line)
         else:
             self._out = [line]

@@ -52,6 +52,14 @@ class ProcessSpec(msgspec.Struct, frozen=True):
     env: dict[str, str] = {}
 
 
+class _Reply(msgspec.Struct):
+    type: str
+    body: dict[str, Any]
+
+
+_decode_reply = msgspec.json.Decoder(_Reply).decode
+
+
 class RestartPolicy(msgspec.Struct, frozen=True):
     max_failures: int = 5  # within window: FAILED
     window: float = 60.0
@@ -206,11 +214,14 @@ class ProcessSupervisor:
     ) -> dict[str, Any]:  # fmt: skip
         """``handle_request``: the plugin's reply ``{"type", "body"}``."""
         params = {"type": type, "body": body, "app": app, "caller": caller, "deadline_ms": int(timeout * 1000)}
-        out = _decode(await self.call("handle_request", raw(params), timeout))
-        if not (isinstance(out, dict) and isinstance(out.get("type"), str) and out["type"]
-                and isinstance(out.get("body"), dict)):  # fmt: skip
+        answer = await self.call("handle_request", raw(params), timeout)
+        try:
+            out = _decode_reply(answer)
+        except msgspec.DecodeError:
+            out = None
+        if out is None or not out.type:
             raise AspenError(ErrorCode.PLUGIN_BAD_OUTPUT, f"plugin '{self.spec.name}': a reply is {{type, body}}")
-        return out
+        return {"type": out.type, "body": out.body}
 
     def info(self) -> dict[str, Any]:
         """For ``aspen plugin info``."""

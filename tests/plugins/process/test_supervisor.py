@@ -102,6 +102,15 @@ async def test_malformed_json_fails_only_its_call(launch):
     assert hostile.restarts == 0 and (await hostile.request("Echo", {}))["type"] == "Echo"
 
 
+async def test_a_reply_that_is_not_type_and_body_is_bad_output(launch):
+    hostile = await launch()
+    for body in ({"type": 5}, {"type": ""}, {"type": "X", "body": [1]}):
+        with pytest.raises(AspenError) as exc:
+            await hostile.request("BadShape", body)
+        assert exc.value.code == "PLUGIN_BAD_OUTPUT", body
+    assert (await hostile.request("BadShape", {"type": "Fine"}))["type"] == "Fine"
+
+
 async def test_a_flooding_plugin_is_restarted(launch):
     hostile = await launch()
     with pytest.raises(AspenError) as exc:

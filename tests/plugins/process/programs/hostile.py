@@ -12,7 +12,7 @@ import threading
 import time
 
 NAME = os.environ.get("HOSTILE_NAME", "hostile")
-HANDLES = ["Echo", "Crash", "Hang", "Huge", "Garbage", "Flood", "HostCall", "RawHost", "Stderr"]
+HANDLES = ["Echo", "Crash", "Hang", "Huge", "Garbage", "Flood", "HostCall", "RawHost", "Stderr", "BadShape"]
 out_lock = threading.Lock()
 waiting: dict[int, tuple[threading.Event, list]] = {}
 next_id = [1_000_000]
@@ -49,6 +49,8 @@ def handle(id, req) -> None:
         return
     elif kind == "Huge":
         send(f'{{"jsonrpc":"2.0","id":{id},"result":{{"type":"Huge","body":{{"x":"{"a" * body["bytes"]}"}}}}}}')
+    elif kind == "BadShape":
+        answer(id, {"type": body.get("type", 5), "body": body.get("body", {})})
     elif kind == "Garbage":
         send(f'{{"jsonrpc":"2.0","id":{id},"result":{{bad')
     elif kind == "Flood":
