@@ -80,7 +80,9 @@ class Peer:
         self.fault: str | None = None
         self.closed: AspenError | None = None
         self._lines = LineSplitter(limits.max_line)
-        self._flood = FloodMeter(window=limits.flood_window, max_bytes=limits.flood_bytes, max_faults=limits.flood_faults)
+        self._flood = FloodMeter(
+            window=limits.flood_window, max_bytes=limits.flood_bytes, max_faults=limits.flood_faults
+        )
         self._ids = itertools.count(1)
         self._next_id = 1
         self._pending: dict[int, asyncio.Future[msgspec.Raw]] = {}

@@ -31,6 +31,7 @@ from aspen.errors import AspenError, ErrorCode
 from aspen.jobs.limits import JobLimits
 from aspen.jobs.sandbox import SANDBOX_WORKDIR, Sandbox, job_env
 from aspen.plugins.process.connection import Peer, PeerLimits, Serve
+from aspen.plugins.process.process_tree import descendants, running, signal_group
 from aspen.plugins.process.protocol import EMPTY, FloodMeter, raw
 
 log = logging.getLogger("aspen.plugins.process")
@@ -107,7 +108,7 @@ class _Run(asyncio.SubprocessProtocol):
     """One process: its pipes, its peer, and how it ended."""
 
     def __init__(self, sup: ProcessSupervisor) -> None:
-        loop = asyncio.get_running_loop()
+        loop = asyncio.getrunning_loop()
         self.sup = sup
         self.transport: asyncio.SubprocessTransport | None = None
         self.exited: asyncio.Future[int] = loop.create_future()
@@ -236,14 +237,14 @@ class ProcessSupervisor:
     async def stop(self) -> None:
         """``shutdown``, then end of input, SIGTERM, SIGKILL, each after the grace."""
         self._stopping = True
-        run, was_running = self._run, self.state is State.RUNNING
+        run, wasrunning = self._run, self.state is State.RUNNING
         if self._task is not None:
             self._task.cancel()
             with suppress(asyncio.CancelledError):
                 await self._task
         if run is not None:
-            tree = await asyncio.to_thread(_descendants, run.pid) if not run.exited.done() else []
-            if was_running:
+            tree = await asyncio.to_thread(descendants, run.pid) if not run.exited.done() else []
+            if wasrunning:
                 await self._graceful(run)
             await self._reap(run, tree)
         self._run = None
@@ -314,7 +315,7 @@ class ProcessSupervisor:
             run_in, env = "/", job_env(spec.env, HOME=SANDBOX_WORKDIR)
         else:
             run_in, env = workdir, job_env(spec.env, HOME=workdir)
-        loop = asyncio.get_running_loop()
+        loop = asyncio.getrunning_loop()
         try:
             await loop.subprocess_exec(
                 lambda: run, *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -369,7 +370,7 @@ class ProcessSupervisor:
             run.transport.get_pipe_transport(0).close()  # type: ignore[union-attr]
         if await _exits_within(run, grace):
             return
-        _signal_group(run.pid, signal.SIGTERM)
+        signal_group(run.pid, signal.SIGTERM)
         await _exits_within(run, grace)
 
     async def _reap(self, run: _Run, tree: list[int] | None = None) -> None:
@@ -379,9 +380,9 @@ class ProcessSupervisor:
             # The sandboxed process is bwrap's grandchild, in its own session: it dies
             # with bwrap (--die-with-parent), but only after it, so it is waited for too.
             if not run.exited.done():
-                tree = [*(tree or ()), *await asyncio.to_thread(_descendants, run.pid)]
+                tree = [*(tree or ()), *await asyncio.to_thread(descendants, run.pid)]
             tree = tree or []
-            _signal_group(run.pid, signal.SIGKILL)  # also what the process left in its group
+            signal_group(run.pid, signal.SIGKILL)  # also what the process left in its group
             for pid in tree:
                 with suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
@@ -391,7 +392,7 @@ class ProcessSupervisor:
                 await asyncio.wait_for(asyncio.shield(run.drained), DRAIN_SECONDS)
             run.transport.close()
             deadline = time.monotonic() + self.policy.stop_grace
-            while any(map(_running, tree)) and time.monotonic() < deadline:
+            while any(map(running, tree)) and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
         run.peer.close(AspenError(ErrorCode.PLUGIN_TRAP, f"plugin '{self.spec.name}' was restarted"))
 
@@ -402,36 +403,3 @@ async def _exits_within(run: _Run, seconds: float) -> bool:
         return True
     except TimeoutError:
         return False
-
-
-def _descendants(root: int | None) -> list[int]:
-    """Every process below ``root``, from /proc (no cgroup to ask)."""
-    children: dict[int, list[int]] = collections.defaultdict(list)
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as f:
-                    stat = f.read()
-            except OSError:
-                continue
-            children[int(stat.rsplit(b")", 1)[1].split()[1])].append(int(entry))
-    found, todo = [], list(children.get(root, [])) if root else []
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return False
-
-
-def _signal_group(pid: int | None, sig: int) -> None:
-    if pid is not None:
-        with suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, sig)

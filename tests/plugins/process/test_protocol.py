@@ -43,7 +43,9 @@ def test_undecodable_lines_still_name_their_call():
 
 
 def test_a_malformed_error_object_is_bad_output():
-    assert error_from({"code": "KV_PREFIX_DENIED", "message": "no", "details": {"op": "read"}}).details == {"op": "read"}
+    assert error_from({"code": "KV_PREFIX_DENIED", "message": "no", "details": {"op": "read"}}).details == {
+        "op": "read"
+    }
     for body in ({"code": 5}, {"code": "lower"}, {"code": "X" * 65}, {"code": "OK", "message": 1}):
         assert error_from(body).code == "PLUGIN_BAD_OUTPUT"
 

@@ -61,7 +61,9 @@ def handle(id, req) -> None:
         print(body.get("text", "hello"), file=sys.stderr, flush=True)
         answer(id, {"type": "Stderr", "body": {}})
     elif kind == "HostCall":
-        reply = host(lambda i: json.dumps({"jsonrpc": "2.0", "id": i, "method": body["method"], "params": body["params"]}))
+        reply = host(
+            lambda i: json.dumps({"jsonrpc": "2.0", "id": i, "method": body["method"], "params": body["params"]})
+        )
         answer(id, {"type": "HostReply", "body": {k: v for k, v in reply.items() if k in ("result", "error")}})
     elif kind == "RawHost":
         reply = host(lambda i: body["line"].replace("ID", str(i)))
