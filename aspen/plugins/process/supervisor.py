@@ -108,7 +108,7 @@ class _Run(asyncio.SubprocessProtocol):
     """One process: its pipes, its peer, and how it ended."""
 
     def __init__(self, sup: ProcessSupervisor) -> None:
-        loop = asyncio.getrunning_loop()
+        loop = asyncio.get_running_loop()
         self.sup = sup
         self.transport: asyncio.SubprocessTransport | None = None
         self.exited: asyncio.Future[int] = loop.create_future()
@@ -259,6 +259,13 @@ class ProcessSupervisor:
         return AspenError(ErrorCode.UNAVAILABLE, f"plugin '{self.spec.name}' is stopped")
 
     async def _supervise(self) -> None:
+        try:
+            await self._restarting()
+        except Exception:  # a bug here must still end in FAILED, never leave callers waiting
+            log.exception("plugin %s: supervision failed", self.spec.name)
+            self._fail(AspenError(ErrorCode.INTERNAL, f"plugin '{self.spec.name}': supervision failed"))
+
+    async def _restarting(self) -> None:
         while True:
             self.state = State.STARTING
             run = self._run = _Run(self)
@@ -315,7 +322,7 @@ class ProcessSupervisor:
             run_in, env = "/", job_env(spec.env, HOME=SANDBOX_WORKDIR)
         else:
             run_in, env = workdir, job_env(spec.env, HOME=workdir)
-        loop = asyncio.getrunning_loop()
+        loop = asyncio.get_running_loop()
         try:
             await loop.subprocess_exec(
                 lambda: run, *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,

@@ -163,3 +163,15 @@ async def test_without_bubblewrap_the_plugin_fails_at_once(launch, sandbox):
     with pytest.raises(AspenError) as exc:
         await sup.start()
     assert exc.value.code == "EXECUTOR_UNAVAILABLE" and sup.state is State.FAILED and sup.restarts == 0
+
+
+async def test_a_bug_in_supervision_fails_the_plugin_instead_of_hanging(launch, monkeypatch):
+    sup, _ = launch.make()
+
+    async def broken(run):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(sup, "_spawn", broken)
+    with pytest.raises(AspenError) as exc:
+        await asyncio.wait_for(sup.start(), 10)
+    assert exc.value.code == "INTERNAL" and sup.state is State.FAILED
