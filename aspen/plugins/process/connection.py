@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import itertools
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -83,8 +82,7 @@ class Peer:
         self._flood = FloodMeter(
             window=limits.flood_window, max_bytes=limits.flood_bytes, max_faults=limits.flood_faults
         )
-        self._ids = itertools.count(1)
-        self._next_id = 1
+        self._next_id = 1  # of this side's next call
         self._pending: dict[int, asyncio.Future[msgspec.Raw]] = {}
         self._overdue: dict[int, asyncio.TimerHandle] = {}
         self._serving: set[asyncio.Future[None]] = set()
@@ -101,14 +99,20 @@ class Peer:
         """The raw result, or the peer's error as :class:`AspenError`."""
         if self.closed is not None:
             raise self.closed
-        loop = asyncio.get_running_loop()
-        id = next(self._ids)
+        id = self._next_id
         self._next_id = id + 1
+        line = encode_request(id, method, params)
+        if len(line) > self.limits.max_line:  # the other side would refuse it anyway
+            raise AspenError(
+                ErrorCode.MESSAGE_TOO_LARGE,
+                f"{method}: a {len(line)}-byte message; the limit is {self.limits.max_line}",
+            )
+        loop = asyncio.get_running_loop()
         fut: asyncio.Future[msgspec.Raw] = loop.create_future()
         self._pending[id] = fut
         timer = loop.call_later(timeout, self._expire, id, method, timeout)
         try:
-            self._send(encode_request(id, method, params))
+            self._send(line)
             return await fut
         finally:
             timer.cancel()

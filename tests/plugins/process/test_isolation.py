@@ -59,9 +59,8 @@ async def test_malformed_and_unknown_host_calls_fail_only_themselves(launch):
     assert denied((await hostile.request("RawHost", bad_json))["body"], "BAD_REQUEST")
     deep = '{"jsonrpc":"2.0","id":ID,"method":"kv_get","params":{"key":' + "[" * 100 + "]" * 100 + "}}"
     assert denied((await hostile.request("RawHost", {"line": deep}))["body"], "BAD_REQUEST")
-    params = f'{{"key":"{OWN}a","value":"{"v" * (5 << 20)}"}}'
-    huge = '{"jsonrpc":"2.0","id":ID,"method":"kv_put","params":' + params + "}"
-    assert denied((await hostile.request("RawHost", {"line": huge}))["body"], "MESSAGE_TOO_LARGE")
+    huge = '{"jsonrpc":"2.0","id":ID,"method":"kv_put","params":{"key":"' + OWN + 'a","value":"PAD"}}'
+    assert denied((await hostile.request("RawHost", {"line": huge, "pad": 5 << 20}))["body"], "MESSAGE_TOO_LARGE")
     not_object = '{"jsonrpc":"2.0","id":ID,"method":"kv_get","params":[1]}'
     assert denied((await hostile.request("RawHost", {"line": not_object}))["body"], "BAD_REQUEST")
     assert hostile.restarts == 0 and (await hostile.request("Echo", {}))["type"] == "Echo"

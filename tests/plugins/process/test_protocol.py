@@ -129,3 +129,11 @@ async def test_closing_fails_what_is_in_flight():
     with pytest.raises(AspenError) as exc:
         await call
     assert exc.value.code == "PLUGIN_TRAP"
+
+
+async def test_a_call_too_big_to_send_fails_before_it_is_sent():
+    sent: list[bytes] = []
+    a = Peer(sent.append, lambda m, p: raw({}), on_fault=print, limits=PeerLimits(max_line=100))
+    with pytest.raises(AspenError) as exc:
+        await a.call("x", raw({"v": "x" * 200}))
+    assert exc.value.code == "MESSAGE_TOO_LARGE" and sent == [] and a.in_flight == 0

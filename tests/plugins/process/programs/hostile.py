@@ -66,7 +66,8 @@ def handle(id, req) -> None:
         )
         answer(id, {"type": "HostReply", "body": {k: v for k, v in reply.items() if k in ("result", "error")}})
     elif kind == "RawHost":
-        reply = host(lambda i: body["line"].replace("ID", str(i)))
+        line = body["line"].replace("PAD", "v" * body.get("pad", 0))
+        reply = host(lambda i: line.replace("ID", str(i), 1))
         answer(id, {"type": "HostReply", "body": {k: v for k, v in reply.items() if k in ("result", "error")}})
 
 
