@@ -181,14 +181,14 @@ class ProcessSupervisor:
         self._ready = asyncio.Event()  # set while RUNNING, and once FAILED or STOPPED
         self._run: _Run | None = None
         self._task: asyncio.Task[None] | None = None
-        self._stopping = False
 
     # --- the public surface --------------------------------------------------------
 
     async def start(self) -> None:
         """Start supervising; returns once the first handshake succeeded, or
         raises what failed the plugin."""
-        self._stopping, self.failure, self.state = False, None, State.STARTING
+        self.failure, self.state = None, State.STARTING
+        self._failures.clear()  # a reload after FAILED starts with a clean slate
         self._ready.clear()
         self._task = asyncio.ensure_future(self._supervise())
         await self._ready.wait()
@@ -236,15 +236,14 @@ class ProcessSupervisor:
 
     async def stop(self) -> None:
         """``shutdown``, then end of input, SIGTERM, SIGKILL, each after the grace."""
-        self._stopping = True
-        run, wasrunning = self._run, self.state is State.RUNNING
+        run, was_running = self._run, self.state is State.RUNNING
         if self._task is not None:
             self._task.cancel()
             with suppress(asyncio.CancelledError):
                 await self._task
         if run is not None:
             tree = await asyncio.to_thread(descendants, run.pid) if not run.exited.done() else []
-            if wasrunning:
+            if was_running:
                 await self._graceful(run)
             await self._reap(run, tree)
         self._run = None
