@@ -13,6 +13,7 @@ import time
 
 NAME = os.environ.get("HOSTILE_NAME", "hostile")
 HANDLES = ["Echo", "Crash", "Hang", "Huge", "Garbage", "Flood", "HostCall", "RawHost", "Stderr", "BadShape"]
+threading.stack_size(256 * 1024)  # a thread per request: 200 at once must fit the sandbox's RLIMIT_AS
 out_lock = threading.Lock()
 waiting: dict[int, tuple[threading.Event, list]] = {}
 next_id = [1_000_000]
