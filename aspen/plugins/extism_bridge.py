@@ -33,7 +33,9 @@ _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 
 
-def _reply(ctx: CallContext | None, name: str, impl: Impl, raw: bytes) -> bytes:
+def host_reply(ctx: CallContext | None, name: str, impl: Impl, raw: bytes) -> bytes:
+    """One host call, argument bytes in, reply bytes out (``{"ok": …}`` or
+    ``{"error": …}``): the WASM bridge and the process tier both answer with it."""
     if not isinstance(ctx, CallContext):
         return _encode({"error": {"code": ErrorCode.INTERNAL, "message": "host function called outside an Aspen call"}})
     try:
@@ -69,7 +71,7 @@ def _bridge(name: str, impl: Impl) -> extism.Function:
     def bridge(current: extism.CurrentPlugin, inputs: list, outputs: list, *_user_data: Any) -> None:
         try:
             ctx = current.host_context()
-            out = _reply(ctx, name, impl, current.input_bytes(inputs[0]))
+            out = host_reply(ctx, name, impl, current.input_bytes(inputs[0]))
             current.return_bytes(outputs[0], out)
         except Exception:  # never let an exception unwind into the runtime
             _bridge_logger.log(name, logging.ERROR, "host function %s could not answer", name, exc_info=True)

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from aspen.cli.main import app
 from aspen.errors import AspenError, ErrorCode
-from aspen.plugins.extism_bridge import MAX_ARG_DEPTH, _reply
+from aspen.plugins.extism_bridge import MAX_ARG_DEPTH, host_reply
 from aspen.plugins.host_functions import IMPLEMENTATIONS
 from aspen.plugins.lifecycle_handler import create
 from aspen.plugins.log_throttle import INTERVAL_SECONDS
@@ -253,9 +253,9 @@ async def test_a_host_bug_on_every_call_logs_one_traceback_per_interval(snoop, c
 
     caplog.set_level(logging.ERROR, logger="aspen.plugins")
     for _ in range(20):
-        reply = msgspec.json.decode(_reply(CallContext(env, time.monotonic() + 5), "aspen_broken", broken, b"{}"))
+        reply = msgspec.json.decode(host_reply(CallContext(env, time.monotonic() + 5), "aspen_broken", broken, b"{}"))
         assert code(reply) == ErrorCode.INTERNAL
     assert len(tracebacks(caplog)) == 1
     clock.now += INTERVAL_SECONDS
-    _reply(CallContext(env, time.monotonic() + 5), "aspen_broken", broken, b"{}")
+    host_reply(CallContext(env, time.monotonic() + 5), "aspen_broken", broken, b"{}")
     assert len(tracebacks(caplog)) == 2 and "19 more like it" in tracebacks(caplog)[1].getMessage()

@@ -18,7 +18,9 @@ from typing import Any
 import msgspec
 
 from aspen.errors import AspenError, ErrorCode
-from aspen.plugins.host_functions import IMPLEMENTATIONS, CallContext, HostEnv, _reply
+from aspen.plugins.extism_bridge import host_reply
+from aspen.plugins.host_functions import IMPLEMENTATIONS
+from aspen.plugins.loop_bridge import CallContext, HostEnv
 
 PREFIX = "aspen_"
 
@@ -52,7 +54,7 @@ class GatedHostCalls:
             raise AspenError(ErrorCode.UNKNOWN_REQUEST, f"no host method {method!r}", methods=methods())
         ctx = CallContext(self.env, time.monotonic() + self.timeout)
         loop = asyncio.get_running_loop()
-        reply = _decode_reply(await loop.run_in_executor(self.executor, _reply, ctx, name, impl, bytes(params)))
+        reply = _decode_reply(await loop.run_in_executor(self.executor, host_reply, ctx, name, impl, bytes(params)))
         if reply.error is not None:
             raise AspenError.from_body(reply.error)
         return reply.ok
