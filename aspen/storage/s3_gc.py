@@ -65,7 +65,7 @@ async def collect(store: S3BlobStore, grace: float) -> list[str]:
         records, more = await meta.scan_records(kv, after, 1000)
         for h, m, mod in records:
             guard = Compare(key=meta.BLOB + h, target="mod_revision", value=mod)
-            if not m.tags and m.touched_at_ms < cutoff_ms and await meta.guarded(kv, [guard], meta.drop_blob(h)):
+            if not m.tags and m.touched_at_ms < cutoff_ms and await meta.sized(kv, [guard], meta.drop_blob(h), -m.size):
                 store.cache.drop(h)
                 await objects.delete(objects.key(m.object))
                 if not m.corrupt:

@@ -14,15 +14,12 @@ from __future__ import annotations
 import asyncio
 import secrets
 
-from aspen.errors import AspenError, ErrorCode
+from aspen.errors import AspenError
+from aspen.storage.blob_args import too_large
 from aspen.storage.s3_client import PART_SIZE, S3Objects
 from aspen.storage.segments import SegmentHasher
 
 HASH_IN_THREAD = 1 << 20  # hash updates this large leave the event loop (blake3 releases the GIL)
-
-
-def too_large(size: int, limit: int) -> AspenError:
-    return AspenError(ErrorCode.BLOB_TOO_LARGE, f"blob exceeds the limit of {limit} bytes", size=size, max=limit)
 
 
 class Upload:
