@@ -42,15 +42,12 @@ from aspen.storage.blob_args import (
 from aspen.storage.blob_cache import BlobCache
 from aspen.storage.protocol import KeyValueStore
 from aspen.storage.records import BlobAddResult, BlobInfo, BlobPage, PutOp
-from aspen.storage.s3_client import READ_ATTEMPTS, ObjectMissing, S3Objects
+from aspen.storage.s3_client import S3Objects
 from aspen.storage.s3_gc import collect_with_lock
+from aspen.storage.s3_reads import corrupt, rehash, verified
 from aspen.storage.s3_settings import S3Settings
 from aspen.storage.s3_upload import Upload
-from aspen.storage.segments import SEGMENT_SIZE, SegmentHasher, scan_block, segment_span
-
-
-class _Damaged(Exception):
-    """The object does not match its record (short, missing)."""
+from aspen.storage.segments import SEGMENT_SIZE, segment_span
 
 
 class S3BlobStore:
@@ -223,11 +220,11 @@ class S3BlobStore:
             )  # fmt: skip
         if size == 0:
             if blake3(b"").hexdigest() != h:
-                await self._corrupt(cur, "content does not match its hash")
+                await corrupt(self, cur, "content does not match its hash")
             return
         data = self.cache.get(h)
         if data is None and self.cache.fits(size):
-            data = b"".join([b async for _, b in self._verified(cur, table, 0, size, SEGMENT_SIZE * 16, whole=True)])
+            data = b"".join([b async for _, b in verified(self, cur, table, 0, size, SEGMENT_SIZE * 16, whole=True)])
             self.cache.put(h, data)
         if data is not None:
             for i in range(offset, end, chunk_size):
@@ -237,90 +234,10 @@ class S3BlobStore:
             return  # an empty range touches no segment
         start, stop = segment_span(offset, end, size)
         step = max(SEGMENT_SIZE, chunk_size - chunk_size % SEGMENT_SIZE)
-        async for at, block in self._verified(cur, table, start, stop, step, whole=offset == 0 and end == size):
+        async for at, block in verified(self, cur, table, start, stop, step, whole=offset == 0 and end == size):
             lo, hi = max(offset - at, 0), min(end - at, len(block))
             for i in range(lo, hi, chunk_size):
                 yield block[i : min(i + chunk_size, hi)]
-
-    async def _verified(
-        self, cur: meta.Loaded, table: bytes, start: int, stop: int, step: int, *, whole: bool
-    ) -> AsyncIterator[tuple[int, bytes]]:
-        """(offset, block) of [start, stop) in verified blocks of ``step`` bytes; a ranged GET,
-        resumed where it broke off (reads are idempotent) up to READ_ATTEMPTS times."""
-        root = blake3() if whole else None
-        pos, pending, failures = start, bytearray(), 0
-        while pos < stop:
-            try:
-                async for block in self._blocks(cur, pos, stop, step, pending):
-                    table = await self._check_block(cur, pos, block, table, root)
-                    yield pos, block
-                    pos += len(block)
-            except _Damaged as exc:
-                await self._corrupt(cur, str(exc))
-            except AspenError as exc:
-                failures += 1
-                if exc.code != ErrorCode.STORAGE_UNAVAILABLE or failures >= READ_ATTEMPTS:
-                    raise
-                pending.clear()
-
-    async def _blocks(self, cur: meta.Loaded, pos: int, stop: int, step: int, pending: bytearray) -> AsyncIterator[bytes]:
-        try:
-            length, total, body = await self.objects.get_range(cur.meta.object, pos, stop)
-        except ObjectMissing:
-            raise _Damaged("object is missing from the bucket or shorter than recorded") from None
-        if length != stop - pos or total != cur.meta.size:
-            await body.aclose()
-            raise _Damaged(f"object holds {total} bytes where {cur.meta.size} were recorded")
-        got = 0
-        async for chunk in body:
-            pending += chunk
-            got += len(chunk)
-            while len(pending) >= step or (pending and got == stop - pos):
-                block = bytes(pending[:step])
-                del pending[:step]
-                yield block
-        if got != stop - pos:
-            raise _Damaged("object is shorter than recorded")
-
-    async def _check_block(
-        self, cur: meta.Loaded, pos: int, block: bytes, table: bytes, root: blake3 | None
-    ) -> bytes:
-        """Raise BLOB_CORRUPT unless every segment of ``block`` matches (and, for a whole read,
-        the root hash at the end); a damaged table (the object re-hashes to its address) is
-        rebuilt and returned. Both hashes run in one worker-thread call for large blocks, so
-        the loop keeps receiving the next bytes meanwhile."""
-        run = asyncio.to_thread if len(block) >= 4 * SEGMENT_SIZE else _inline
-        verdict = await run(scan_block, block, pos, table, root, cur.meta.size, cur.hash)
-        if verdict == "segment":
-            ok, table = await self._rehash(cur)
-            if not ok:
-                await self._corrupt(cur, "content does not match its hash")
-            await self.kv.put(meta.SEG + cur.hash, table)
-            verdict = await run(scan_block, block, pos, table, root, cur.meta.size, cur.hash)
-            if verdict == "segment":
-                await self._corrupt(cur, "object changed while being read")
-        if verdict == "root":
-            await self._corrupt(cur, "content does not match its hash")
-        return table
-
-    async def _rehash(self, cur: meta.Loaded) -> tuple[bool, bytes]:
-        """Stream the whole object through the hasher: (matches its address, segment table)."""
-        hasher = SegmentHasher()
-        if cur.meta.size == 0:
-            return blake3(b"").hexdigest() == cur.hash, b""
-        try:
-            _, _, body = await self.objects.get_range(cur.meta.object, 0, cur.meta.size)
-            async for chunk in body:
-                hasher.update(chunk)
-        except ObjectMissing:
-            return False, b""
-        h, table = hasher.finish()
-        return h == cur.hash and hasher.size == cur.meta.size, table
-
-    async def _corrupt(self, cur: meta.Loaded, why: str) -> None:
-        self.cache.drop(cur.hash)
-        await meta.mark_corrupt(self.kv, cur.hash, cur.meta.object)
-        raise AspenError(ErrorCode.BLOB_CORRUPT, f"blob {cur.hash} is corrupt: {why}", hash=cur.hash)
 
     # --- metadata ----------------------------------------------------------
 
@@ -390,7 +307,7 @@ class S3BlobStore:
         """Re-hash the stored object: False (and marked corrupt) when it does not match;
         a damaged segment table is rebuilt."""
         cur = await self._live(check_hash(hash))
-        ok, table = await self._rehash(cur)
+        ok, table = await rehash(self, cur)
         if not ok:
             self.cache.drop(cur.hash)
             await meta.mark_corrupt(self.kv, cur.hash, cur.meta.object)
@@ -404,6 +321,3 @@ class S3BlobStore:
             self._closed = True
             await self.objects.close()
 
-
-async def _inline(fn, *args):
-    return fn(*args)
