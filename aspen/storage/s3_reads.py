@@ -2,9 +2,9 @@
 each block checked against the segment table (and, for a whole read, the root hash)
 before a byte is handed out.
 
-Hashing overlaps the transfer: a block's check runs on a worker thread (``blake3``
-releases the GIL) while the next block is received, and the block is handed out only once
-its check passed. Checks run one after another, in order, because the root hash is fed in
+Hashing overlaps the transfer: a block's check runs on worker threads (``blake3``
+releases the GIL; the segment pass and the root pass at once) while the next block is
+received, and the block is handed out only once its check passed. Checks run one after another, in order, because the root hash is fed in
 order and a check may rebuild the table the next one uses. (The root cannot be derived
 from the verified segment digests instead of a second pass: the ``blake3`` package exposes
 no subtree chaining values.) A GET that breaks off is resumed at the last whole block
@@ -22,7 +22,7 @@ from blake3 import blake3
 from aspen.errors import AspenError, ErrorCode
 from aspen.storage import s3_meta as meta
 from aspen.storage.s3_client import READ_ATTEMPTS, ObjectMissing
-from aspen.storage.segments import SEGMENT_SIZE, SegmentHasher, scan_block
+from aspen.storage.segments import SEGMENT_SIZE, SegmentHasher, bad_segment
 
 if TYPE_CHECKING:
     from aspen.storage.s3_blobs import S3BlobStore
@@ -103,20 +103,21 @@ async def _check(
 ) -> bytes:
     """Raise BLOB_CORRUPT unless every segment of ``block`` matches (and, for a whole read,
     the root hash at the end); a damaged table (the object re-hashes to its address) is
-    rebuilt and returned. Waits for the previous block's check, so checks stay in order."""
+    rebuilt and returned. Waits for the previous block's check, so checks stay in order; the
+    segment digests and the root run on two worker threads at once (two passes, two cores)."""
     if prev is not None:
         table = await asyncio.shield(prev[2])
     run = asyncio.to_thread if len(block) >= THREAD_BLOCK else _inline
-    verdict = await run(scan_block, block, pos, table, root, cur.meta.size, cur.hash)
-    if verdict == "segment":
+    passes = [run(bad_segment, block, pos, table)] + ([run(root.update, block)] if root is not None else [])
+    bad = (await asyncio.gather(*passes))[0]
+    if bad is not None:
         ok, table = await rehash(store, cur)
         if not ok:
             await corrupt(store, cur, "content does not match its hash")
         await store.kv.put(meta.SEG + cur.hash, table)
-        verdict = await run(scan_block, block, pos, table, root, cur.meta.size, cur.hash)
-        if verdict == "segment":
+        if await run(bad_segment, block, pos, table) is not None:
             await corrupt(store, cur, "object changed while being read")
-    if verdict == "root":
+    if root is not None and pos + len(block) == cur.meta.size and root.hexdigest() != cur.hash:
         await corrupt(store, cur, "content does not match its hash")
     return table
 
