@@ -17,6 +17,7 @@ from blake3 import blake3
 from aspen.storage.s3_client import PART_SIZE, S3Objects
 from aspen.storage.s3_settings import settings_from_url
 from tests.blobs.conftest import pseudo_random
+from tests.federation.test_announcements import wait_for
 from tests.node.node_process import NodeProcess
 
 MiB = 1 << 20
@@ -31,16 +32,6 @@ async def bucket_state(url: str) -> tuple[list[str], list[str]]:
         return keys, uploads
     finally:
         await objects.close()
-
-
-def poll(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def stream_until_killed(url: str, headers: dict[str, str], sent: list[int], outcome: list[object]) -> None:
@@ -75,7 +66,7 @@ def test_node_killed_mid_upload_leaves_nothing_readable_and_nothing_leaked(tmp_p
         writer = threading.Thread(target=stream_until_killed, args=(node.url, node.auth_headers, sent, outcome))
         writer.start()
         # two parts of the cut upload are in the bucket: the node is mid-multipart-upload
-        poll(lambda: sent[0] >= 3 * PART_SIZE and asyncio.run(bucket_state(blob_store_url))[1], 60, "a multipart upload")
+        wait_for(lambda: sent[0] >= 3 * PART_SIZE and asyncio.run(bucket_state(blob_store_url))[1], 60, "a multipart upload")
         os.kill(node.proc.pid, signal.SIGKILL)
         node.proc.wait(10)
         writer.join(60)
@@ -91,7 +82,7 @@ def test_node_killed_mid_upload_leaves_nothing_readable_and_nothing_leaked(tmp_p
         for n in {PART_SIZE, 2 * PART_SIZE, 3 * PART_SIZE, sent[0]}:  # no prefix of the cut body became a blob
             got = httpx.get(f"{node.url}/v1/blobs/{blake3(partial[:n]).hexdigest()}", headers=node.auth_headers)
             assert got.status_code == 404, (n, got.status_code)
-        poll(lambda: asyncio.run(bucket_state(blob_store_url)) == (keys, []), 30, "GC to abort the cut upload")
+        wait_for(lambda: asyncio.run(bucket_state(blob_store_url)) == (keys, []), 30, "GC to abort the cut upload")
         got = httpx.get(f"{node.url}/v1/blobs/{kept_hash}", headers=node.auth_headers, timeout=60)
         assert got.status_code == 200 and got.content == kept
         blobs = httpx.post(
