@@ -45,6 +45,7 @@ from aspen.storage.records import BlobAddResult, BlobInfo, BlobPage, PutOp
 from aspen.storage.s3_client import S3Objects
 from aspen.storage.s3_gc import collect_with_lock
 from aspen.storage.s3_reads import corrupt, rehash, verified
+from aspen.storage.s3_running import RunningUploads
 from aspen.storage.s3_settings import S3Settings
 from aspen.storage.s3_upload import Upload
 from aspen.storage.segments import SEGMENT_SIZE, segment_span
@@ -67,6 +68,7 @@ class S3BlobStore:
         self.max_total_bytes = max_total_bytes
         self.owner = owner
         self.cache = BlobCache(objects.settings.cache_bytes)
+        self.running = RunningUploads(kv)
         self._closed = False
 
     @classmethod
@@ -141,7 +143,7 @@ class S3BlobStore:
         """``used``: refuse the stream as soon as it cannot fit (its size is unknown up front;
         a known-size add may still be a free re-add, decided at commit)."""
         self._check_open()
-        up = Upload(self.objects, self.max_blob_size)
+        up = Upload(self.objects, self.max_blob_size, self.running)
         try:
             async for chunk in chunks:
                 if not isinstance(chunk, (bytes, bytearray, memoryview)):
@@ -158,6 +160,8 @@ class S3BlobStore:
         except BaseException:
             await asyncio.shield(up.abort())
             raise
+        finally:
+            await asyncio.shield(up.release())
 
     async def _commit(self, up: Upload, h: str, table: bytes) -> BlobAddResult:
         """Record the object under its hash; an existing good copy wins and ours is dropped
@@ -319,5 +323,6 @@ class S3BlobStore:
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
+            await self.running.close()
             await self.objects.close()
 

@@ -7,6 +7,7 @@ Layout (under the reserved ``__cluster:`` space)::
     __cluster:blobstore:tag:{tag}     the hash a tag protects
     __cluster:blobstore:gc            the GC lock, attached to the holder's lease
     __cluster:blobstore:usage         bytes of all records (the ``max_total_bytes`` quota)
+    __cluster:blobstore:upload:{obj}  a multipart upload running (:mod:`aspen.storage.s3_running`)
 
 A blob exists when its ``blob:`` record does and is not marked corrupt. Every change is
 one transaction guarded by the mod revision of the records it read, so an add that
