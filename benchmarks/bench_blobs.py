@@ -11,7 +11,9 @@ aiobotocore"): the chosen client library putting the same 1 MiB chunks as a
 multipart upload of the same part size, getting them back as one streamed
 GET, and 4 KiB ranged GETs. Aspen: ``S3BlobStore`` (hashing, segment table
 and record in a SQLite KV, verified reads widened to whole segments, cache
-off).
+off). Each round runs the two sides of an operation back to back, in
+alternating order, and prints each round's ratio beside the best of each side:
+on a shared machine the per-round median is the steadier figure.
 
     .venv/bin/python benchmarks/bench_blobs.py [--mib 256] [--rounds 3] [--backends local,s3]
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -141,27 +144,35 @@ async def run_s3(mib: int, rounds: int) -> None:
         store = await S3BlobStore.open(settings, kv)
         client = store.objects._client  # the same client and connection pool for the baseline
         best = {"raw add": 1e9, "aspen add": 1e9, "raw get": 1e9, "aspen get": 1e9}
+        ratios: dict[str, list[float]] = {"add": [], "get": []}
         rps = {"raw": 0.0, "aspen": 0.0}
         size = mib * CHUNK
+
+        async def chunks():
+            for i in range(mib):
+                yield chunk_at(i)
+
+        async def timed(op: str, side: str, r: int) -> float:
+            t = time.perf_counter()
+            if (op, side) == ("add", "raw"):
+                await raw_s3_put(client, "bench", f"raw{r}", mib)
+            elif (op, side) == ("get", "raw"):
+                assert await raw_s3_get(client, "bench", f"raw{r}") == size
+            elif op == "add":
+                hashes[r] = (await store.add_stream(chunks())).hash
+            else:
+                async for _ in store.get_stream(hashes[r]):
+                    pass
+            took = time.perf_counter() - t
+            best[f"{side} {op}"] = min(best[f"{side} {op}"], took)
+            return took
+
+        hashes: dict[int, str] = {}
         for r in range(rounds):
-            t = time.perf_counter()
-            await raw_s3_put(client, "bench", f"raw{r}", mib)
-            best["raw add"] = min(best["raw add"], time.perf_counter() - t)
-            t = time.perf_counter()
-            assert await raw_s3_get(client, "bench", f"raw{r}") == size
-            best["raw get"] = min(best["raw get"], time.perf_counter() - t)
-
-            async def chunks():
-                for i in range(mib):
-                    yield chunk_at(i)
-
-            t = time.perf_counter()
-            res = await store.add_stream(chunks())
-            best["aspen add"] = min(best["aspen add"], time.perf_counter() - t)
-            t = time.perf_counter()
-            async for _ in store.get_stream(res.hash):
-                pass
-            best["aspen get"] = min(best["aspen get"], time.perf_counter() - t)
+            for op in ("add", "get"):  # each round's pair runs back to back, the order alternating
+                sides = ("raw", "aspen") if r % 2 == 0 else ("aspen", "raw")
+                took = {side: await timed(op, side, r) for side in sides}
+                ratios[op].append(took["raw"] / took["aspen"])
             for side in ("raw", "aspen"):
                 n, t = 0, time.perf_counter()
                 while time.perf_counter() - t < 2.0:
@@ -169,18 +180,23 @@ async def run_s3(mib: int, rounds: int) -> None:
                     if side == "raw":
                         await raw_s3_get(client, "bench", f"raw{r}", off, 4096)
                     else:
-                        await store.get_bytes(res.hash, offset=off, length=4096)
+                        await store.get_bytes(hashes[r], offset=off, length=4096)
                     n += 1
                 rps[side] = max(rps[side], n / (time.perf_counter() - t))
-            await store.delete(res.hash, force=True)
+            await store.delete(hashes[r], force=True)
             await client.delete_object(Bucket="bench", Key=f"raw{r}")
         await store.close()
         await kv.close()
     for op in ("add", "get"):
         raw, aspen = mib / best[f"raw {op}"], mib / best[f"aspen {op}"]
-        print(f"s3 {op}: aspen {aspen:8.1f} MiB/s   raw aiobotocore {raw:8.1f} MiB/s   ratio {aspen / raw:.2f}x")
+        per_round = sorted(ratios[op])
+        print(
+            f"s3 {op}: aspen {aspen:8.1f} MiB/s   raw aiobotocore {raw:8.1f} MiB/s   best/best {aspen / raw:.2f}x"
+            f"   per round {' '.join(f'{x:.2f}' for x in per_round)} (median {statistics.median(per_round):.2f}x)"
+        )
     ratio = rps["aspen"] / rps["raw"]
     print(f"s3 4 KiB range reads: aspen {rps['aspen']:.0f}/s (one verified segment)   raw {rps['raw']:.0f}/s   ratio {ratio:.2f}x")
+    print(f"load average after the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 async def main(mib: int, rounds: int, backends: list[str]) -> None:

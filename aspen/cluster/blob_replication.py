@@ -28,7 +28,8 @@ from blake3 import blake3
 from aspen.cluster.blob_routes import PEER_HEADER
 from aspen.cluster.membership import list_nodes
 from aspen.errors import AspenError, ErrorCode
-from aspen.storage.blobs import LocalBlobStore, check_hash
+from aspen.storage.blob_args import check_hash
+from aspen.storage.blobs import LocalBlobStore
 from aspen.storage.protocol import KeyValueStore
 from aspen.storage.records import BlobAddResult, BlobPage
 

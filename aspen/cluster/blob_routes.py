@@ -27,7 +27,7 @@ from starlette.routing import Route
 
 from aspen.auth.service import HTTP_STATUS, bearer
 from aspen.errors import AspenError, ErrorCode
-from aspen.storage.blobs import check_hash
+from aspen.storage.blob_args import check_hash
 
 PEER_HEADER = "x-aspen-peer"
 

@@ -2,7 +2,7 @@
 
 Config table ``[blobs]``::
 
-    max_total_bytes = 10737418240   # all blobs together (QUOTA_EXCEEDED past it)
+    max_total_bytes = 10737418240   # all blobs together (QUOTA_EXCEEDED past it; on S3 the cluster's)
     max_blob_bytes = 1073741824     # one blob (BLOB_TOO_LARGE past it)
     gc_interval_seconds = 3600      # how often GC runs; 0 turns it off
     gc_grace_seconds = 3600         # an unprotected blob is kept this long after its last add
@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 
 from aspen.errors import AspenError, ErrorCode
-from aspen.storage.blobs import DEFAULT_MAX_BLOB_SIZE, DEFAULT_MAX_TOTAL_BYTES
+from aspen.storage.blob_args import DEFAULT_MAX_BLOB_SIZE, DEFAULT_MAX_TOTAL_BYTES
 from aspen.storage.protocol import BlobStore
 from aspen.storage.s3_settings import S3Settings
 

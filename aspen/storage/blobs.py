@@ -15,15 +15,8 @@ across every process sharing the directory. A file without a row is an orphan
 of a crash and is removed by :meth:`LocalBlobStore.gc`.
 
 Verification: at add time each 256 KiB segment is hashed with BLAKE3 and the
-digests stored with the row (32 bytes per segment, 128 KiB per GiB). Every
-read, whole or ranged, reads whole segments and checks them before handing
-out any byte, so a flipped bit is caught even when mtime and size are intact
-(bit rot). A whole read additionally checks the root hash before its last
-chunk is yielded. A segment mismatch triggers a full re-hash: if the root
-hash still matches, only the table was damaged and it is rebuilt; otherwise
-the blob is quarantined and ``BLOB_CORRUPT`` raised. (BLAKE3's own tree
-cannot be used for this: the ``blake3`` package exposes no subtree chaining
-values, and no maintained bao/outboard package exists on PyPI.)
+digests stored with the row (32 bytes per segment, 128 KiB per GiB); every
+read checks them (:mod:`aspen.storage.local_blob_reads`).
 
 Hashing is single-threaded per blob: the ``blake3`` package releases the GIL
 for large updates, so concurrent adds and reads hash in parallel in the
@@ -36,30 +29,31 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-import tempfile
 import threading
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-
-from blake3 import blake3
 
 from aspen.clock import now_ms
 from aspen.errors import AspenError, ErrorCode, quota_exceeded
+from aspen.storage.blob_args import (
+    DEFAULT_MAX_BLOB_SIZE,
+    DEFAULT_MAX_TOTAL_BYTES,
+    IO_CHUNK,
+    MAX_LIST_LIMIT,
+    check_grace,
+    check_hash,
+    check_limits,
+    check_list,
+    check_tag,
+    too_large,
+)
+from aspen.storage.local_blob_files import BlobWriter, fsync_dir, unavailable
+from aspen.storage.local_blob_reads import VerifiedReads
 from aspen.storage.records import BlobAddResult, BlobInfo, BlobPage
-from aspen.storage.segments import SEGMENT_SIZE, SegmentHasher
 
-DIGEST_SIZE = 32
-DEFAULT_MAX_BLOB_SIZE = 1 << 30
-DEFAULT_MAX_TOTAL_BYTES = 10 << 30
-MAX_LIST_LIMIT = 1000
-MAX_TAG_BYTES = 256
-MAX_CHUNK_SIZE = 64 << 20
-IO_CHUNK = 1 << 20
 STALE_TEMP_SECONDS = 3600.0  # a temp file idle this long belongs to a dead writer
-_HEX = frozenset("0123456789abcdef")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs (
@@ -77,102 +71,8 @@ CREATE INDEX IF NOT EXISTS tags_by_hash ON tags(hash);
 """
 
 
-def check_hash(value: object) -> str:
-    """A BLAKE3 hash as 64 hex digits; returned lowercase."""
-    if not isinstance(value, str) or len(value) != 64 or not set(value.lower()) <= _HEX:
-        raise AspenError(ErrorCode.INVALID_HASH, f"not a 64-digit hex BLAKE3 hash: {value!r:.80}")
-    return value.lower()
 
-
-def _check_tag(tag: object) -> str:
-    if not isinstance(tag, str) or not tag or len(tag.encode("utf-8", "replace")) > MAX_TAG_BYTES:
-        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"tag must be a string of 1..{MAX_TAG_BYTES} bytes, got {tag!r:.80}")
-    return tag
-
-
-def _check_nonneg_int(value: object, name: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"{name} must be an integer, got {value!r:.40}")
-    if value < 0:
-        raise AspenError(ErrorCode.INVALID_RANGE, f"{name} must not be negative, got {value}")
-    return value
-
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _unavailable(exc: BaseException) -> AspenError:
-    return AspenError(ErrorCode.STORAGE_UNAVAILABLE, f"blob storage failed: {exc}")
-
-
-def _too_large(size: int, limit: int) -> AspenError:
-    return AspenError(ErrorCode.BLOB_TOO_LARGE, f"blob exceeds the limit of {limit} bytes", size=size, max=limit)
-
-
-class _BlobWriter:
-    """A temp file plus the root and per-segment hashers, fed in order.
-
-    A ``threading.Lock`` makes ``abort`` wait for a write still running in a
-    worker thread (a cancelled ``to_thread`` keeps running)."""
-
-    def __init__(self, tmp_dir: Path, max_size: int) -> None:
-        try:
-            fd, name = tempfile.mkstemp(dir=tmp_dir, suffix=".part")
-        except OSError as exc:
-            raise _unavailable(exc) from exc
-        self.path = Path(name)
-        self._file = os.fdopen(fd, "wb")
-        self._max = max_size
-        self._hasher = SegmentHasher()
-        self._lock = threading.Lock()
-        self.size = 0
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        with self._lock:
-            view = memoryview(data).cast("B")
-            if self.size + len(view) > self._max:
-                raise _too_large(self.size + len(view), self._max)
-            try:
-                self._file.write(view)
-            except OSError as exc:  # disk full, I/O error
-                raise _unavailable(exc) from exc
-            self._hasher.update(view)
-            self.size += len(view)
-
-    def finish(self) -> tuple[str, bytes]:
-        """fsync and close; returns (hex hash, segment table)."""
-        with self._lock:
-            digests = self._hasher.finish()
-            try:
-                self._file.flush()
-                os.fsync(self._file.fileno())
-                self._file.close()
-            except OSError as exc:
-                raise _unavailable(exc) from exc
-            return digests
-
-    def abort(self) -> None:
-        with self._lock:
-            self._file.close()
-            self.path.unlink(missing_ok=True)
-
-
-@dataclass
-class _OpenBlob:
-    hash: str
-    file: object  # a binary file object opened for reading
-    size: int
-    segments: bytes  # the table for segments [first_segment, ...)
-    first_segment: int
-
-
-class LocalBlobStore:
+class LocalBlobStore(VerifiedReads):
     """:class:`aspen.storage.protocol.BlobStore` on a local directory.
 
     Safe for several stores (threads or processes) on one directory. Every
@@ -192,9 +92,7 @@ class LocalBlobStore:
         max_blob_size: int = DEFAULT_MAX_BLOB_SIZE,
         max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
     ) -> None:
-        for name, value in (("max_blob_size", max_blob_size), ("max_total_bytes", max_total_bytes)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise AspenError(ErrorCode.INVALID_ARGUMENT, f"{name} must be a positive integer, got {value!r}")
+        check_limits(max_blob_size=max_blob_size, max_total_bytes=max_total_bytes)
         self.root = Path(root)
         self.max_blob_size = max_blob_size
         self.max_total_bytes = max_total_bytes
@@ -262,7 +160,7 @@ class LocalBlobStore:
             except sqlite3.Error as exc:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
-                raise _unavailable(exc) from exc
+                raise unavailable(exc) from exc
 
     def _write_txn(self) -> AbstractContextManager[sqlite3.Connection]:
         return self._txn(True)
@@ -280,7 +178,7 @@ class LocalBlobStore:
             raise AspenError(ErrorCode.INVALID_ARGUMENT, f"data must be bytes, got {type(data).__name__}")
         size = memoryview(data).nbytes
         if size > self.max_blob_size:
-            raise _too_large(size, self.max_blob_size)
+            raise too_large(size, self.max_blob_size)
         return await self._add(self._feed_slices, data)
 
     async def add_file(self, path: str | os.PathLike[str]) -> BlobAddResult:
@@ -292,7 +190,7 @@ class LocalBlobStore:
         if not p.is_file():
             raise AspenError(ErrorCode.INVALID_ARGUMENT, f"not a regular file: {str(p)!r}")
         if st.st_size > self.max_blob_size:
-            raise _too_large(st.st_size, self.max_blob_size)
+            raise too_large(st.st_size, self.max_blob_size)
         return await self._add(self._feed_file, p)
 
     async def add_stream(self, chunks: AsyncIterable[bytes], *, expected_hash: str | None = None) -> BlobAddResult:
@@ -303,7 +201,7 @@ class LocalBlobStore:
             raise AspenError(ErrorCode.INVALID_ARGUMENT, f"chunks must be an async iterable, got {type(chunks).__name__}")
         self._conn()
         used = await asyncio.to_thread(self._used)
-        writer = await asyncio.to_thread(_BlobWriter, self._tmp, self.max_blob_size)
+        writer = await asyncio.to_thread(BlobWriter, self._tmp, self.max_blob_size)
         try:
             pending = bytearray()
             async for chunk in chunks:
@@ -311,7 +209,7 @@ class LocalBlobStore:
                     raise AspenError(ErrorCode.INVALID_ARGUMENT, f"stream chunk must be bytes, got {type(chunk).__name__}")
                 pending += chunk
                 if writer.size + len(pending) > self.max_blob_size:
-                    raise _too_large(writer.size + len(pending), self.max_blob_size)
+                    raise too_large(writer.size + len(pending), self.max_blob_size)
                 if used + writer.size + len(pending) > self.max_total_bytes:
                     raise quota_exceeded("max_total_bytes", self.max_total_bytes, used)
                 if len(pending) >= IO_CHUNK:
@@ -326,7 +224,7 @@ class LocalBlobStore:
 
     async def _add(self, feed, source) -> BlobAddResult:
         self._conn()
-        writer = await asyncio.to_thread(_BlobWriter, self._tmp, self.max_blob_size)
+        writer = await asyncio.to_thread(BlobWriter, self._tmp, self.max_blob_size)
         try:
             await asyncio.to_thread(feed, writer, source)
             return await asyncio.to_thread(self._commit, writer)
@@ -335,18 +233,18 @@ class LocalBlobStore:
             raise
 
     @staticmethod
-    def _feed_slices(writer: _BlobWriter, data: bytes) -> None:
+    def _feed_slices(writer: BlobWriter, data: bytes) -> None:
         view = memoryview(data).cast("B")
         for pos in range(0, len(view), IO_CHUNK):
             writer.write(view[pos : pos + IO_CHUNK])
 
     @staticmethod
-    def _feed_file(writer: _BlobWriter, path: Path) -> None:
+    def _feed_file(writer: BlobWriter, path: Path) -> None:
         with open(path, "rb") as f:
             while chunk := f.read(IO_CHUNK):
                 writer.write(chunk)
 
-    def _commit(self, writer: _BlobWriter, expected: str | None = None) -> BlobAddResult:
+    def _commit(self, writer: BlobWriter, expected: str | None = None) -> BlobAddResult:
         h, segments = writer.finish()
         if expected is not None and h != expected:
             raise AspenError(
@@ -366,9 +264,9 @@ class LocalBlobStore:
             shard = final.parent
             if not shard.is_dir():
                 shard.mkdir(exist_ok=True)
-                _fsync_dir(self._objects)
+                fsync_dir(self._objects)
             os.replace(writer.path, final)
-            _fsync_dir(shard)
+            fsync_dir(shard)
             db.execute(
                 "INSERT OR REPLACE INTO blobs (hash, size, created_at_ms, touched_at_ms, segments)"
                 " VALUES (?, ?, ?, ?, ?)",
@@ -384,143 +282,7 @@ class LocalBlobStore:
     def _used_in(db: sqlite3.Connection) -> int:
         return db.execute("SELECT COALESCE(SUM(size), 0) FROM blobs").fetchone()[0]
 
-    # --- read ------------------------------------------------------------------
-
-    async def get_bytes(self, hash: str, *, offset: int = 0, length: int | None = None) -> bytes:
-        out = bytearray()
-        async for chunk in self.get_stream(hash, offset=offset, length=length):
-            out += chunk
-        return bytes(out)
-
-    async def get_stream(
-        self, hash: str, *, offset: int = 0, length: int | None = None, chunk_size: int = 1 << 20
-    ) -> AsyncIterator[bytes]:
-        """Yields only bytes whose segments verified; a whole read also checks
-        the root hash before its last chunk."""
-        h = check_hash(hash)
-        _check_nonneg_int(offset, "offset")
-        if length is not None:
-            _check_nonneg_int(length, "length")
-        if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or not 1 <= chunk_size <= MAX_CHUNK_SIZE:
-            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"chunk_size must be 1..{MAX_CHUNK_SIZE}, got {chunk_size!r}")
-        blob = await asyncio.to_thread(self._open, h, offset, length)
-        try:
-            end = blob.size if length is None else offset + length
-            root = blake3() if offset == 0 and end == blob.size else None
-            step = max(SEGMENT_SIZE, chunk_size - chunk_size % SEGMENT_SIZE)
-            pos = blob.first_segment * SEGMENT_SIZE
-            if root is not None and blob.size == 0:
-                await asyncio.to_thread(self._check_root, blob, root)
-            limit = min(blob.size, -(-end // SEGMENT_SIZE) * SEGMENT_SIZE)  # the segments ``_open`` fetched
-            while pos < end:
-                data = await asyncio.to_thread(self._read_verified, blob, pos, min(pos + step, limit), root)
-                lo, hi = max(offset - pos, 0), min(end - pos, len(data))
-                for i in range(lo, hi, chunk_size):
-                    yield data[i : min(i + chunk_size, hi)]
-                pos += len(data)
-        finally:
-            await asyncio.to_thread(blob.file.close)
-
-    def _open(self, h: str, offset: int, length: int | None) -> _OpenBlob:
-        with self._read_txn() as db:
-            row = db.execute("SELECT size FROM blobs WHERE hash = ?", (h,)).fetchone()
-            if row is None:
-                raise AspenError(ErrorCode.BLOB_NOT_FOUND, f"blob {h} not found", hash=h)
-            size = row[0]
-            end = size if length is None else offset + length
-            if offset > size or end > size:
-                raise AspenError(
-                    ErrorCode.INVALID_RANGE,
-                    f"range {offset}..{end} is outside blob of {size} bytes",
-                    offset=offset,
-                    length=length,
-                    size=size,
-                )
-            first = offset // SEGMENT_SIZE
-            last = -(-end // SEGMENT_SIZE)
-            (segments,) = db.execute(
-                "SELECT substr(segments, ?, ?) FROM blobs WHERE hash = ?",
-                (first * DIGEST_SIZE + 1, (last - first) * DIGEST_SIZE, h),
-            ).fetchone()
-        try:
-            f = open(self._path(h), "rb")
-        except FileNotFoundError as exc:
-            raise AspenError(ErrorCode.BLOB_NOT_FOUND, f"blob {h} not found", hash=h) from exc
-        blob = _OpenBlob(h, f, size, bytes(segments or b""), first)
-        try:
-            if os.fstat(f.fileno()).st_size != size:
-                self._corrupt(blob, "file size differs from the recorded size")
-        except BaseException:
-            f.close()
-            raise
-        return blob
-
-    def _read_verified(self, blob: _OpenBlob, start: int, stop: int, root: blake3 | None) -> bytes:
-        """Read [start, stop) (segment aligned, or to the end) and check it."""
-        blob.file.seek(start)
-        data = blob.file.read(stop - start)
-        if len(data) != stop - start:
-            self._corrupt(blob, "file is shorter than recorded")
-        view = memoryview(data)
-        for pos in range(0, len(data), SEGMENT_SIZE):
-            index = (start + pos) // SEGMENT_SIZE - blob.first_segment
-            want = blob.segments[index * DIGEST_SIZE : (index + 1) * DIGEST_SIZE]
-            if blake3(view[pos : pos + SEGMENT_SIZE]).digest() != want:
-                self._recheck(blob)  # raises when the file is corrupt
-                want = blob.segments[index * DIGEST_SIZE : (index + 1) * DIGEST_SIZE]
-                if blake3(view[pos : pos + SEGMENT_SIZE]).digest() != want:
-                    self._corrupt(blob, "file changed while being read")
-        if root is not None:
-            root.update(data)
-            if stop == blob.size:
-                self._check_root(blob, root)
-        return data
-
-    def _check_root(self, blob: _OpenBlob, root: blake3) -> None:
-        if root.hexdigest() != blob.hash:
-            self._corrupt(blob, "content does not match its hash")
-
-    def _recheck(self, blob: _OpenBlob) -> None:
-        """A segment mismatched: re-hash the whole file. A good file means the
-        table was damaged: rebuild it and refresh ``blob``. Else quarantine."""
-        h, table = self._hash_file(blob.file)
-        if h != blob.hash:
-            self._corrupt(blob, "content does not match its hash")
-        if table[blob.first_segment * DIGEST_SIZE :].startswith(blob.segments):
-            return
-        with self._write_txn() as db:
-            db.execute("UPDATE blobs SET segments = ? WHERE hash = ?", (table, blob.hash))
-        blob.segments = table[blob.first_segment * DIGEST_SIZE :]
-
-    @staticmethod
-    def _hash_file(f) -> tuple[str, bytes]:
-        root, table = blake3(), bytearray()
-        f.seek(0)
-        while seg := f.read(SEGMENT_SIZE):
-            root.update(seg)
-            table += blake3(seg).digest()
-        return root.hexdigest(), bytes(table)
-
-    def _corrupt(self, blob: _OpenBlob, why: str) -> None:
-        self._quarantine_file(blob.hash, os.fstat(blob.file.fileno()).st_ino)
-        raise AspenError(ErrorCode.BLOB_CORRUPT, f"blob {blob.hash} is corrupt: {why}", hash=blob.hash)
-
-    def _quarantine_file(self, h: str, inode: int) -> None:
-        """Move the corrupt file aside and drop its row (tags stay, so a good
-        copy added later is protected again). Skipped when the path already
-        holds another file, i.e. a good copy replaced it meanwhile."""
-        path = self._path(h)
-        with self._write_txn() as db:
-            try:
-                if path.stat().st_ino != inode:
-                    return
-            except FileNotFoundError:
-                return
-            os.replace(path, self._quarantine / f"{h}.{time.time_ns()}")
-            _fsync_dir(path.parent)
-            db.execute("DELETE FROM blobs WHERE hash = ?", (h,))
-
-    # --- metadata ----------------------------------------------------------
+    # --- metadata (reads: :class:`VerifiedReads`) --------------------------------
 
     async def has(self, hash: str) -> bool:
         h = check_hash(hash)
@@ -544,14 +306,7 @@ class LocalBlobStore:
 
     async def list(self, *, limit: int = MAX_LIST_LIMIT, continuation: str | None = None) -> BlobPage:
         """Blobs in hash order; the token is the last hash of the previous page."""
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIST_LIMIT:
-            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"limit must be 1..{MAX_LIST_LIMIT}, got {limit!r}")
-        after = ""
-        if continuation is not None:
-            try:
-                after = check_hash(continuation)
-            except AspenError as exc:
-                raise AspenError(ErrorCode.INVALID_CONTINUATION, "continuation token is malformed") from exc
+        after = check_list(limit, continuation)
         return await asyncio.to_thread(self._list, limit, after)
 
     def _list(self, limit: int, after: str) -> BlobPage:
@@ -596,11 +351,11 @@ class LocalBlobStore:
             path.unlink()
         except FileNotFoundError:
             return
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     async def protect(self, hash: str, tag: str) -> None:
         """Point the named ``tag`` at a stored blob (moving it if it pointed elsewhere)."""
-        h, t = check_hash(hash), _check_tag(tag)
+        h, t = check_hash(hash), check_tag(tag)
         await asyncio.to_thread(self._protect, h, t)
 
     def _protect(self, h: str, tag: str) -> None:
@@ -611,7 +366,7 @@ class LocalBlobStore:
 
     async def unprotect(self, tag: str) -> None:
         """Remove a tag; removing an unknown tag is a no-op."""
-        t = _check_tag(tag)
+        t = check_tag(tag)
         await asyncio.to_thread(self._unprotect, t)
 
     def _unprotect(self, tag: str) -> None:
@@ -622,13 +377,8 @@ class LocalBlobStore:
         """Remove untagged blobs not added within ``grace_seconds`` (a re-add
         restarts the grace period), crash orphans in ``objects/`` and stale
         temp files."""
-        if (
-            not isinstance(grace_seconds, (int, float))
-            or isinstance(grace_seconds, bool)
-            or not 0 <= grace_seconds < float("inf")
-        ):
-            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"grace_seconds must be a finite number >= 0, got {grace_seconds!r}")
-        return await asyncio.to_thread(self._gc, float(grace_seconds))
+        grace = check_grace(grace_seconds)
+        return await asyncio.to_thread(self._gc, grace)
 
     def _gc(self, grace: float) -> list[str]:
         cutoff_s = time.time() - grace
@@ -664,25 +414,6 @@ class LocalBlobStore:
         for shard in self._objects.iterdir():
             if shard.is_dir():
                 yield from (p for p in shard.iterdir() if p.is_file())
-
-    async def verify(self, hash: str) -> bool:
-        """Re-hash a stored blob: False (and quarantined) when corrupt; a
-        damaged segment table is rebuilt."""
-        h = check_hash(hash)
-        return await asyncio.to_thread(self._verify, h)
-
-    def _verify(self, h: str) -> bool:
-        try:
-            blob = self._open(h, 0, None)
-            try:
-                self._recheck(blob)
-            finally:
-                blob.file.close()
-        except AspenError as exc:
-            if exc.code == ErrorCode.BLOB_CORRUPT:
-                return False
-            raise
-        return True
 
     async def close(self) -> None:
         await asyncio.to_thread(self._close)

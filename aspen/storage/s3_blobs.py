@@ -23,56 +23,73 @@ import msgspec
 from blake3 import blake3
 
 from aspen.clock import now_ms
-from aspen.errors import AspenError, ErrorCode
+from aspen.errors import AspenError, ErrorCode, quota_exceeded
 from aspen.storage import s3_meta as meta
-from aspen.storage.blob_cache import BlobCache
-from aspen.storage.blobs import (
+from aspen.storage.blob_args import (
     DEFAULT_MAX_BLOB_SIZE,
+    DEFAULT_MAX_TOTAL_BYTES,
     IO_CHUNK,
     MAX_CHUNK_SIZE,
     MAX_LIST_LIMIT,
-    _check_nonneg_int,
-    _check_tag,
+    check_grace,
     check_hash,
+    check_limits,
+    check_list,
+    check_read,
+    check_tag,
+    too_large,
 )
+from aspen.storage.blob_cache import BlobCache
 from aspen.storage.protocol import KeyValueStore
 from aspen.storage.records import BlobAddResult, BlobInfo, BlobPage, PutOp
-from aspen.storage.s3_client import READ_ATTEMPTS, ObjectMissing, S3Objects
+from aspen.storage.s3_client import S3Objects
 from aspen.storage.s3_gc import collect_with_lock
+from aspen.storage.s3_reads import corrupt, rehash, verified
+from aspen.storage.s3_running import RunningUploads
 from aspen.storage.s3_settings import S3Settings
-from aspen.storage.s3_upload import Upload, too_large
-from aspen.storage.segments import SEGMENT_SIZE, SegmentHasher, scan_block, segment_span
-
-
-class _Damaged(Exception):
-    """The object does not match its record (short, missing)."""
+from aspen.storage.s3_upload import Upload
+from aspen.storage.segments import SEGMENT_SIZE, segment_span
 
 
 class S3BlobStore:
-    """:class:`aspen.storage.protocol.BlobStore` on an S3 bucket plus a KV store (not owned)."""
+    """:class:`aspen.storage.protocol.BlobStore` on an S3 bucket plus a KV store (not owned).
 
-    def __init__(self, objects: S3Objects, kv: KeyValueStore, *, max_blob_size: int, owner: str) -> None:
+    ``max_total_bytes`` caps the bytes of all blobs of the cluster (the usage counter in KV
+    moves in the transaction that adds or removes a record): a new blob that would pass it
+    is ``QUOTA_EXCEEDED`` and its object removed; a stream is refused as soon as it cannot
+    fit; a re-add takes no room."""
+
+    def __init__(
+        self, objects: S3Objects, kv: KeyValueStore, *, max_blob_size: int, max_total_bytes: int, owner: str
+    ) -> None:
         self.objects = objects
         self.kv = kv
         self.max_blob_size = max_blob_size
+        self.max_total_bytes = max_total_bytes
         self.owner = owner
         self.cache = BlobCache(objects.settings.cache_bytes)
+        self.running = RunningUploads(kv)
         self._closed = False
 
     @classmethod
     async def open(
-        cls, settings: S3Settings, kv: KeyValueStore, *, max_blob_size: int = DEFAULT_MAX_BLOB_SIZE, owner: str = "aspen"
+        cls,
+        settings: S3Settings,
+        kv: KeyValueStore,
+        *,
+        max_blob_size: int = DEFAULT_MAX_BLOB_SIZE,
+        max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
+        owner: str = "aspen",
     ) -> S3BlobStore:
         """Connect and make sure the bucket exists (``STORAGE_UNAVAILABLE`` when unreachable)."""
-        if not isinstance(max_blob_size, int) or isinstance(max_blob_size, bool) or max_blob_size < 1:
-            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"max_blob_size must be a positive integer, got {max_blob_size!r}")
+        check_limits(max_blob_size=max_blob_size, max_total_bytes=max_total_bytes)
         objects = await S3Objects.open(settings)
         try:
             await objects.ensure_bucket()
         except BaseException:
             await objects.close()
             raise
-        return cls(objects, kv, max_blob_size=max_blob_size, owner=owner)
+        return cls(objects, kv, max_blob_size=max_blob_size, max_total_bytes=max_total_bytes, owner=owner)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -119,29 +136,37 @@ class S3BlobStore:
         expected = None if expected_hash is None else check_hash(expected_hash)
         if not hasattr(chunks, "__aiter__"):
             raise AspenError(ErrorCode.INVALID_ARGUMENT, f"chunks must be an async iterable, got {type(chunks).__name__}")
-        return await self._add(chunks, expected)
-
-    async def _add(self, chunks: AsyncIterable[bytes], expected: str | None = None) -> BlobAddResult:
         self._check_open()
-        up = Upload(self.objects, self.max_blob_size)
+        return await self._add(chunks, expected, (await meta.load_usage(self.kv))[0])
+
+    async def _add(self, chunks: AsyncIterable[bytes], expected: str | None = None, used: int | None = None) -> BlobAddResult:
+        """``used``: refuse the stream as soon as it cannot fit (its size is unknown up front;
+        a known-size add may still be a free re-add, decided at commit)."""
+        self._check_open()
+        up = Upload(self.objects, self.max_blob_size, self.running)
         try:
             async for chunk in chunks:
                 if not isinstance(chunk, (bytes, bytearray, memoryview)):
                     raise AspenError(ErrorCode.INVALID_ARGUMENT, f"stream chunk must be bytes, got {type(chunk).__name__}")
+                if used is not None and used + up.size + len(chunk) > self.max_total_bytes:
+                    raise quota_exceeded("max_total_bytes", self.max_total_bytes, used)
                 await up.feed(chunk)
             h, table = await up.finish()
             if expected is not None and h != expected:
                 raise AspenError(
                     ErrorCode.BLOB_CORRUPT, f"content hashes to {h}, expected {expected}", expected=expected, actual=h
                 )
+            return await self._commit(up, h, table)
         except BaseException:
             await asyncio.shield(up.abort())
             raise
-        return await self._commit(up, h, table)
+        finally:
+            await asyncio.shield(up.release())
 
     async def _commit(self, up: Upload, h: str, table: bytes) -> BlobAddResult:
-        """Record the object under its hash; an existing good copy wins and ours is dropped.
-        If the KV write fails the object stays unreferenced and GC's cleanup removes it."""
+        """Record the object under its hash; an existing good copy wins and ours is dropped
+        (the caller aborts it when this raises). If the KV write fails the object stays
+        unreferenced and GC's cleanup removes it."""
         now = now_ms()
         while True:
             cur = await meta.load(self.kv, h)
@@ -153,7 +178,8 @@ class S3BlobStore:
                 continue
             record = meta.BlobMeta(up.size, up.name, now, now, tags=cur.meta.tags if cur.meta else [])
             ops = [meta.put_meta(h, record), PutOp(key=meta.SEG + h, value=table)]
-            if await meta.guarded(self.kv, [cur.guard()], ops):
+            grow = up.size - (cur.meta.size if cur.meta else 0)
+            if await meta.sized(self.kv, [cur.guard()], ops, grow, self.max_total_bytes):
                 if cur.meta is not None:  # the damaged object this one replaces
                     with contextlib.suppress(AspenError):
                         await self.objects.delete(self.objects.key(cur.meta.object))
@@ -187,11 +213,7 @@ class S3BlobStore:
         """Yields only bytes whose segments verified; a whole read also checks the root hash
         before its last chunk. Small blobs are fetched whole once and served from the cache."""
         h = check_hash(hash)
-        _check_nonneg_int(offset, "offset")
-        if length is not None:
-            _check_nonneg_int(length, "length")
-        if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or not 1 <= chunk_size <= MAX_CHUNK_SIZE:
-            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"chunk_size must be 1..{MAX_CHUNK_SIZE}, got {chunk_size!r}")
+        check_read(offset, length, chunk_size)
         cur, table = await self._live_with_table(h)
         size = cur.meta.size
         end = size if length is None else offset + length
@@ -202,11 +224,11 @@ class S3BlobStore:
             )  # fmt: skip
         if size == 0:
             if blake3(b"").hexdigest() != h:
-                await self._corrupt(cur, "content does not match its hash")
+                await corrupt(self, cur, "content does not match its hash")
             return
         data = self.cache.get(h)
         if data is None and self.cache.fits(size):
-            data = b"".join([b async for _, b in self._verified(cur, table, 0, size, SEGMENT_SIZE * 16, whole=True)])
+            data = b"".join([b async for _, b in verified(self, cur, table, 0, size, SEGMENT_SIZE * 16, whole=True)])
             self.cache.put(h, data)
         if data is not None:
             for i in range(offset, end, chunk_size):
@@ -216,90 +238,10 @@ class S3BlobStore:
             return  # an empty range touches no segment
         start, stop = segment_span(offset, end, size)
         step = max(SEGMENT_SIZE, chunk_size - chunk_size % SEGMENT_SIZE)
-        async for at, block in self._verified(cur, table, start, stop, step, whole=offset == 0 and end == size):
+        async for at, block in verified(self, cur, table, start, stop, step, whole=offset == 0 and end == size):
             lo, hi = max(offset - at, 0), min(end - at, len(block))
             for i in range(lo, hi, chunk_size):
                 yield block[i : min(i + chunk_size, hi)]
-
-    async def _verified(
-        self, cur: meta.Loaded, table: bytes, start: int, stop: int, step: int, *, whole: bool
-    ) -> AsyncIterator[tuple[int, bytes]]:
-        """(offset, block) of [start, stop) in verified blocks of ``step`` bytes; a ranged GET,
-        resumed where it broke off (reads are idempotent) up to READ_ATTEMPTS times."""
-        root = blake3() if whole else None
-        pos, pending, failures = start, bytearray(), 0
-        while pos < stop:
-            try:
-                async for block in self._blocks(cur, pos, stop, step, pending):
-                    table = await self._check_block(cur, pos, block, table, root)
-                    yield pos, block
-                    pos += len(block)
-            except _Damaged as exc:
-                await self._corrupt(cur, str(exc))
-            except AspenError as exc:
-                failures += 1
-                if exc.code != ErrorCode.STORAGE_UNAVAILABLE or failures >= READ_ATTEMPTS:
-                    raise
-                pending.clear()
-
-    async def _blocks(self, cur: meta.Loaded, pos: int, stop: int, step: int, pending: bytearray) -> AsyncIterator[bytes]:
-        try:
-            length, total, body = await self.objects.get_range(cur.meta.object, pos, stop)
-        except ObjectMissing:
-            raise _Damaged("object is missing from the bucket or shorter than recorded") from None
-        if length != stop - pos or total != cur.meta.size:
-            await body.aclose()
-            raise _Damaged(f"object holds {total} bytes where {cur.meta.size} were recorded")
-        got = 0
-        async for chunk in body:
-            pending += chunk
-            got += len(chunk)
-            while len(pending) >= step or (pending and got == stop - pos):
-                block = bytes(pending[:step])
-                del pending[:step]
-                yield block
-        if got != stop - pos:
-            raise _Damaged("object is shorter than recorded")
-
-    async def _check_block(
-        self, cur: meta.Loaded, pos: int, block: bytes, table: bytes, root: blake3 | None
-    ) -> bytes:
-        """Raise BLOB_CORRUPT unless every segment of ``block`` matches (and, for a whole read,
-        the root hash at the end); a damaged table (the object re-hashes to its address) is
-        rebuilt and returned. Both hashes run in one worker-thread call for large blocks, so
-        the loop keeps receiving the next bytes meanwhile."""
-        run = asyncio.to_thread if len(block) >= 4 * SEGMENT_SIZE else _inline
-        verdict = await run(scan_block, block, pos, table, root, cur.meta.size, cur.hash)
-        if verdict == "segment":
-            ok, table = await self._rehash(cur)
-            if not ok:
-                await self._corrupt(cur, "content does not match its hash")
-            await self.kv.put(meta.SEG + cur.hash, table)
-            verdict = await run(scan_block, block, pos, table, root, cur.meta.size, cur.hash)
-            if verdict == "segment":
-                await self._corrupt(cur, "object changed while being read")
-        if verdict == "root":
-            await self._corrupt(cur, "content does not match its hash")
-        return table
-
-    async def _rehash(self, cur: meta.Loaded) -> tuple[bool, bytes]:
-        """Stream the whole object through the hasher: (matches its address, segment table)."""
-        hasher = SegmentHasher()
-        if cur.meta.size == 0:
-            return blake3(b"").hexdigest() == cur.hash, b""
-        try:
-            _, _, body = await self.objects.get_range(cur.meta.object, 0, cur.meta.size)
-            async for chunk in body:
-                hasher.update(chunk)
-        except ObjectMissing:
-            return False, b""
-        h, table = hasher.finish()
-        return h == cur.hash and hasher.size == cur.meta.size, table
-
-    async def _corrupt(self, cur: meta.Loaded, why: str) -> None:
-        self.cache.drop(cur.hash)
-        await meta.mark_corrupt(self.kv, cur.hash, cur.meta.object)
-        raise AspenError(ErrorCode.BLOB_CORRUPT, f"blob {cur.hash} is corrupt: {why}", hash=cur.hash)
 
     # --- metadata ----------------------------------------------------------
 
@@ -313,14 +255,7 @@ class S3BlobStore:
 
     async def list(self, *, limit: int = MAX_LIST_LIMIT, continuation: str | None = None) -> BlobPage:
         """Blobs in hash order; the token is the last hash of the previous page."""
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_LIST_LIMIT:
-            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"limit must be 1..{MAX_LIST_LIMIT}, got {limit!r}")
-        after = ""
-        if continuation is not None:
-            try:
-                after = check_hash(continuation)
-            except AspenError as exc:
-                raise AspenError(ErrorCode.INVALID_CONTINUATION, "continuation token is malformed") from exc
+        after = check_list(limit, continuation)
         self._check_open()
         found: list[BlobInfo] = []
         while len(found) <= limit:
@@ -347,20 +282,20 @@ class S3BlobStore:
                 if cur.meta.corrupt:
                     return False  # nothing to serve; the tags wait for a good copy
                 raise AspenError(ErrorCode.BLOB_PROTECTED, f"blob {h} is protected by tags {sorted(tags)}", hash=h, tags=sorted(tags))
-            if await meta.guarded(self.kv, [cur.guard()], meta.drop_blob(h, tags if force else [])):
+            if await meta.sized(self.kv, [cur.guard()], meta.drop_blob(h, tags if force else []), -cur.meta.size):
                 self.cache.drop(h)
                 await self.objects.delete(self.objects.key(cur.meta.object))
                 return not cur.meta.corrupt
 
     async def protect(self, hash: str, tag: str) -> None:
         """Point the named ``tag`` at a stored blob (moving it if it pointed elsewhere)."""
-        h, t = check_hash(hash), _check_tag(tag)
+        h, t = check_hash(hash), check_tag(tag)
         self._check_open()
         await meta.protect(self.kv, h, t)
 
     async def unprotect(self, tag: str) -> None:
         """Remove a tag; removing an unknown tag is a no-op."""
-        t = _check_tag(tag)
+        t = check_tag(tag)
         self._check_open()
         await meta.unprotect(self.kv, t)
 
@@ -368,20 +303,15 @@ class S3BlobStore:
         """On one node at a time (``GC_IN_PROGRESS`` elsewhere): remove untagged blobs not
         added within ``grace_seconds``, then objects no record references and unfinished
         multipart uploads older than ``cleanup_seconds``."""
-        if (
-            not isinstance(grace_seconds, (int, float))
-            or isinstance(grace_seconds, bool)
-            or not 0 <= grace_seconds < float("inf")
-        ):
-            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"grace_seconds must be a finite number >= 0, got {grace_seconds!r}")
+        grace = check_grace(grace_seconds)
         self._check_open()
-        return await collect_with_lock(self, float(grace_seconds))
+        return await collect_with_lock(self, grace)
 
     async def verify(self, hash: str) -> bool:
         """Re-hash the stored object: False (and marked corrupt) when it does not match;
         a damaged segment table is rebuilt."""
         cur = await self._live(check_hash(hash))
-        ok, table = await self._rehash(cur)
+        ok, table = await rehash(self, cur)
         if not ok:
             self.cache.drop(cur.hash)
             await meta.mark_corrupt(self.kv, cur.hash, cur.meta.object)
@@ -393,8 +323,6 @@ class S3BlobStore:
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
+            await self.running.close()
             await self.objects.close()
 
-
-async def _inline(fn, *args):
-    return fn(*args)

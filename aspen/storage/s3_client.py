@@ -177,21 +177,31 @@ class S3Objects:
 
     # --- reads ---------------------------------------------------------------
 
-    async def get_range(self, name: str, start: int, stop: int) -> tuple[int, int, AsyncIterator[bytes]]:
+    async def get_range(
+        self, name: str, start: int, stop: int, *, block: int = 1 << 20
+    ) -> tuple[int, int, AsyncIterator[bytes]]:
         """GET bytes [start, stop) (stop > start): (Content-Length, the object's total size
-        from Content-Range, body chunks). Raises :class:`ObjectMissing` when the key is gone."""
+        from Content-Range, body chunks of at most 1 MiB that never cross a multiple of
+        ``block`` from ``start``, so a reader fills blocks without splitting a chunk).
+        Raises :class:`ObjectMissing` when the key is gone."""
         resp = await self.read_retrying(
             "GetObject",
             lambda: self._client.get_object(Bucket=self.bucket, Key=self.key(name), Range=f"bytes={start}-{stop - 1}"),
         )
         total = str(resp.get("ContentRange", "")).rpartition("/")[2]
-        return int(resp.get("ContentLength", -1)), int(total) if total.isdigit() else -1, self._body(resp["Body"])
+        return int(resp.get("ContentLength", -1)), int(total) if total.isdigit() else -1, self._body(resp["Body"], block)
 
-    async def _body(self, body: Any) -> AsyncIterator[bytes]:
+    async def _body(self, body: Any, block: int) -> AsyncIterator[bytes]:
+        left = block
         try:
             async with body as stream:
-                while chunk := await self._c("GetObject body", lambda: stream.read(1 << 20)):
+                while True:
+                    n = min(1 << 20, left)
+                    chunk = await self._c("GetObject body", lambda n=n: stream.read(n))
+                    if not chunk:
+                        return
                     yield chunk
+                    left = left - len(chunk) or block
         except (AspenError, GeneratorExit, asyncio.CancelledError):
             raise
         except Exception as exc:  # the connection broke mid-body

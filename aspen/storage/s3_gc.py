@@ -8,7 +8,9 @@ Each removal is a transaction guarded by the record's mod revision, so an add th
 re-touched the blob or a tag placed since the scan wins. Objects are listed *before* the
 records are read, so an upload committed meanwhile is already referenced; an object no
 record references, or an unfinished multipart upload, is removed once older than
-``cleanup_seconds`` (an upload still running is younger than that).
+``cleanup_seconds`` unless its upload is registered as running
+(:mod:`aspen.storage.s3_running`). The registrations are read after the listing and before
+the records: an upload that finished in between has committed its record by then.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ async def collect(store: S3BlobStore, grace: float) -> list[str]:
     the hashes of the (healthy) blobs removed."""
     objects, kv = store.objects, store.kv
     listed = [item async for item in objects.list_objects("objects/")]
+    uploads = [item async for item in objects.list_uploads("objects/")]
+    running = {objects.key(name) for name in await store.running.names()}
     cutoff_ms = now_ms() - int(grace * 1000)
     removed: list[str] = []
     referenced: set[str] = set()
@@ -65,7 +69,7 @@ async def collect(store: S3BlobStore, grace: float) -> list[str]:
         records, more = await meta.scan_records(kv, after, 1000)
         for h, m, mod in records:
             guard = Compare(key=meta.BLOB + h, target="mod_revision", value=mod)
-            if not m.tags and m.touched_at_ms < cutoff_ms and await meta.guarded(kv, [guard], meta.drop_blob(h)):
+            if not m.tags and m.touched_at_ms < cutoff_ms and await meta.sized(kv, [guard], meta.drop_blob(h), -m.size):
                 store.cache.drop(h)
                 await objects.delete(objects.key(m.object))
                 if not m.corrupt:
@@ -76,9 +80,9 @@ async def collect(store: S3BlobStore, grace: float) -> list[str]:
             after = records[-1][0]
     stale = time.time() - objects.settings.cleanup_seconds
     for key, modified in listed:
-        if key not in referenced and modified.timestamp() < stale:
+        if key not in referenced and key not in running and modified.timestamp() < stale:
             await objects.delete(key)
-    async for key, upload_id, initiated in objects.list_uploads("objects/"):
-        if initiated.timestamp() < stale:
+    for key, upload_id, initiated in uploads:
+        if key not in running and initiated.timestamp() < stale:
             await objects.abort_multipart(key, upload_id)
     return sorted(removed)

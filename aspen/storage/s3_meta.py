@@ -6,11 +6,15 @@ Layout (under the reserved ``__cluster:`` space)::
     __cluster:blobstore:seg:{hash}    the segment table (32 bytes per 256 KiB)
     __cluster:blobstore:tag:{tag}     the hash a tag protects
     __cluster:blobstore:gc            the GC lock, attached to the holder's lease
+    __cluster:blobstore:usage         bytes of all records (the ``max_total_bytes`` quota)
+    __cluster:blobstore:upload:{obj}  a multipart upload running (:mod:`aspen.storage.s3_running`)
 
 A blob exists when its ``blob:`` record does and is not marked corrupt. Every change is
 one transaction guarded by the mod revision of the records it read, so an add that
 re-touches a blob, a tag that moves and GC removing an untagged blob cannot interleave
 wrongly: whichever commits second sees a changed revision, re-reads and decides again.
+A change that adds or removes a record moves the usage counter in the same transaction
+(:func:`sized`), so the quota holds across every node at once.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from aspen.errors import AspenError, ErrorCode
+from aspen.errors import AspenError, ErrorCode, quota_exceeded
 from aspen.storage.protocol import KeyValueStore
 from aspen.storage.records import Compare, DeleteOp, KeyValue, PutOp, TxnOp
 
@@ -28,6 +32,7 @@ BLOB = PREFIX + "blob:"
 SEG = PREFIX + "seg:"
 TAG = PREFIX + "tag:"
 GC_LOCK = PREFIX + "gc"
+USAGE = PREFIX + "usage"
 
 
 class BlobMeta(msgspec.Struct, frozen=True):
@@ -89,6 +94,42 @@ async def load_table(kv: KeyValueStore, h: str) -> bytes:
 
 async def guarded(kv: KeyValueStore, compares: list[Compare], ops: list[TxnOp]) -> bool:
     return (await kv.transaction(compares, ops)).succeeded
+
+
+async def load_usage(kv: KeyValueStore) -> tuple[int, int]:
+    """(bytes of all records, the counter's mod revision); a store whose counter does not
+    exist yet (records from before it) is counted once, and the first change creates it."""
+    entry = await kv.get(USAGE)
+    if entry is not None:
+        try:
+            return int(entry.value), entry.mod_revision
+        except ValueError:
+            raise AspenError(ErrorCode.STORAGE_UNAVAILABLE, f"blob usage record {USAGE} is unreadable") from None
+    total, after, more = 0, "", True
+    while more:
+        records, more = await scan_records(kv, after)
+        total += sum(m.size for _, m, _ in records)
+        after = records[-1][0] if records else after
+    return total, 0
+
+
+async def sized(kv: KeyValueStore, compares: list[Compare], ops: list[TxnOp], delta: int, limit: int | None = None) -> bool:
+    """:func:`guarded` that also moves the usage counter by ``delta`` bytes; ``QUOTA_EXCEEDED``
+    when a growth would pass ``limit`` and ``compares`` still hold. A change that lost only
+    the race on the counter (another node's add or delete) is retried."""
+    while True:
+        used, rev = await load_usage(kv)
+        if limit is not None and delta > 0 and used + delta > limit:
+            if not await guarded(kv, compares, []):
+                return False  # the caller's view is stale: it re-reads and decides again
+            raise quota_exceeded("max_total_bytes", limit, used)
+        counter = Compare(key=USAGE, target="mod_revision", value=rev)
+        put = PutOp(key=USAGE, value=str(max(0, used + delta)).encode())
+        result = await kv.transaction([*compares, counter], [*ops, put])
+        if result.succeeded:
+            return True
+        if result.failed_compare != len(compares):
+            return False
 
 
 def put_meta(h: str, meta: BlobMeta) -> PutOp:

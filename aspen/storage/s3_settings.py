@@ -5,7 +5,8 @@
 chain), ``path_style`` (default true: MinIO, SeaweedFS, Ceph RGW and Garage want it),
 ``prefix`` (keys live under it, so one bucket can hold several clusters), ``cache_bytes``
 (the verified read cache) and ``cleanup_seconds`` (how old an unreferenced object or an
-unfinished multipart upload must be before GC removes it: the longest an upload may take).
+unfinished multipart upload must be before GC removes it; an upload still running is
+registered in KV and left alone however long it takes, see :mod:`aspen.storage.s3_running`).
 
 ``aspen node start --blob-store s3://bucket?endpoint=http://host:8333&region=…`` fills the
 same record (``[blobs] url``); any key of the record may be a query parameter.

@@ -6,7 +6,9 @@ PutObject; larger ones a multipart upload, part after part (one part in flight k
 about two parts: botocore copies each body once), which S3 never shows as an object until it completes. Either way the object is not a blob
 until :mod:`aspen.storage.s3_meta` records it under its hash; an upload that dies first
 leaves an unreferenced object or an unfinished multipart upload, which GC removes after
-``cleanup_seconds``. :meth:`Upload.abort` removes them at once when the process lives.
+``cleanup_seconds`` — unless it is still running: a multipart upload is registered in
+:mod:`aspen.storage.s3_running` from its start until its record committed or it aborted.
+:meth:`Upload.abort` removes the leftovers at once when the process lives.
 """
 
 from __future__ import annotations
@@ -14,20 +16,20 @@ from __future__ import annotations
 import asyncio
 import secrets
 
-from aspen.errors import AspenError, ErrorCode
+from aspen.errors import AspenError
+from aspen.storage.blob_args import too_large
 from aspen.storage.s3_client import PART_SIZE, S3Objects
+from aspen.storage.s3_running import RunningUploads
 from aspen.storage.segments import SegmentHasher
 
 HASH_IN_THREAD = 1 << 20  # hash updates this large leave the event loop (blake3 releases the GIL)
 
 
-def too_large(size: int, limit: int) -> AspenError:
-    return AspenError(ErrorCode.BLOB_TOO_LARGE, f"blob exceeds the limit of {limit} bytes", size=size, max=limit)
-
-
 class Upload:
-    def __init__(self, objects: S3Objects, max_size: int) -> None:
+    def __init__(self, objects: S3Objects, max_size: int, running: RunningUploads) -> None:
         self.objects = objects
+        self.running = running
+        self._registered = False
         self.name = f"objects/{secrets.token_hex(16)}"
         self.max_size = max_size
         self.hasher = SegmentHasher()
@@ -63,6 +65,8 @@ class Upload:
 
     async def _send(self, part: bytes | bytearray) -> None:
         if self._upload_id is None:
+            await self.running.add(self.name)
+            self._registered = True
             self._upload_id = await self.objects.start_multipart(self.name)
         self._parts.append(await self.objects.put_part(self.name, self._upload_id, len(self._parts) + 1, part))
 
@@ -79,6 +83,12 @@ class Upload:
             await self.objects.complete_multipart(self.name, self._upload_id, self._parts)
         self._stored = True
         return h, table
+
+    async def release(self) -> None:
+        """The upload is over (committed or aborted): GC may judge its leftovers by age."""
+        if self._registered:
+            self._registered = False
+            await self.running.remove(self.name)
 
     async def abort(self) -> None:
         """Best effort: whatever fails here is left for GC's cleanup."""

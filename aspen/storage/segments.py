@@ -61,16 +61,3 @@ def bad_segment(data: bytes | memoryview, start: int, table: bytes) -> int | Non
         if blake3(view[pos : pos + SEGMENT_SIZE]).digest() != table[index * DIGEST_SIZE : (index + 1) * DIGEST_SIZE]:
             return index
     return None
-
-
-def scan_block(block: bytes, pos: int, table: bytes, root: blake3 | None, size: int, h: str) -> str:
-    """Check a block read from segment-aligned ``pos``: "segment" when one of its segments
-    differs from ``table``; for a whole read (``root`` given, fed in order) "root" when the
-    last block leaves a hash other than ``h``; else "ok"."""
-    if bad_segment(block, pos, table) is not None:
-        return "segment"
-    if root is not None:
-        root.update(block)
-        if pos + len(block) == size and root.hexdigest() != h:
-            return "root"
-    return "ok"

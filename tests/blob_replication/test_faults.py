@@ -20,7 +20,8 @@ from starlette.routing import Route
 from aspen.cluster.blob_replication import BlobLocation, encode_location, location_key
 from aspen.cluster.membership import node_key
 from aspen.errors import AspenError, ErrorCode
-from aspen.storage.blobs import SEGMENT_SIZE, LocalBlobStore
+from aspen.storage.blobs import LocalBlobStore
+from aspen.storage.segments import SEGMENT_SIZE
 from tests.blob_replication.conftest import Server, bound_socket, register
 from tests.blobs.conftest import pseudo_random
 

@@ -16,7 +16,7 @@ from aspen.cluster.blob_replication import (
 )
 from aspen.cluster.membership import node_key
 from aspen.errors import AspenError, ErrorCode
-from aspen.storage.blobs import SEGMENT_SIZE
+from aspen.storage.segments import SEGMENT_SIZE
 from tests.blobs.conftest import pseudo_random
 
 

@@ -7,8 +7,9 @@ import tracemalloc
 
 from blake3 import blake3
 
-from aspen.storage.blobs import SEGMENT_SIZE, LocalBlobStore
+from aspen.storage.blobs import LocalBlobStore
 from aspen.storage.protocol import BlobStore
+from aspen.storage.segments import SEGMENT_SIZE
 from tests.blobs.conftest import pseudo_random
 
 MiB = 1 << 20

@@ -6,7 +6,7 @@ import pytest
 from blake3 import blake3
 
 from aspen.errors import AspenError, ErrorCode
-from aspen.storage.blobs import SEGMENT_SIZE
+from aspen.storage.segments import SEGMENT_SIZE
 from tests.blobs.conftest import pseudo_random
 
 

@@ -16,6 +16,8 @@ import pytest
 from aspen.errors import AspenError, ErrorCode
 from aspen.storage import s3_meta
 from aspen.storage.s3_blobs import S3BlobStore
+from aspen.storage.s3_client import PART_SIZE
+from aspen.storage.s3_running import RUNNING
 from aspen.storage.s3_settings import S3Settings
 from aspen.storage.segments import SEGMENT_SIZE
 from aspen.storage.sqlite import SqliteKeyValueStore
@@ -126,7 +128,7 @@ async def test_cache_serves_hot_blobs_and_stays_bounded(s3):
 
 async def test_gc_runs_on_one_node_at_a_time(s3):
     a = await s3.open()
-    b = S3BlobStore(a.objects, a.kv, max_blob_size=a.max_blob_size, owner="other-node")
+    b = S3BlobStore(a.objects, a.kv, max_blob_size=a.max_blob_size, max_total_bytes=a.max_total_bytes, owner="other-node")
     await a.add_bytes(b"old")
     await a.kv.put(s3_meta.GC_LOCK, b"held")  # another node's GC (its lease would hold it)
     assert await code_of(b.gc(grace_seconds=0)) == ErrorCode.GC_IN_PROGRESS
@@ -201,5 +203,45 @@ async def test_writer_killed_mid_upload_leaves_no_partial_and_no_leak(seaweedfs,
             await store.gc(grace_seconds=0)
             await asyncio.sleep(0.2)
     finally:
+        await store.close()
+        await kv.close()
+
+
+async def test_gc_leaves_a_running_upload_alone_however_old(seaweedfs, tmp_path):
+    """cleanup_seconds=0: every unfinished upload is "old", yet GC on this node and on
+    another (same KV) never aborts one still streaming; once it committed or aborted, its
+    registration is gone."""
+    kv = await SqliteKeyValueStore.open(tmp_path / "kv.db")
+    settings = s3_settings(seaweedfs, cleanup_seconds=0, cache_bytes=0)
+    store = await S3BlobStore.open(settings, kv)
+    other = await S3BlobStore.open(settings, kv, owner="other-node")
+    data = pseudo_random(3 * PART_SIZE + 123, b"slow")
+    gc_passes = 0
+
+    async def slow():
+        nonlocal gc_passes
+        for pos in range(0, len(data), 1 << 20):
+            yield data[pos : pos + (1 << 20)]
+            if pos >= PART_SIZE:  # a multipart upload is in the bucket: collect under it
+                for gc_store in (store, other):
+                    await gc_store.gc(grace_seconds=0)
+                    gc_passes += 1
+
+    try:
+        result = await store.add_stream(slow())
+        assert gc_passes > 4
+        assert await store.get_bytes(result.hash) == data
+        assert (await kv.scan(RUNNING)).entries == []
+
+        async def cut():
+            yield data[: 2 * PART_SIZE]
+            raise OSError("client went away")
+
+        with pytest.raises(OSError):
+            await store.add_stream(cut())
+        assert (await kv.scan(RUNNING)).entries == []
+        assert await S3Backend(seaweedfs, tmp_path).leftovers(store) == []
+    finally:
+        await other.close()
         await store.close()
         await kv.close()

@@ -1,0 +1,148 @@
+"""Verified reads of the S3 blob backend: a ranged GET widened to whole 256 KiB segments,
+each block checked against the segment table (and, for a whole read, the root hash)
+before a byte is handed out.
+
+Hashing overlaps the transfer: a block's check runs on worker threads (``blake3``
+releases the GIL; the segment pass and the root pass at once) while the next block is
+received, and the block is handed out only once its check passed. Checks run one after another, in order, because the root hash is fed in
+order and a check may rebuild the table the next one uses. (The root cannot be derived
+from the verified segment digests instead of a second pass: the ``blake3`` package exposes
+no subtree chaining values.) A GET that breaks off is resumed at the last whole block
+received, up to ``READ_ATTEMPTS`` times (reads are idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from blake3 import blake3
+
+from aspen.errors import AspenError, ErrorCode
+from aspen.storage import s3_meta as meta
+from aspen.storage.s3_client import READ_ATTEMPTS, ObjectMissing
+from aspen.storage.segments import SEGMENT_SIZE, SegmentHasher, bad_segment
+
+if TYPE_CHECKING:
+    from aspen.storage.s3_blobs import S3BlobStore
+
+THREAD_BLOCK = 4 * SEGMENT_SIZE  # blocks this large are hashed off the event loop
+
+
+class _Damaged(Exception):
+    """The object does not match its record (short, missing)."""
+
+
+async def verified(
+    store: S3BlobStore, cur: meta.Loaded, table: bytes, start: int, stop: int, step: int, *, whole: bool
+) -> AsyncIterator[tuple[int, bytes]]:
+    """(offset, block) of [start, stop) (segment aligned) in verified blocks of ``step``
+    bytes (a multiple of the segment size)."""
+    root = blake3() if whole else None
+    received, failures = start, 0
+    prev: tuple[int, bytes, asyncio.Future[bytes]] | None = None
+    check: asyncio.Future[bytes] | None = None
+    try:
+        while received < stop:
+            try:
+                async for block in _blocks(store, cur, received, stop, step):
+                    check = asyncio.ensure_future(_check(store, cur, received, block, table, root, prev))
+                    if prev is not None:
+                        table = await prev[2]
+                        yield prev[0], prev[1]
+                    prev = (received, block, check)
+                    received += len(block)
+            except _Damaged as exc:
+                await corrupt(store, cur, str(exc))
+            except AspenError as exc:
+                failures += 1
+                if exc.code != ErrorCode.STORAGE_UNAVAILABLE or failures >= READ_ATTEMPTS:
+                    raise
+        if prev is not None:
+            await prev[2]
+            yield prev[0], prev[1]
+    finally:  # a reader that stopped early or a failed check: no check is left running unawaited
+        running = [f for f in (prev[2] if prev else None, check) if f is not None]
+        for f in running:
+            f.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
+
+async def _blocks(store: S3BlobStore, cur: meta.Loaded, pos: int, stop: int, step: int) -> AsyncIterator[bytes]:
+    """Blocks of ``step`` bytes (the last may be shorter) from one ranged GET; each is one
+    body chunk or one join of the chunks that fill it exactly."""
+    try:
+        length, total, body = await store.objects.get_range(cur.meta.object, pos, stop, block=step)
+    except ObjectMissing:
+        raise _Damaged("object is missing from the bucket or shorter than recorded") from None
+    if length != stop - pos or total != cur.meta.size:
+        await body.aclose()
+        raise _Damaged(f"object holds {total} bytes where {cur.meta.size} were recorded")
+    parts: list[bytes] = []
+    fill = got = 0
+    async for chunk in body:
+        parts.append(chunk)
+        fill += len(chunk)
+        got += len(chunk)
+        if fill == step or got == stop - pos:
+            yield parts[0] if len(parts) == 1 else b"".join(parts)
+            parts, fill = [], 0
+    if got != stop - pos:
+        raise _Damaged("object is shorter than recorded")
+
+
+async def _check(
+    store: S3BlobStore,
+    cur: meta.Loaded,
+    pos: int,
+    block: bytes,
+    table: bytes,
+    root: blake3 | None,
+    prev: tuple[int, bytes, asyncio.Future[bytes]] | None,
+) -> bytes:
+    """Raise BLOB_CORRUPT unless every segment of ``block`` matches (and, for a whole read,
+    the root hash at the end); a damaged table (the object re-hashes to its address) is
+    rebuilt and returned. Waits for the previous block's check, so checks stay in order; the
+    segment digests and the root run on two worker threads at once (two passes, two cores)."""
+    if prev is not None:
+        table = await asyncio.shield(prev[2])
+    run = asyncio.to_thread if len(block) >= THREAD_BLOCK else _inline
+    passes = [run(bad_segment, block, pos, table)] + ([run(root.update, block)] if root is not None else [])
+    bad = (await asyncio.gather(*passes))[0]
+    if bad is not None:
+        ok, table = await rehash(store, cur)
+        if not ok:
+            await corrupt(store, cur, "content does not match its hash")
+        await store.kv.put(meta.SEG + cur.hash, table)
+        if await run(bad_segment, block, pos, table) is not None:
+            await corrupt(store, cur, "object changed while being read")
+    if root is not None and pos + len(block) == cur.meta.size and root.hexdigest() != cur.hash:
+        await corrupt(store, cur, "content does not match its hash")
+    return table
+
+
+async def rehash(store: S3BlobStore, cur: meta.Loaded) -> tuple[bool, bytes]:
+    """Stream the whole object through the hasher: (matches its address, segment table)."""
+    hasher = SegmentHasher()
+    if cur.meta.size == 0:
+        return blake3(b"").hexdigest() == cur.hash, b""
+    try:
+        _, _, body = await store.objects.get_range(cur.meta.object, 0, cur.meta.size)
+        async for chunk in body:
+            hasher.update(chunk)
+    except ObjectMissing:
+        return False, b""
+    h, table = hasher.finish()
+    return h == cur.hash and hasher.size == cur.meta.size, table
+
+
+async def corrupt(store: S3BlobStore, cur: meta.Loaded, why: str) -> None:
+    """Mark the record (never served again until a good copy is added) and raise BLOB_CORRUPT."""
+    store.cache.drop(cur.hash)
+    await meta.mark_corrupt(store.kv, cur.hash, cur.meta.object)
+    raise AspenError(ErrorCode.BLOB_CORRUPT, f"blob {cur.hash} is corrupt: {why}", hash=cur.hash)
+
+
+async def _inline(fn, *args):
+    return fn(*args)
