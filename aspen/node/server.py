@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
+import os
 import secrets
 import ssl
 from dataclasses import dataclass
@@ -39,6 +41,9 @@ if TYPE_CHECKING:
     from aspen.storage.etcd_security import EtcdSecurity
 
 log = logging.getLogger(__name__)
+
+# httptools (C) when it is installed, which the dependency list sees to; h11 (pure Python) otherwise.
+HTTP_PROTOCOL = os.environ.get("ASPEN_HTTP") or ("httptools" if importlib.util.find_spec("httptools") else "h11")  # TEMPORARY env
 
 
 @dataclass
@@ -213,6 +218,7 @@ async def serve(config: NodeConfig) -> None:
             log_level=config.log_level,
             access_log=False,
             lifespan="off",
+            http=HTTP_PROTOCOL,
             timeout_graceful_shutdown=config.drain_seconds,
             ssl_certfile=config.tls_cert,
             ssl_keyfile=config.tls_key,
@@ -223,7 +229,7 @@ async def serve(config: NodeConfig) -> None:
     if config.metrics_listen is not None:
         host, port = split_listen(config.metrics_listen)
         app = build_metrics_app(node.services)
-        quiet = {"log_level": config.log_level, "access_log": False, "lifespan": "off"}
+        quiet = {"log_level": config.log_level, "access_log": False, "lifespan": "off", "http": HTTP_PROTOCOL}
         metrics = _MetricsServer(uvicorn.Config(app, host=host, port=port, **quiet))
     try:
         log.info("aspen node %s serving on %s, data in %s", node.services.node_id, config.listen, node.services.data_dir)

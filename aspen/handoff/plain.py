@@ -10,7 +10,6 @@ while blocked), so nothing busy-waits; the price is a slower hand-off.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
 
 _MASK = 0xFFFFFFFF  # the C count is a uint32 that wraps
 
@@ -40,11 +39,3 @@ class EventCount:
             raise TypeError("other must be an EventCount")
         self.bump()
         return other.wait(seen, spin_ns, park_ns)
-
-
-def bump_all_and_wait(bumps: Iterable[EventCount], other: EventCount, seen: int, spin_ns: int, park_ns: int = 0) -> bool:
-    for ec in bumps:
-        ec.bump()
-    if not isinstance(other, EventCount):
-        raise TypeError("other must be an EventCount")
-    return other.wait(seen, spin_ns, park_ns)

@@ -149,38 +149,6 @@ static PyObject *EventCount_bump_and_wait(EventCount *self, PyObject *args, PyOb
     return PyBool_FromLong(moved);
 }
 
-/* bump_all_and_wait(bumps, other, seen, spin_ns, park_ns=0): the event loop
- * wakes every worker it handed work to in this pass only now, with the GIL
- * already released, then waits for its own count. */
-static PyObject *bump_all_and_wait(PyObject *module, PyObject *args, PyObject *kwargs) {
-    static char *kw[] = {"bumps", "other", "seen", "spin_ns", "park_ns", NULL};
-    PyObject *bumps;
-    EventCount *other;
-    unsigned long seen;
-    long long spin_ns, park_ns = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!O!kL|L", kw, &PyTuple_Type, &bumps, &EventCountType, &other,
-                                     &seen, &spin_ns, &park_ns)) {
-        return NULL;
-    }
-    Py_ssize_t n = PyTuple_GET_SIZE(bumps);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (!PyObject_TypeCheck(PyTuple_GET_ITEM(bumps, i), &EventCountType)) {
-            PyErr_SetString(PyExc_TypeError, "bumps must hold EventCount objects only");
-            return NULL;
-        }
-    }
-    int moved;
-    Py_INCREF(bumps);
-    Py_INCREF(other);
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n; i++) bump((EventCount *)PyTuple_GET_ITEM(bumps, i));
-    moved = wait_moved(other, (uint32_t)seen, spin_ns, park_ns);
-    Py_END_ALLOW_THREADS
-    Py_DECREF(other);
-    Py_DECREF(bumps);
-    return PyBool_FromLong(moved);
-}
-
 static PyMethodDef EventCount_methods[] = {
     {"value", (PyCFunction)EventCount_value, METH_NOARGS, "The current count."},
     {"bump", (PyCFunction)EventCount_bump, METH_NOARGS, "Advance the count and wake parked waiters."},
@@ -213,7 +181,7 @@ static void EventCount_dealloc(EventCount *self) {
 
 static PyTypeObject EventCountType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "aspen._eventcount.EventCount",
+    .tp_name = "aspen.handoff._eventcount.EventCount",
     .tp_basicsize = sizeof(EventCount),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "A counter threads wait on without the GIL: spin briefly, then park.",
@@ -222,15 +190,8 @@ static PyTypeObject EventCountType = {
     .tp_methods = EventCount_methods,
 };
 
-static PyMethodDef module_methods[] = {
-    {"bump_all_and_wait", (PyCFunction)bump_all_and_wait, METH_VARARGS | METH_KEYWORDS,
-     "bump_all_and_wait(bumps: tuple, other, seen, spin_ns, park_ns=0) -> bool: release the GIL, bump every "
-     "count in bumps, then wait until other's count is no longer seen."},
-    {NULL, NULL, 0, NULL},
-};
-
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_eventcount", "GIL-free spin-then-park hand-off between threads.", -1, module_methods,
+    PyModuleDef_HEAD_INIT, "_eventcount", "GIL-free hand-off between threads.", -1, NULL,
 };
 
 PyMODINIT_FUNC PyInit__eventcount(void) {
