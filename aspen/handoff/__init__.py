@@ -11,19 +11,28 @@ A worker waiting for the loop's answer to a host-function call waits on an
 once, at import:
 
 - native (``_eventcount.c``, built by ``pip install`` where a C compiler
-  exists): a waiter releases the GIL and parks on a futex (a short sleep loop
-  off Linux), and ``bump_and_wait`` bumps after the GIL is released, so the
-  woken thread never finds it taken;
+  exists): a waiter releases the GIL and parks on a futex (a 50 µs sleep
+  loop off Linux); a bump is one atomic add, plus a futex wake when someone
+  is parked;
 - plain (:mod:`aspen.handoff.plain`): a condition variable. Used without the
-  extension or with ``ASPEN_HANDOFF=python``; same behaviour, nothing spins.
+  extension or with ``ASPEN_HANDOFF=python``; same behaviour.
 
-GIL assumptions (both paths): a job's ``outcome`` is written by the worker
-before it calls ``call_soon_threadsafe`` and read by the loop in the
-callback, and the queue's lock orders the loop's writes to a job before the
-worker reads it; counters such as ``PluginRuntime._pending`` are touched on
-the loop thread only. The plain :meth:`EventCount.value` reads an ``int``
-attribute without its lock, which the GIL makes atomic (a free-threaded
-build needs the native path or a lock there).
+Nothing spins on either path. What the old hand-off added on top (the loop
+waiting inline for short calls, a worker spinning after its work, a
+spinning selector loop, bumps deferred until the loop let go of the GIL,
+quiet wake-ups) earned nothing over HTTP once the node served on uvloop and
+httptools, alone or under CPU contention (benchmarks/RESULTS.md,
+"bench_http"), and is gone. Extism's threads still run ``SCHED_BATCH``
+(:mod:`aspen.plugins.runtime`): that earned its keep under contention.
+
+GIL assumptions, relied on in :mod:`aspen.plugins.runtime` and here:
+``SimpleQueue.put``/``get`` and ``call_soon_threadsafe`` synchronise, so
+what one side wrote to a job before handing it over is seen by the other;
+a worker reads ``job.future.done()`` off the loop thread, a racy read the
+GIL keeps whole (``_settle`` checks again on the loop); the runtime's
+counters (``_pending``, ``calls``, ``faults``) change on the loop thread
+only; :meth:`plain.EventCount.value` reads an ``int`` without the lock.
+Under a free-threaded build the last two would need a lock.
 """
 
 from __future__ import annotations
@@ -41,20 +50,20 @@ except ImportError:
 
     NATIVE = False
 
-__all__ = ["LOOP_ATTENTION", "NATIVE", "PARK_NS", "WORKER_SPIN_NS", "EventCount", "quiet_wakeups", "wake"]
+__all__ = ["NATIVE", "PARK_NS", "EventCount"]
 
-WORKER_SPIN_NS = 0 if "worker_spin" in os.environ.get("ASPEN_BENCH_OFF", "") or not NATIVE else 100_000  # TEMPORARY
 PARK_NS = 1_000_000_000  # a parked worker looks at its queue again after this
 
 
+# Kept for aspen/plugins/host_functions.py, which still imports them (it is
+# being changed on another branch): nothing waits for the loop's attention
+# any more, so LOOP_ATTENTION.bump_and_wait only waits, and
+# call_soon_threadsafe has no quiet mode. Delete once it no longer imports them.
+WORKER_SPIN_NS = 0
+
+
 def wake(ec: EventCount, loop: object) -> None:
-    """Wake whoever waits on ``ec``."""
     ec.bump()
-
-
-# Kept for aspen/plugins/host_functions.py until it stops importing them:
-# nothing waits on LOOP_ATTENTION any more and call_soon_threadsafe has no quiet mode.
-LOOP_ATTENTION = EventCount()
 
 
 class quiet_wakeups:
@@ -65,3 +74,13 @@ class quiet_wakeups:
 
     def __exit__(self, *exc: object) -> None:
         pass
+
+
+class _LoopAttention:
+    __slots__ = ()
+
+    def bump_and_wait(self, other: EventCount, seen: int, spin_ns: int, park_ns: int) -> bool:
+        return other.wait(seen, spin_ns + park_ns)
+
+
+LOOP_ATTENTION = _LoopAttention()

@@ -1,24 +1,18 @@
 /*
- * EventCount: a counter two threads hand work over with, waiting for it
- * *without the GIL*.
+ * EventCount: a counter a thread waits on, without the GIL, until another
+ * thread bumps it (aspen/handoff/__init__.py says who waits on which).
  *
- * Why it exists: a loop -> worker thread -> loop round trip through
- * queue.SimpleQueue and call_soon_threadsafe costs 60-80 us on a VM whose idle
- * vCPUs halt at once, three times a whole echo call into WASM. Two things make
- * it slow: each side sleeps in the kernel (a futex or epoll wake is an IPI to
- * a halted vCPU), and a thread woken while the other still holds the GIL goes
- * straight back to sleep inside take_gil. Here the waiter spins for a bounded
- * time with the GIL released, and "bump, then wait" is one call, so the
- * bumping thread has already let go of the GIL when the other side runs.
- * After the spin the waiter parks on a futex (Linux; a short sleep loop
- * elsewhere), so an idle thread costs nothing.
+ * A waiter parks on a futex (Linux) right away; elsewhere it sleeps in
+ * 50 us steps, so nothing busy-waits off Linux either. The spinning this
+ * file used to do (with a sched_yield every 40 us) earned nothing over HTTP
+ * under load (benchmarks/RESULTS.md, "bench_http") and was removed.
+ * A bump only touches atomics, so it needs no lock and no GIL.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <sched.h>
 #include <time.h>
 
 #ifdef __linux__
@@ -27,27 +21,15 @@
 #include <unistd.h>
 #endif
 
-#define CACHE_LINE 64
-/* A spinning thread yields this often, in case the thread it waits for
- * shares its CPU. Not much more often: each yield also lets Extism's timer
- * thread in, and a short call (about 20 us) should finish before the first. */
-#define YIELD_EVERY_NS 40000
-
-/* The counter lives on a cache line of its own, so the line a thread spins
- * on is written by bumps only, not by refcount changes of this object or of
- * a neighbour in pymalloc's pool. */
 typedef struct {
     _Atomic uint32_t seq;
     _Atomic uint32_t parked;
-    char pad[CACHE_LINE - 2 * sizeof(uint32_t)];
 } Counter;
 
 typedef struct {
     PyObject_HEAD
-    Counter *c;
+    Counter *c; /* not in the object: a waiter uses it with the GIL released */
 } EventCount;
-
-static PyTypeObject EventCountType;
 
 static int64_t now_ns(void) {
     struct timespec t;
@@ -64,27 +46,10 @@ static void bump(EventCount *ec) {
 #endif
 }
 
-/* Wait while ec->seq == seen: spin up to spin_ns, then park up to park_ns.
- * Called without the GIL. Returns 1 when the count moved. */
-static int wait_moved(EventCount *ec, uint32_t seen, int64_t spin_ns, int64_t park_ns) {
-    int64_t start = now_ns(), next_yield = start + YIELD_EVERY_NS;
-    for (;;) {
-        for (int i = 0; i < 64; i++) {
-            /* No PAUSE here: under a hypervisor with pause-loop exiting it
-             * traps to the host and slowed the guest call on the other vCPU
-             * by a third; a plain load loop did not. */
-            if (atomic_load_explicit(&ec->c->seq, memory_order_acquire) != seen) return 1;
-        }
-        int64_t now = now_ns();
-        if (now - start >= spin_ns) break;
-        if (now >= next_yield) {
-            /* If the thread we wait for shares this CPU, let it run. */
-            sched_yield();
-            next_yield = now + YIELD_EVERY_NS;
-        }
-    }
-    if (park_ns <= 0) return atomic_load(&ec->c->seq) != seen;
-    int64_t end = now_ns() + park_ns;
+/* Wait while ec->seq == seen, at most timeout_ns. Called without the GIL.
+ * Returns 1 when the count moved. */
+static int wait_moved(EventCount *ec, uint32_t seen, int64_t timeout_ns) {
+    int64_t end = now_ns() + timeout_ns;
     atomic_fetch_add(&ec->c->parked, 1);
     int moved;
     for (;;) {
@@ -112,51 +77,25 @@ static PyObject *EventCount_bump(EventCount *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-static int parse_wait(PyObject *args, PyObject *kwargs, EventCount **other, unsigned long *seen,
-                      long long *spin_ns, long long *park_ns, PyTypeObject *type, int with_other) {
-    static char *kw_other[] = {"other", "seen", "spin_ns", "park_ns", NULL};
-    static char *kw_self[] = {"seen", "spin_ns", "park_ns", NULL};
-    *park_ns = 0;
-    if (with_other) {
-        return PyArg_ParseTupleAndKeywords(args, kwargs, "O!kL|L", kw_other, type, other, seen, spin_ns, park_ns);
-    }
-    return PyArg_ParseTupleAndKeywords(args, kwargs, "kL|L", kw_self, seen, spin_ns, park_ns);
-}
-
 static PyObject *EventCount_wait(EventCount *self, PyObject *args, PyObject *kwargs) {
+    static char *kw[] = {"seen", "timeout_ns", NULL};
     unsigned long seen;
-    long long spin_ns, park_ns;
-    if (!parse_wait(args, kwargs, NULL, &seen, &spin_ns, &park_ns, Py_TYPE(self), 0)) return NULL;
+    long long timeout_ns;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "kL", kw, &seen, &timeout_ns)) return NULL;
     int moved;
+    Py_INCREF(self); /* the counter outlives the wait */
     Py_BEGIN_ALLOW_THREADS
-    moved = wait_moved(self, (uint32_t)seen, spin_ns, park_ns);
+    moved = wait_moved(self, (uint32_t)seen, timeout_ns);
     Py_END_ALLOW_THREADS
-    return PyBool_FromLong(moved);
-}
-
-static PyObject *EventCount_bump_and_wait(EventCount *self, PyObject *args, PyObject *kwargs) {
-    EventCount *other;
-    unsigned long seen;
-    long long spin_ns, park_ns;
-    if (!parse_wait(args, kwargs, &other, &seen, &spin_ns, &park_ns, Py_TYPE(self), 1)) return NULL;
-    int moved;
-    Py_INCREF(other);
-    Py_BEGIN_ALLOW_THREADS
-    bump(self);  /* after the GIL is released: the woken thread can take it at once */
-    moved = wait_moved(other, (uint32_t)seen, spin_ns, park_ns);
-    Py_END_ALLOW_THREADS
-    Py_DECREF(other);
+    Py_DECREF(self);
     return PyBool_FromLong(moved);
 }
 
 static PyMethodDef EventCount_methods[] = {
     {"value", (PyCFunction)EventCount_value, METH_NOARGS, "The current count."},
-    {"bump", (PyCFunction)EventCount_bump, METH_NOARGS, "Advance the count and wake parked waiters."},
+    {"bump", (PyCFunction)EventCount_bump, METH_NOARGS, "Advance the count and wake its waiters."},
     {"wait", (PyCFunction)EventCount_wait, METH_VARARGS | METH_KEYWORDS,
-     "wait(seen, spin_ns, park_ns=0) -> bool: without the GIL, wait until the count is no longer seen."},
-    {"bump_and_wait", (PyCFunction)EventCount_bump_and_wait, METH_VARARGS | METH_KEYWORDS,
-     "bump_and_wait(other, seen, spin_ns, park_ns=0) -> bool: release the GIL, bump this count, "
-     "then wait until other's count is no longer seen."},
+     "wait(seen, timeout_ns) -> bool: without the GIL, wait until the count is no longer seen."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -164,7 +103,7 @@ static PyObject *EventCount_new(PyTypeObject *type, PyObject *args, PyObject *kw
     if (!PyArg_ParseTuple(args, ":EventCount")) return NULL;
     EventCount *self = (EventCount *)type->tp_alloc(type, 0);
     if (self == NULL) return NULL;
-    self->c = aligned_alloc(CACHE_LINE, sizeof(Counter));
+    self->c = malloc(sizeof(Counter));
     if (self->c == NULL) {
         Py_DECREF(self);
         return PyErr_NoMemory();
@@ -175,7 +114,7 @@ static PyObject *EventCount_new(PyTypeObject *type, PyObject *args, PyObject *kw
 }
 
 static void EventCount_dealloc(EventCount *self) {
-    free(self->c);  /* no thread waits on it: a wait holds a reference */
+    free(self->c); /* no thread waits on it: a wait holds a reference */
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -184,7 +123,7 @@ static PyTypeObject EventCountType = {
     .tp_name = "aspen.handoff._eventcount.EventCount",
     .tp_basicsize = sizeof(EventCount),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "A counter threads wait on without the GIL: spin briefly, then park.",
+    .tp_doc = "A counter threads wait on without the GIL until it moves.",
     .tp_new = EventCount_new,
     .tp_dealloc = (destructor)EventCount_dealloc,
     .tp_methods = EventCount_methods,

@@ -26,7 +26,7 @@ import extism
 import msgspec
 
 from aspen.errors import AspenError, ErrorCode
-from aspen.handoff import PARK_NS, WORKER_SPIN_NS, EventCount
+from aspen.handoff import PARK_NS, EventCount
 from aspen.plugins.host_functions import HOST_FUNCTIONS, CallContext, HostEnv
 from aspen.plugins.manifest import EffectiveLimits
 from aspen.rpc.nesting import check_depth
@@ -208,7 +208,7 @@ class PluginRuntime:
         while True:
             seen = submitted.value()  # read before looking, so no put goes unnoticed
             if jobs.empty():
-                submitted.wait(seen, WORKER_SPIN_NS, PARK_NS)
+                submitted.wait(seen, PARK_NS)
                 continue
             try:
                 job = jobs.get_nowait()
