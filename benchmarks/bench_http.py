@@ -4,8 +4,10 @@ measured in the same run.
 
 - Echo goes through the echo plugin (POST /v1/rpc → registry → WASM); its
   baseline is a bare Starlette endpoint that calls the same echo.wasm through
-  a thread pool of Extism instances, as many as the node's plugin pool has
-  (goal: node ≥ 1.5× baseline).
+  a ``ThreadPoolExecutor`` of Extism instances, as many as the node's plugin
+  pool has (goal: node ≥ 1.5× baseline); ``baseline-anyio`` is the same
+  endpoint calling through Starlette's ``run_in_threadpool`` (anyio's
+  threads, one instance per thread), as the issue's first measurement did.
 - Ping and ReadKey against a bare endpoint returning the node's exact bytes
   (goals ≥ 1.0× and ≥ 0.9×).
 - ``--before COMMIT`` also runs the node of that commit, as it shipped (its
@@ -67,6 +69,7 @@ BASELINE = textwrap.dedent(
     from concurrent.futures import ThreadPoolExecutor
     import extism, uvicorn
     from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
     from starlette.responses import Response
     from starlette.routing import Route
@@ -89,7 +92,10 @@ BASELINE = textwrap.dedent(
         for name, answer in answers.items():
             if name.encode() in body:
                 return Response(answer, media_type="application/json")
-        out = await asyncio.get_running_loop().run_in_executor(pool, echo, body)
+        if sys.argv[2] == "anyio":  # Starlette's own way: anyio's worker threads
+            out = await run_in_threadpool(echo, body)
+        else:
+            out = await asyncio.get_running_loop().run_in_executor(pool, echo, body)
         return Response(out, media_type="application/json")
 
     app = Starlette(routes=[Route("/v1/rpc", rpc, methods=["POST"])])
@@ -159,11 +165,12 @@ def main() -> None:
             answers=answers, wasm=str(REPO / "plugins" / "echo" / "plugin.wasm"),
             workers=NodePluginLimits().concurrency, settings=SETTINGS,
         ))  # fmt: skip
-        port = free_port()
-        base = subprocess.Popen([sys.executable, str(script), str(port)])
-        procs.append(base)
-        targets.insert(0, ("baseline", f"http://127.0.0.1:{port}", None))
-        wait_up(targets[0][1], base)
+        for pool in ("anyio", "executor"):
+            port = free_port()
+            base = subprocess.Popen([sys.executable, str(script), str(port), pool])
+            procs.append(base)
+            targets.insert(0, ("baseline" if pool == "executor" else "baseline-anyio", f"http://127.0.0.1:{port}", None))
+            wait_up(targets[0][1], base)
         if args.before:
             tree, env = checkout(args.before, work)
             if args.before_http == "h11":  # as it shipped: httptools was not installed

@@ -9,15 +9,12 @@ hold (benchmarks/RESULTS.md, "bench_http"). The node, the CLI, the tests
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 try:
-    if os.environ.get("ASPEN_LOOP") == "asyncio":  # TEMPORARY: bench_http switch
-        raise ImportError
     import uvloop
 
     new_event_loop: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop

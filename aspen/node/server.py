@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import importlib.util
 import logging
-import os
 import secrets
 import ssl
 from dataclasses import dataclass
@@ -42,8 +41,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# httptools (C) when it is installed, which the dependency list sees to; h11 (pure Python) otherwise.
-HTTP_PROTOCOL = os.environ.get("ASPEN_HTTP") or ("httptools" if importlib.util.find_spec("httptools") else "h11")  # TEMPORARY env
+# httptools (C) when it is installed, which the dependency list sees to; h11 (pure Python)
+# otherwise. Ping and Echo serve about 2.2x the requests/s they do on h11 (benchmarks/RESULTS.md).
+HTTP_PROTOCOL = "httptools" if importlib.util.find_spec("httptools") else "h11"
 
 
 @dataclass

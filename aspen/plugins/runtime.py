@@ -109,9 +109,11 @@ def _batch_new_threads(make: Callable[[], Any], *, last: bool = False) -> Any:
     it preempts the guest on the worker's vCPU whenever the other vCPU is
     busy (the loop waiting for the result), adding about 15 µs to a 20 µs
     call. ``SCHED_BATCH`` keeps its full share of CPU, so timeouts still
-    fire, but it no longer preempts on wake-up."""
+    fire, but it no longer preempts on wake-up. bench_http, Echo with a
+    CPU-bound process beside the node: +17–36% in three runs (within noise,
+    or a few % slower, on a quiet machine; benchmarks/RESULTS.md)."""
     global _extism_threads_batched
-    if _extism_threads_batched or "batch" in os.environ.get("ASPEN_BENCH_OFF", ""):
+    if _extism_threads_batched:
         return make()
     before = _native_threads()
     made = make()
