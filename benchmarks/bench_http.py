@@ -29,7 +29,6 @@ import argparse
 import base64
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -42,16 +41,16 @@ from http_load import (
     JSON_HEADERS,
     REPO,
     checkout,
+    clean_up,
     free_port,
     load_average,
-    remove_checkout,
     require_wrk,
     start_node,
     wait_up,
     wrk,
 )
 
-from aspen.node.event_loop import LOOP_FACTORY
+from aspen.node.event_loop import LOOP_FACTORY, new_event_loop
 from aspen.node.server import HTTP_PROTOCOL
 from aspen.plugins.build import build_all
 from aspen.plugins.manifest import NodePluginLimits
@@ -203,13 +202,7 @@ def main() -> None:
             loads.append(load_average())
         report(args, requests, targets, per_round, loads)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(30)
-        if tree is not None:
-            remove_checkout(tree)
-        shutil.rmtree(work, ignore_errors=True)
+        clean_up(procs, tree, work)
 
 
 GOALS = {("Echo", "baseline"): 1.5, ("Ping", "baseline"): 1.0, ("ReadKey", "baseline"): 0.9,
@@ -218,7 +211,7 @@ GOALS = {("Echo", "baseline"): 1.5, ("Ping", "baseline"): 1.0, ("ReadKey", "base
 
 def report(args, requests, targets, per_round, loads) -> None:
     print(f"bench_http: wrk -t1 -c{args.connections} -d{args.duration}s, {args.rounds} alternating rounds, "
-          f"http={HTTP_PROTOCOL} loop={os.environ.get('ASPEN_LOOP', 'node default')}, {os.cpu_count()} cores"
+          f"http={HTTP_PROTOCOL} loop={new_event_loop.__module__}, {os.cpu_count()} cores"
           f"{', a CPU-bound process beside' if args.contention else ''}; load average before/after each round: "
           f"{' | '.join(loads)}")  # fmt: skip
     print(f"{'request':<8} {'server':<22} {'median req/s':>12} {'spread':>13} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -29,8 +28,8 @@ from http_load import (
     JSON_HEADERS,
     VENV_BIN,
     checkout,
+    clean_up,
     free_port,
-    remove_checkout,
     require_wrk,
     wait_up,
     wrk,
@@ -197,13 +196,7 @@ def main() -> None:
         for what, us in auth_costs().items():
             print(f"auth cost: {what:<26} {us:8.1f} us per request")
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(30)
-        if tree is not None:
-            remove_checkout(tree)
-        shutil.rmtree(work, ignore_errors=True)
+        clean_up(procs, tree, work)
 
 
 if __name__ == "__main__":

@@ -42,8 +42,15 @@ def checkout(commit: str, work: Path) -> tuple[Path, dict[str, str]]:
     return tree, {**os.environ, "PYTHONPATH": f"{tree}:{meta.parent}"}
 
 
-def remove_checkout(tree: Path) -> None:
-    subprocess.run(["git", "worktree", "remove", "--force", str(tree)], check=False, capture_output=True)
+def clean_up(procs: list[subprocess.Popen], tree: Path | None, work: Path) -> None:
+    """Stop the servers, remove the old commit's worktree and the work directory."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.wait(30)
+    if tree is not None:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], check=False, capture_output=True)
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def start_node(data: Path, port: int, *extra: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen:
