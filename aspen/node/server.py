@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import logging
 import secrets
 import ssl
@@ -42,8 +41,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # httptools (C) when it is installed, which the dependency list sees to; h11 (pure Python)
-# otherwise. Ping and Echo serve about 2.2x the requests/s they do on h11 (benchmarks/RESULTS.md).
-HTTP_PROTOCOL = "httptools" if importlib.util.find_spec("httptools") else "h11"
+# otherwise. With it Ping and Echo serve about twice the requests/s of h11 (benchmarks/RESULTS.md).
+try:
+    import httptools  # noqa: F401
+
+    HTTP_PROTOCOL = "httptools"
+except ImportError:
+    HTTP_PROTOCOL = "h11"
 
 
 @dataclass

@@ -4,7 +4,6 @@ the tests run on the same loop the node serves on."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import socket
 import threading
 import time
@@ -22,11 +21,11 @@ def node_loop_type() -> type:
 
 
 def test_uvloop_is_the_node_loop_when_installed():
-    if importlib.util.find_spec("uvloop") is None:
+    try:
+        import uvloop
+    except ImportError:
         assert issubclass(node_loop_type(), asyncio.BaseEventLoop)
     else:
-        import uvloop
-
         assert issubclass(node_loop_type(), uvloop.Loop)
 
 
