@@ -15,22 +15,31 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-import tomllib
 from pathlib import Path
 
 import httpx
+from http_load import (
+    JSON_HEADERS,
+    VENV_BIN,
+    checkout,
+    clean_up,
+    free_port,
+    require_wrk,
+    wait_up,
+    wrk,
+)
 
-VENV_BIN = Path(sys.executable).parent
-SERVER_SETTINGS = {"log_level": "warning", "access_log": False, "lifespan": "off"}  # node's uvicorn.Config too
+from aspen.node.event_loop import LOOP_FACTORY
+from aspen.node.server import HTTP_PROTOCOL
+
+# the node's uvicorn.Config too
+SERVER_SETTINGS = {"log_level": "warning", "access_log": False, "lifespan": "off", "http": HTTP_PROTOCOL, "loop": LOOP_FACTORY}
 
 BASELINE = textwrap.dedent(
     """
@@ -51,31 +60,6 @@ BASELINE = textwrap.dedent(
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), **{settings!r})
     """
 )
-
-
-JSON_HEADERS = {"content-type": "application/json"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def checkout(commit: str, work: Path) -> tuple[Path, dict[str, str]]:
-    """The tree of ``commit`` and the environment that runs its node: its own
-    package first on the path, with the entry points of its own pyproject."""
-    tree = work / "before"
-    subprocess.run(["git", "worktree", "add", "--detach", str(tree), commit], check=True, capture_output=True)
-    for so in Path(__file__).resolve().parents[1].glob("aspen/_eventcount*.so"):
-        shutil.copy(so, tree / "aspen")
-    meta = work / "before-meta" / "aspen_cluster-0.0.0.dist-info"
-    meta.mkdir(parents=True)
-    (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: aspen-cluster\nVersion: 0.0.0\n")
-    project = tomllib.loads((tree / "pyproject.toml").read_text())["project"]
-    lines = ["[aspen.handlers]"] + [f"{k} = {v}" for k, v in project["entry-points"]["aspen.handlers"].items()]
-    (meta / "entry_points.txt").write_text("\n".join(lines) + "\n")
-    return tree, {**os.environ, "PYTHONPATH": f"{tree}:{meta.parent}"}
 
 
 def bench_token(node_url: str, admin: str) -> str:
@@ -126,42 +110,6 @@ def auth_costs(n: int = 2000) -> dict[str, float]:
     return {"verify (uncached)": verify, "authorise (uncached)": uncached, "verify+authorise (cached)": cached}
 
 
-def wait_up(url: str, proc: subprocess.Popen) -> None:
-    for _ in range(300):
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
-        try:
-            httpx.post(f"{url}/v1/rpc", json={"type": "Ping"}, timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not come up")
-
-
-def wrk(
-    url: str, body: bytes, connections: int, duration: int, workdir: Path, token: str | None = None
-) -> tuple[float, float, float]:
-    script = workdir / "post.lua"
-    auth = f'wrk.headers["Authorization"] = "Bearer {token}"\n' if token else ""
-    script.write_text(
-        f'wrk.method = "POST"\nwrk.body = [[{body.decode()}]]\nwrk.headers["Content-Type"] = "application/json"\n'
-        + auth
-    )
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), f"{url}/v1/rpc"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    if "Non-2xx" in out:
-        raise SystemExit(f"wrk saw errors:\n{out}")
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    return rps, _latency_ms(out, "50%"), _latency_ms(out, "99%")
-
-
-def _latency_ms(out: str, pct: str) -> float:
-    value, unit = re.search(rf"^\s+{pct}\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE).groups()
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--connections", type=int, default=32)
@@ -169,8 +117,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="alternate node/baseline this many times; best run counts")
     ap.add_argument("--before", help="also run the node of this commit (same requests; it ignores the token) for the before/after ratio")
     args = ap.parse_args()
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    require_wrk()
 
     work = Path(tempfile.mkdtemp(prefix="bench-rpc-"))
     node_port, base_port, before_port = free_port(), free_port(), free_port()
@@ -224,7 +171,9 @@ def main() -> None:
             for name, body in requests.items():
                 # the targets of a round run back to back, in an order that rotates across rounds
                 for target, url, tok in targets[round_ % len(targets) :] + targets[: round_ % len(targets)]:
-                    run = wrk(url, body, args.connections, args.duration, work, tok)
+                    *run, errors = wrk(url, body, args.connections, args.duration, work, tok)
+                    if errors:
+                        raise SystemExit(f"{target} answered {errors} {name} requests with an error")
                     per_round.setdefault((name, target), []).append(run[0])
                     if run[0] > best.get((name, target), (0.0,))[0]:
                         best[(name, target)] = run
@@ -247,13 +196,7 @@ def main() -> None:
         for what, us in auth_costs().items():
             print(f"auth cost: {what:<26} {us:8.1f} us per request")
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(30)
-        if tree is not None:
-            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], check=False, capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
+        clean_up(procs, tree, work)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ need=()
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v bwrap >/dev/null || need+=(bubblewrap)
 command -v cc >/dev/null || need+=(gcc)  # the plugin hand-off's C extension
+command -v wrk >/dev/null || need+=(wrk)  # HTTP load for benchmarks/bench_rpc.py and bench_http.py
 python3 -c 'import os, sysconfig; raise SystemExit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' \
     || need+=(python3-dev)
 # vm jobs (aspen.jobs.executors.vm): QEMU, and the guest image's kernel and busybox.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: set up a fresh machine, then run the suite.
 # With no arguments it first runs the plugin and event-loop tests once on the
-# pure-Python hand-off (as on a machine without a C compiler), then everything.
+# plain hand-off (aspen/handoff/plain.py, as on a machine without a C compiler), then everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -10,7 +10,7 @@ import tempfile
 
 import pytest
 
-from aspen.node.event_loop import AspenEventLoop
+from aspen.node.event_loop import new_event_loop
 from aspen.storage.blobs import LocalBlobStore
 from aspen.storage.sqlite import SqliteKeyValueStore
 
@@ -25,7 +25,7 @@ def pytest_configure(config):
 
 
 def pytest_asyncio_loop_factories(config, item):
-    return {"aspen": AspenEventLoop}
+    return {"aspen": new_event_loop}
 
 
 @pytest.fixture

@@ -40,6 +40,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# httptools (C) when it is installed, which the dependency list sees to; h11 (pure Python)
+# otherwise. With it Ping and Echo serve about twice the requests/s of h11 (benchmarks/RESULTS.md).
+try:
+    import httptools  # noqa: F401
+
+    HTTP_PROTOCOL = "httptools"
+except ImportError:
+    HTTP_PROTOCOL = "h11"
+
 
 @dataclass
 class Node:
@@ -213,6 +222,7 @@ async def serve(config: NodeConfig) -> None:
             log_level=config.log_level,
             access_log=False,
             lifespan="off",
+            http=HTTP_PROTOCOL,
             timeout_graceful_shutdown=config.drain_seconds,
             ssl_certfile=config.tls_cert,
             ssl_keyfile=config.tls_key,
@@ -223,7 +233,7 @@ async def serve(config: NodeConfig) -> None:
     if config.metrics_listen is not None:
         host, port = split_listen(config.metrics_listen)
         app = build_metrics_app(node.services)
-        quiet = {"log_level": config.log_level, "access_log": False, "lifespan": "off"}
+        quiet = {"log_level": config.log_level, "access_log": False, "lifespan": "off", "http": HTTP_PROTOCOL}
         metrics = _MetricsServer(uvicorn.Config(app, host=host, port=port, **quiet))
     try:
         log.info("aspen node %s serving on %s, data in %s", node.services.node_id, config.listen, node.services.data_dir)

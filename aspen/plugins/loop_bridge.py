@@ -5,9 +5,9 @@ node's event loop: :class:`HostEnv` (what it may reach for one plugin),
 Async services (KV, blobs) are reached with ``run_coroutine_threadsafe``
 onto the node's event loop and waited for at most until the call's
 deadline. That cannot deadlock: WASM never runs on the loop thread (checked
-here), and the loop never blocks on a WASM call — it awaits a future, or
-waits inline for at most 100 µs and stops at once when a host function
-bumps ``LOOP_ATTENTION``.
+here), and the loop never blocks on a WASM call — it awaits a future. The
+worker waits for the answer on an :class:`~aspen.handoff.EventCount`
+without the GIL.
 """
 
 from __future__ import annotations
@@ -22,13 +22,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aspen.errors import AspenError, ErrorCode
-from aspen.handoff import (
-    LOOP_ATTENTION,
-    WORKER_SPIN_NS,
-    EventCount,
-    quiet_wakeups,
-    wake,
-)
+from aspen.handoff import EventCount
 from aspen.plugins.gate import PluginGate
 from aspen.storage.protocol import BlobStore, KeyValueStore
 
@@ -72,13 +66,6 @@ class CallContext:
 _host_waits = threading.local()  # per worker thread: an EventCount bumped when its host call is answered
 
 
-def _wake_caller(done: EventCount, env: HostEnv) -> None:
-    if threading.get_ident() == env.loop_thread:
-        wake(done, env.loop)  # the loop bumps it once it lets go of the GIL
-    else:  # the answer was there before the callback was added
-        done.bump()
-
-
 def run_on_loop(ctx: CallContext, coro: Coroutine[Any, Any, Any]) -> Any:
     env = ctx.env
     if threading.get_ident() == env.loop_thread:
@@ -93,15 +80,12 @@ def run_on_loop(ctx: CallContext, coro: Coroutine[Any, Any, Any]) -> Any:
         done = _host_waits.done = EventCount()
     seen = done.value()
     try:
-        with quiet_wakeups():  # the loop is woken below, once this thread lets go of the GIL
-            fut = asyncio.run_coroutine_threadsafe(coro, env.loop)
+        fut = asyncio.run_coroutine_threadsafe(coro, env.loop)
     except RuntimeError as exc:  # loop closed: the node is shutting down
         coro.close()
         raise AspenError(ErrorCode.UNAVAILABLE, "the node is shutting down") from exc
-    fut.add_done_callback(lambda _: _wake_caller(done, env))
-    # Bring the loop (it may be waiting inline for this very plugin call), then
-    # wait for the answer without the GIL: spin, then park until the deadline.
-    LOOP_ATTENTION.bump_and_wait(done, seen, WORKER_SPIN_NS, int(remaining * 1e9))
+    fut.add_done_callback(lambda _: done.bump())
+    done.wait(seen, int(remaining * 1e9))  # without the GIL, until the answer or the deadline
     try:
         return fut.result(timeout=max(0.0, ctx.deadline - time.monotonic()))
     except concurrent.futures.TimeoutError as exc:

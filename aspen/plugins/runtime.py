@@ -25,17 +25,7 @@ import extism
 import msgspec
 
 from aspen.errors import AspenError, ErrorCode
-from aspen.handoff import (
-    IN_FLIGHT,
-    LOOP_ATTENTION,
-    LOOP_SPIN_NS,
-    PARK_NS,
-    SHORT_CALL_NS,
-    WORKER_SPIN_NS,
-    EventCount,
-    quiet_wakeups,
-    wake,
-)
+from aspen.handoff import PARK_NS, EventCount
 from aspen.plugins.extism_bridge import HOST_FUNCTIONS
 from aspen.plugins.loop_bridge import CallContext, HostEnv
 from aspen.plugins.manifest import EffectiveLimits
@@ -111,7 +101,9 @@ def _batch_new_threads(make: Callable[[], Any], *, last: bool = False) -> Any:
     it preempts the guest on the worker's vCPU whenever the other vCPU is
     busy (the loop waiting for the result), adding about 15 µs to a 20 µs
     call. ``SCHED_BATCH`` keeps its full share of CPU, so timeouts still
-    fire, but it no longer preempts on wake-up."""
+    fire, but it no longer preempts on wake-up. bench_http, Echo with a
+    CPU-bound process beside the node: +17–36% in three runs (within noise,
+    or a few % slower, on a quiet machine; benchmarks/RESULTS.md)."""
     global _extism_threads_batched
     if _extism_threads_batched:
         return make()
@@ -127,27 +119,21 @@ def _batch_new_threads(make: Callable[[], Any], *, last: bool = False) -> Any:
 
 
 class _Job:
-    """One call crossing to a worker. The worker sets ``outcome``; while
-    ``spinning`` the loop is waiting inline and reads it itself (``taken``),
-    otherwise the worker settles ``future``, which the loop makes only once
-    it stops waiting inline."""
+    """One call crossing to a worker, which settles ``future`` on ``loop``."""
 
-    __slots__ = ("data", "deadline", "decode", "export", "future", "loop", "outcome", "spinning", "taken")
+    __slots__ = ("data", "deadline", "decode", "export", "future", "loop")
 
     def __init__(self, loop, export, data, deadline, decode) -> None:
         self.loop = loop
-        self.future: asyncio.Future | None = None
+        self.future: asyncio.Future = loop.create_future()
         self.export = export
         self.data = data
         self.deadline = deadline
         self.decode = decode
-        self.outcome: tuple[bool, Any] | None = None
-        self.spinning = False
-        self.taken = False
 
 
-def _settle(job: _Job, future: asyncio.Future, ok: bool, value: Any) -> None:
-    if not job.taken and not future.done():  # taken inline, or the caller gave up (cancelled)
+def _settle(future: asyncio.Future, ok: bool, value: Any) -> None:
+    if not future.done():  # the caller gave up (cancelled)
         if ok:
             future.set_result(value)
         else:
@@ -158,8 +144,7 @@ class PluginRuntime:
     """A plugin's instances and worker threads. Each worker thread owns one
     instance for its whole life (replaced after a fault), so an instance is
     never touched by two threads; jobs reach the workers through one queue,
-    results come back inline or with ``call_soon_threadsafe``
-    (:mod:`aspen.handoff`)."""
+    results come back with ``call_soon_threadsafe`` (:mod:`aspen.handoff`)."""
 
     def __init__(self, name: str, wasm: bytes, env: HostEnv, limits: EffectiveLimits) -> None:
         self.name = name
@@ -174,7 +159,6 @@ class PluginRuntime:
         self._compiled = _batch_new_threads(lambda: extism.extism.CompiledPlugin(manifest, functions=HOST_FUNCTIONS))
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._submitted = EventCount()  # bumped after every put on _jobs
-        self._typical_ns = 0  # moving average of call durations: whether the loop spins
         self._workers: list[threading.Thread] = []
         self._pending = 0
         self._drained: asyncio.Future[None] | None = None  # made by stop() while calls run
@@ -215,26 +199,18 @@ class PluginRuntime:
         except queue.Empty:
             instance = None
         jobs, submitted = self._jobs, self._submitted
-        owe_bump = False  # a result delivered that LOOP_ATTENTION does not yet tell of
         while True:
             seen = submitted.value()  # read before looking, so no put goes unnoticed
             if jobs.empty():
-                if owe_bump:  # one call: the GIL is already free when the loop wakes
-                    LOOP_ATTENTION.bump_and_wait(submitted, seen, WORKER_SPIN_NS, PARK_NS)
-                    owe_bump = False
-                else:
-                    submitted.wait(seen, WORKER_SPIN_NS, PARK_NS)
+                submitted.wait(seen, PARK_NS)
                 continue
             try:
                 job = jobs.get_nowait()
             except queue.Empty:  # another worker took it
                 continue
-            if owe_bump:
-                LOOP_ATTENTION.bump()
-                owe_bump = False
             if job is None:
                 return
-            if job.future is not None and job.future.done():  # the caller gave up
+            if job.future.done():  # the caller gave up; a racy read off the loop (GIL-atomic), _settle checks again
                 continue
             try:
                 if instance is None:
@@ -249,27 +225,18 @@ class PluginRuntime:
                     "worker-error", logging.ERROR, "plugin %s: worker failed", self.name, exc_info=True
                 )
                 ok, value = False, AspenError(ErrorCode.INTERNAL, f"plugin '{self.name}': internal error: {exc}")
-            job.outcome = (ok, value)
-            owe_bump = True
-            future = job.future
-            if job.spinning or future is None:  # the loop reads the outcome itself
-                continue
             try:
-                with quiet_wakeups():  # LOOP_ATTENTION is bumped above, once the GIL is let go
-                    job.loop.call_soon_threadsafe(_settle, job, future, ok, value)
+                job.loop.call_soon_threadsafe(_settle, job.future, ok, value)
             except RuntimeError:  # the loop is gone; nobody is waiting
                 pass
 
     def _run(self, instance: extism.Plugin, job: _Job) -> Any:
         if time.monotonic() >= job.deadline:
             raise AspenError(ErrorCode.TIMEOUT, f"plugin '{self.name}': the request expired while queued")
-        start = time.perf_counter_ns()
         try:
             buf = instance.call(job.export, job.data, parse=None, host_context=CallContext(self.env, job.deadline))
         except extism.Error as exc:
             raise classify(self.name, job.export, exc) from None
-        finally:
-            self._typical_ns += (time.perf_counter_ns() - start - self._typical_ns) // 8
         if len(buf) > self.limits.max_output_bytes:
             raise bad_output(
                 self.name, f"{job.export} output is {len(buf)} bytes, the limit is {self.limits.max_output_bytes}"
@@ -310,15 +277,11 @@ class PluginRuntime:
             self._workers.append(worker)
         job = _Job(asyncio.get_running_loop(), export, data, deadline, decode)
         self._pending += 1
-        IN_FLIGHT.calls += 1
+        self._jobs.put(job)
+        self._submitted.bump()
         try:
-            if self._hand_over(job):
-                ok, result = job.outcome
-                if not ok:
-                    raise result
-            else:
-                async with asyncio.timeout(deadline - time.monotonic()):
-                    result = await job.future
+            async with asyncio.timeout(deadline - time.monotonic()):
+                result = await job.future
         except TimeoutError:
             raise AspenError(
                 ErrorCode.TIMEOUT, f"plugin '{self.name}' {export} did not finish before its deadline"
@@ -329,37 +292,10 @@ class PluginRuntime:
             raise
         finally:
             self._pending -= 1
-            IN_FLIGHT.calls -= 1
             if not self._pending and self._drained is not None and not self._drained.done():
                 self._drained.set_result(None)
         self._record_ok()
         return result
-
-    def _hand_over(self, job: _Job) -> bool:
-        """Give ``job`` to a worker; True when its outcome is already back.
-        When the loop has nothing else ready and this plugin's calls are
-        short, the loop waits for it inline (GIL released, at most
-        LOOP_SPIN_NS, ended early by anything else needing the loop);
-        otherwise, or if it is not back by then, the caller awaits the future."""
-        loop = job.loop
-        if self._typical_ns > SHORT_CALL_NS or getattr(loop, "_ready", True):
-            job.future = loop.create_future()
-            self._jobs.put(job)
-            wake(self._submitted, loop)
-            return False
-        job.spinning = True
-        seen = LOOP_ATTENTION.value()
-        self._jobs.put(job)
-        wait_inline = getattr(loop, "wait_inline", None)  # the node's loop also wakes what it deferred
-        if wait_inline is None:
-            self._submitted.bump_and_wait(LOOP_ATTENTION, seen, LOOP_SPIN_NS)
-        else:
-            wait_inline(self._submitted, seen, LOOP_SPIN_NS)
-        if job.outcome is None:  # made before spinning ends: a worker that sees it ended settles it
-            job.future = loop.create_future()
-        job.spinning = False
-        job.taken = job.outcome is not None
-        return job.taken
 
     def _record_ok(self) -> None:
         self.calls += 1

@@ -1,5 +1,5 @@
-"""The node's event loop stays an ordinary asyncio loop while it spins for
-plugin calls: timers fire, sockets are read, other threads reach it."""
+"""The node's event loop: uvloop when installed, asyncio's own otherwise;
+the tests run on the same loop the node serves on."""
 
 from __future__ import annotations
 
@@ -8,49 +8,47 @@ import socket
 import threading
 import time
 
-import pytest
-
-from aspen import handoff
-from aspen.node.event_loop import AspenEventLoop, run
+from aspen.node import event_loop
+from aspen.node.event_loop import run
 
 
-@pytest.fixture
-def calls_in_flight():
-    """Pretend a plugin call is out on a worker, so the loop spins."""
-    handoff.IN_FLIGHT.calls += 1
-    yield
-    handoff.IN_FLIGHT.calls -= 1
+def node_loop_type() -> type:
+    loop = event_loop.new_event_loop()
+    try:
+        return type(loop)
+    finally:
+        loop.close()
+
+
+def test_uvloop_is_the_node_loop_when_installed():
+    try:
+        import uvloop
+    except ImportError:
+        assert issubclass(node_loop_type(), asyncio.BaseEventLoop)
+    else:
+        assert issubclass(node_loop_type(), uvloop.Loop)
 
 
 async def test_the_tests_run_on_the_node_loop():
-    assert isinstance(asyncio.get_running_loop(), AspenEventLoop)
+    assert isinstance(asyncio.get_running_loop(), node_loop_type())
 
 
-async def test_call_soon_threadsafe_ends_a_spin(calls_in_flight):
-    loop = asyncio.get_running_loop()
-    before = handoff.LOOP_ATTENTION.value()
-    done = loop.create_future()
-    threading.Timer(0.02, loop.call_soon_threadsafe, (done.set_result, "from a thread")).start()
-    assert await asyncio.wait_for(done, 5) == "from a thread"
-    # the thread bumps after it queued the callback, which may already have run: poll for the bump
-    deadline = time.monotonic() + 5
-    while handoff.LOOP_ATTENTION.value() == before:
-        assert time.monotonic() < deadline, "call_soon_threadsafe never bumped LOOP_ATTENTION"
-        await asyncio.sleep(0.005)
-
-
-async def test_timers_and_sockets_work_while_spinning(calls_in_flight):
+async def test_timers_sockets_and_other_threads_reach_the_loop():
     loop = asyncio.get_running_loop()
     start = time.monotonic()
     await asyncio.sleep(0.05)
     assert 0.04 <= time.monotonic() - start < 1.0
+
+    done = loop.create_future()
+    threading.Timer(0.02, loop.call_soon_threadsafe, (done.set_result, "from a thread")).start()
+    assert await asyncio.wait_for(done, 5) == "from a thread"
 
     a, b = socket.socketpair()
     a.setblocking(False)
     try:
         got = loop.create_future()
         loop.add_reader(a.fileno(), lambda: got.done() or got.set_result(a.recv(16)))
-        threading.Timer(0.02, b.send, (b"ping",)).start()  # no call_soon_threadsafe: only the fd says so
+        threading.Timer(0.02, b.send, (b"ping",)).start()
         assert await asyncio.wait_for(got, 5) == b"ping"
         loop.remove_reader(a.fileno())
     finally:
@@ -66,4 +64,4 @@ def test_run_returns_the_result_and_closes_its_loop():
         return 42
 
     assert run(main()) == 42
-    assert isinstance(loops[0], AspenEventLoop) and loops[0].is_closed()
+    assert isinstance(loops[0], node_loop_type()) and loops[0].is_closed()

@@ -1,10 +1,9 @@
-"""The loop <-> worker hand-off: the GIL-free EventCount, and the runtime's
-two ways back (inline while the loop waits, or through a future) giving the
-same answers, faults and deadlines."""
+"""The loop <-> worker hand-off: both EventCount implementations (native
+and plain) behave alike, and plugin calls give their answers, faults and
+deadlines through it."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -13,9 +12,9 @@ import time
 
 import pytest
 
-from aspen import eventcount_fallback, handoff
+from aspen import handoff
 from aspen.errors import AspenError
-from aspen.plugins import runtime
+from aspen.handoff import plain
 from aspen.plugins.manifest import PluginLimits
 from aspen.rpc.handler import Request, RequestContext
 from aspen.rpc.registry import HandlerRegistry
@@ -23,7 +22,7 @@ from aspen.rpc.registry import HandlerRegistry
 MS = 1_000_000  # ns
 
 
-IMPLEMENTATIONS = {"python": eventcount_fallback.EventCount, **({"native": handoff.EventCount} if handoff.NATIVE else {})}
+IMPLEMENTATIONS = {"python": plain.EventCount, **({"native": handoff.EventCount} if handoff.NATIVE else {})}
 
 
 def test_the_extension_is_built_unless_the_fallback_is_asked_for():
@@ -39,14 +38,14 @@ def EventCount(request):
 def test_eventcount_counts_and_waits(EventCount):
     ec = EventCount()
     assert ec.value() == 0
-    assert ec.wait(0, 0) is False  # nothing moved: a zero spin returns at once
+    assert ec.wait(0, 0) is False  # nothing moved: a zero timeout returns at once
     ec.bump()
     ec.bump()
     assert ec.value() == 2
     assert ec.wait(0, 10 * MS) is True  # already moved: no waiting
     start = time.monotonic()
-    assert ec.wait(2, 1 * MS, park_ns=30 * MS) is False
-    assert 0.025 <= time.monotonic() - start < 1.0  # spun, parked, gave up
+    assert ec.wait(2, 30 * MS) is False
+    assert 0.025 <= time.monotonic() - start < 1.0  # parked, gave up
 
 
 def test_a_parked_waiter_is_woken_by_a_bump_from_another_thread(EventCount):
@@ -54,13 +53,14 @@ def test_a_parked_waiter_is_woken_by_a_bump_from_another_thread(EventCount):
     result: list[bool] = []
 
     def waiter() -> None:
-        result.append(ec.wait(0, 0, park_ns=10_000 * MS))  # parks at once, for up to 10 s
+        result.append(ec.wait(0, 10_000 * MS))  # parks for up to 10 s
 
     t = threading.Thread(target=waiter)
     t.start()
     time.sleep(0.05)
     start = time.monotonic()
-    other.bump_and_wait(ec, 0, 0)  # bumps other, not ec: the waiter sleeps on
+    other.bump()  # another count: the waiter sleeps on
+    time.sleep(0.05)
     assert other.value() == 1 and not result
     ec.bump()
     t.join(5)
@@ -68,35 +68,14 @@ def test_a_parked_waiter_is_woken_by_a_bump_from_another_thread(EventCount):
     assert time.monotonic() - start < 1.0
 
 
-def test_bump_and_wait_rejects_a_non_eventcount(EventCount):
-    with pytest.raises(TypeError):
-        EventCount().bump_and_wait(object(), 0, 0)
+def test_eventcount_takes_no_arguments_and_a_whole_timeout(EventCount):
     with pytest.raises(TypeError):
         EventCount(1)
+    with pytest.raises(TypeError):
+        EventCount().wait(0, "soon")
 
 
-@pytest.fixture
-def jobs_seen(monkeypatch):
-    """Every _Job the runtime makes, to see which way its outcome came back."""
-    made: list[runtime._Job] = []
-    real = runtime._Job
-
-    def record(*args):
-        job = real(*args)
-        made.append(job)
-        return job
-
-    monkeypatch.setattr(runtime, "_Job", record)
-    return made
-
-
-@pytest.mark.parametrize("inline", [False, True], ids=["future", "inline"])
-async def test_both_ways_back_give_the_same_answers_and_faults(load, monkeypatch, jobs_seen, inline):
-    # "future": every call counts as slow, so the loop never waits inline.
-    # "inline": every call counts as short (cold first calls too) and the
-    # loop waits up to 5 s, so it reads every outcome itself.
-    monkeypatch.setattr(runtime, "LOOP_SPIN_NS", 5_000 * MS)
-    monkeypatch.setattr(runtime, "SHORT_CALL_NS", 10_000 * MS if inline else -1)
+async def test_answers_faults_and_host_calls_come_back(load, kv):
     echo = await load("echo")
     faults = await load("hostile/faults")
     reply = await echo.handle(Request("Echo", {"message": "hi", "n": 3}), RequestContext())
@@ -107,43 +86,10 @@ async def test_both_ways_back_give_the_same_answers_and_faults(load, monkeypatch
         assert err.value.code == code
     assert faults.runtime.faults == 2
     assert (await faults.handle(Request("Fine", {}), RequestContext())).type == "Fine"
-    handled = [j for j in jobs_seen if j.export == "handle_request"]
-    assert len(handled) == 4
-    assert [j.taken for j in handled] == [inline] * 4
-
-
-async def test_a_host_call_ends_the_loops_inline_wait(load, kv, monkeypatch, jobs_seen):
-    """aspen_kv_get needs the loop: the guest must not wait out a 5 s spin."""
-    monkeypatch.setattr(runtime, "LOOP_SPIN_NS", 5_000 * MS)
-    monkeypatch.setattr(runtime, "SHORT_CALL_NS", 10_000 * MS)
-    echo = await load("echo")
-    await kv.put("__plugin:echo:greeting", b"hello")
-    start = time.monotonic()
+    await kv.put("__plugin:echo:greeting", b"hello")  # aspen_kv_get: worker -> loop -> worker
     for _ in range(3):
         reply = await echo.handle(Request("EchoRead", {"key": "greeting"}), RequestContext())
         assert reply.body["value"] == "hello"
-    assert time.monotonic() - start < 2.0
-    assert not any(j.taken for j in jobs_seen if j.export == "handle_request")
-
-
-async def test_no_inline_wait_while_other_work_is_ready(load, monkeypatch, jobs_seen):
-    monkeypatch.setattr(runtime, "LOOP_SPIN_NS", 5_000 * MS)
-    monkeypatch.setattr(runtime, "SHORT_CALL_NS", 10_000 * MS)
-    echo = await load("echo")
-    replies = await asyncio.gather(*(echo.handle(Request("Ping", {}), RequestContext()) for _ in range(8)))
-    assert {r.type for r in replies} == {"Pong"}
-    # gather starts all eight in one loop pass: each but the last saw the
-    # others ready and went the future's way.
-    assert sum(not j.taken for j in jobs_seen if j.export == "handle_request") >= 7
-
-
-async def test_slow_plugins_are_not_waited_for_inline(load, monkeypatch, jobs_seen):
-    monkeypatch.setattr(runtime, "LOOP_SPIN_NS", 5_000 * MS)
-    burn = await load("cpu-burn")
-    for _ in range(3):
-        assert (await burn.handle(Request("Burn", {}), RequestContext())).type != "Error"
-    assert burn.runtime._typical_ns > handoff.SHORT_CALL_NS
-    assert not jobs_seen[-1].taken  # once its calls are known to be slow
 
 
 async def test_the_request_deadline_holds_without_the_registry_timer(load):
