@@ -62,7 +62,7 @@ def compile_command(source: Path, out: Path, sdk: Path, cache: Path) -> list[str
 def build(directory: Path, source: Path, sdk: Path, cache: Path) -> None:
     out = directory / WASM_NAME
     tmp = directory / (WASM_NAME + ".tmp")
-    result = subprocess.run(compile_command(source, tmp, sdk, cache), capture_output=True, text=True)
+    result = subprocess.run(compile_command(source, tmp, sdk, cache), capture_output=True, text=True, check=False)
     if result.returncode != 0:
         tmp.unlink(missing_ok=True)
         raise RuntimeError(f"building {source} failed:\n{result.stderr}")

@@ -40,7 +40,7 @@ class PluginChangeResult(Body):
     generation: int
     enabled: bool
     status: PluginStatus | None = None
-    affected: list[str] = []  # other plugins changed too (cascade)
+    affected: list[str] = msgspec.field(default_factory=list)  # other plugins changed too (cascade)
 
 
 class PluginRollback(Body):
@@ -124,10 +124,10 @@ class PluginProblem(Body):
 
 
 class PluginDepsResult(Body):
-    load_order: list[str] = []
-    problems: list[PluginProblem] = []
-    dependencies: list[DependencyState] = []
-    dependents: list[str] = []
+    load_order: list[str] = msgspec.field(default_factory=list)
+    problems: list[PluginProblem] = msgspec.field(default_factory=list)
+    dependencies: list[DependencyState] = msgspec.field(default_factory=list)
+    dependents: list[str] = msgspec.field(default_factory=list)
 
 
 class PluginCheck(Body):

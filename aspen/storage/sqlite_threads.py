@@ -63,7 +63,7 @@ class WriteTxn:
     when it actually changes something, so an op that changes nothing (a
     delete of a missing key) does not bump the revision."""
 
-    __slots__ = ("conn", "revision", "now_ms", "events", "_op_rev")
+    __slots__ = ("_op_rev", "conn", "events", "now_ms", "revision")
 
     def __init__(self, conn: sqlite3.Connection, revision: int, now_ms: int) -> None:
         self.conn = conn
@@ -191,7 +191,7 @@ def _call(fut: Any, fn: Callable[..., Any], conn: sqlite3.Connection, args: tupl
         return (fut, None, exc)
     except sqlite3.Error:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure of a queued call is that call's answer, never the thread's end
         return (fut, None, _internal(exc))
 
 
@@ -259,7 +259,7 @@ class GroupCommitWriter(_ConnectionThread):
             else:
                 conn.execute("COMMIT")
             self._last_revision = txn.revision
-        except Exception as exc:  # nothing of the group is committed
+        except Exception as exc:  # noqa: BLE001 - nothing of the group is committed
             if conn.in_transaction:
                 conn.rollback()
             if isinstance(exc, sqlite3.Error):
