@@ -18,7 +18,8 @@ from typing import Any
 import msgspec
 
 from aspen.errors import AspenError, ErrorCode
-from aspen.plugins.host_functions import IMPLEMENTATIONS, CallContext, HostEnv, _reply
+from aspen.plugins.extism_bridge import _reply
+from aspen.plugins.host_functions import IMPLEMENTATIONS, CallContext, HostEnv
 
 PREFIX = "aspen_"
 
