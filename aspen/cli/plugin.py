@@ -9,6 +9,7 @@ answering node serves it — or prints why it did not come up.
 from __future__ import annotations
 
 import json as jsonlib
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,9 +29,12 @@ from aspen.cli.common import (
     reports_errors,
 )
 from aspen.errors import AspenError, ErrorCode
+from aspen.plugins import bundle
 from aspen.plugins import requests as r
+from aspen.plugins.build import WASM_NAME
 from aspen.plugins.lifecycle import PluginStatus
 from aspen.plugins.manifest import MAX_MANIFEST_DEPTH, PluginManifest, PluginSignature
+from aspen.plugins.rules import FILE, check_manifest
 from aspen.plugins.signing import (
     default_key_path,
     generate_key,
@@ -227,7 +231,6 @@ def install(
 ) -> None:
     """Install (or upgrade) a plugin; flags override plugin.json."""
     upgrade = ctx.info_name == "upgrade"
-    data = _read_wasm(wasm)
     limits = {k: v for k, v in (("memory_bytes", memory_limit), ("timeout_ms", timeout_ms)) if v is not None}
     flags: dict[str, Any] = {
         "name": name,
@@ -244,13 +247,36 @@ def install(
         "min_api_version": min_api_version,
         "limits": limits or None,
     }
-    m = build_manifest(data, manifest, flags, key)
-    with connect(url) as client:
-        uploaded = client.upload_blob(wasm)
-        body = r.PluginInstall(manifest=m, wasm_hash=uploaded.hash, force=force, wait_seconds=wait)
-        kind = "PluginUpgrade" if upgrade else "PluginInstall"
-        result = msgspec.convert(client.call(kind, _body(body), timeout=wait + 30), r.PluginChangeResult)
+    with tempfile.TemporaryDirectory() as tmp:
+        m, module = _module(wasm, manifest, flags, key, Path(tmp))
+        with connect(url) as client:
+            uploaded = client.upload_blob(module)
+            body = r.PluginInstall(manifest=m, wasm_hash=uploaded.hash, force=force, wait_seconds=wait)
+            kind = "PluginUpgrade" if upgrade else "PluginInstall"
+            result = msgspec.convert(client.call(kind, _body(body), timeout=wait + 30), r.PluginChangeResult)
     _print_change(result, json)
+
+
+def _module(
+    path: Path, manifest: Path | None, flags: dict[str, Any], key: Path | None, tmp: Path
+) -> tuple[PluginManifest, Path]:
+    """The manifest and the file to upload: ``path`` itself (a module), or
+    for a plugin directory its ``plugin.json`` (unless --manifest) and its
+    ``plugin.wasm``, or — runtime ``process`` — its bundle, written to ``tmp``."""
+    if not path.is_dir():
+        return build_manifest(_read_wasm(path), manifest, flags, key), path
+    manifest = manifest or path / "plugin.json"
+    m = build_manifest(b"", manifest, flags, None)
+    if m.runtime != "process":
+        module = path / WASM_NAME
+        return build_manifest(_read_wasm(module), manifest, flags, key), module
+    check_manifest(m, at=FILE)
+    data = bundle.pack(path, m)
+    if key is not None:
+        m = msgspec.structs.replace(m, signature=sign_wasm(read_key(key), data))
+    module = tmp / "bundle"
+    module.write_bytes(data)
+    return m, module
 
 
 def _body(struct: msgspec.Struct) -> dict[str, Any]:
@@ -368,7 +394,9 @@ def info(name: str, url: UrlOpt = None, json: JsonOpt = False) -> None:
     state = "enabled" if m.enabled else "disabled"
     console.print(Text.assemble((m.name, "bold"), f" {m.version}  generation {result.record.generation}  {state}"))
     console.print(literal(f"  handles: {', '.join(m.handles)}  priority {m.priority}"))
-    console.print(literal(f"  module: {m.wasm_hash}"))
+    console.print(literal(f"  {'bundle' if m.runtime == 'process' else 'module'}: {m.wasm_hash}"))
+    if m.runtime == "process":
+        console.print(literal(f"  command: {' '.join(m.command)}  (cwd {m.cwd})"))
     console.print(literal(f"  signed by: {m.signature.author_pubkey if m.signature else '(unsigned)'}"))
     console.print(literal(f"  kept for rollback: {', '.join(h.version for h in result.record.history) or '-'}"))
     console.print(literal(f"  dependents: {', '.join(result.dependents) or '-'}"))
@@ -384,6 +412,11 @@ def info(name: str, url: UrlOpt = None, json: JsonOpt = False) -> None:
     for s in result.nodes:
         retired = f"; retired: {_retiring_line(s)}" if s.retiring else ""
         console.print(literal(f"  node {s.node_id}: {_status_line(s)}{retired}"))
+    for s in (result.status, *result.nodes):
+        if s.stderr:
+            console.print(literal(f"  last stderr on {s.node_id}:"))
+            for line in s.stderr:
+                console.print(literal(f"    {line}"))
 
 
 @app.command()

@@ -93,37 +93,41 @@ def pack(directory: Path, m: PluginManifest) -> bytes:
     return msgspec.msgpack.encode(bundle)
 
 
-def decode(data: bytes, m: PluginManifest) -> Bundle:
-    """The bundle in ``data``, checked: well-formed, every name inside it,
-    the program there, the launch record ``m``'s."""
+def read(data: bytes, name: str) -> Bundle:
+    """The bundle in ``data``: well-formed, every name inside it, its program there."""
     try:
         bundle = msgspec.msgpack.decode(data, type=Bundle)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise _invalid(f"plugin '{m.name}': not a bundle: {exc}", plugin=m.name) from None
-    if bundle.format != FORMAT or len(bundle.files) > MAX_FILES:
-        raise _invalid(f"plugin '{m.name}': bundle format {bundle.format} with {len(bundle.files)} files", plugin=m.name)
+        raise _invalid(f"plugin '{name}': not a bundle: {exc}", plugin=name) from None
+    if bundle.format != FORMAT or len(bundle.files) > MAX_FILES or not bundle.command:
+        raise _invalid(f"plugin '{name}': bundle format {bundle.format}, {len(bundle.files)} files", plugin=name)
     for path in bundle.files:
         problem = bad_path(path)
         if problem is not None:
-            raise _invalid(f"plugin '{m.name}': {problem}", plugin=m.name, path=path[:MAX_PATH_BYTES])
+            raise _invalid(f"plugin '{name}': {problem}", plugin=name, path=path[:MAX_PATH_BYTES])
+    program = bundle.command[0]
+    if program not in INTERPRETERS and program not in bundle.files:
+        raise _invalid(f"plugin '{name}': the program {program[:MAX_PATH_BYTES]!r} is not in the bundle", plugin=name)
+    return bundle
+
+
+def check(data: bytes, m: PluginManifest) -> Bundle:
+    """:func:`read`, and the launch record must be ``m``'s."""
+    bundle = read(data, m.name)
     if bundle.launch() != launch_of(m):
         raise AspenError(
             ErrorCode.PLUGIN_HASH_MISMATCH,
             f"plugin '{m.name}': the manifest's command, env, cwd or handles are not the bundle's",
             plugin=m.name,
         )
-    program = bundle.command[0] if bundle.command else ""
-    if program not in INTERPRETERS and program not in bundle.files:
-        raise _invalid(f"plugin '{m.name}': the program {program!r} is not in the bundle", plugin=m.name)
     return bundle
 
 
 def unpack(bundle: Bundle, directory: Path) -> None:
-    """Write ``bundle`` into the new directory ``directory`` (read-only files,
-    never through a link)."""
+    """Write ``bundle`` (from :func:`read`) into the new directory
+    ``directory``: read-only files, never through a link."""
     directory.mkdir(mode=0o755)
     for path, file in bundle.files.items():
-        assert bad_path(path) is None  # decode() checked
         target = directory / path
         parent = target.parent
         parent.mkdir(mode=0o755, parents=True, exist_ok=True)
