@@ -171,3 +171,28 @@ def test_hostile_and_unsigned_bundles_are_refused_with_their_codes(node, home):
     env = {**os.environ, "XDG_CONFIG_HOME": str(home / "c")}
     out = run("plugin", "install", str(linked), "--url", node.url, env=env, ok=False)
     assert out.returncode == 1 and "PLUGIN_BUNDLE_INVALID" in out.stderr
+
+
+def test_a_crash_looping_process_plugin_is_failed_with_its_stderr_in_info(node, home):
+    env = {**os.environ, "XDG_CONFIG_HOME": str(home / "config"), "COLUMNS": "250"}
+    key = home / "signing.key"
+    run("plugin", "keygen", "--output", str(key), env=env)
+    run("plugin", "trust", "add", "--key-file", str(key), "--url", node.url, env=env)
+    crashy = home / "crashy"
+    crashy.mkdir()
+    (crashy / "crash.py").write_text('import sys\nprint("crashy: no config file", file=sys.stderr)\nsys.exit(3)\n')
+    manifest = {"name": "crashy", "version": "1.0.0", "handles": ["Boom"], "runtime": "process",
+                "command": ["python3", "crash.py"]}  # fmt: skip
+    (crashy / "plugin.json").write_text(json.dumps(manifest))
+    run("plugin", "install", str(crashy), "--sign-key", str(key), "--url", node.url, env=env, ok=False)
+    deadline = time.monotonic() + 30
+    while True:
+        info = run("plugin", "info", "crashy", "--url", node.url, env=env).stdout
+        if "last stderr on solo:" in info:
+            break
+        assert time.monotonic() < deadline, info
+        time.sleep(0.2)
+    assert "this node: failed" in info and "PLUGIN_LOAD_FAILED" in info and "crashy: no config file" in info
+    status = json.loads(run("plugin", "info", "crashy", "--json", "--url", node.url, env=env).stdout)["status"]
+    assert status["state"] == "failed" and "crashy: no config file" in status["stderr"]
+    assert not list((node.data_dir / "plugin-bundles").iterdir())  # a version that failed leaves no files
