@@ -142,8 +142,10 @@ def keygen(output: Annotated[Path | None, typer.Option(help="Where to write the 
 @app.command()
 @reports_errors
 def sign(wasm: Path, key: KeyOpt = None, manifest: ManifestOpt = None, json: JsonOpt = False) -> None:
-    """Sign WASM; with --manifest, write the signature into that plugin.json."""
-    sig = sign_wasm(read_key(key or default_key_path()), _read_wasm(wasm))
+    """Sign WASM or a plugin directory (its module or bundle); with --manifest
+    (a directory: its plugin.json), write the signature into that plugin.json."""
+    data, manifest = _signable(wasm, manifest)
+    sig = sign_wasm(read_key(key or default_key_path()), data)
     if manifest is not None:
         doc = _read_json(manifest)
         doc["signature"] = msgspec.to_builtins(sig)
@@ -162,7 +164,8 @@ def verify(
     signature: Annotated[Path | None, typer.Option(help="A signature JSON file (instead of --manifest).")] = None,
     author: Annotated[str | None, typer.Option(help="Also require this author key (hex).")] = None,
 ) -> None:
-    """Check a module's signature (from plugin.json or a signature file)."""
+    """Check the signature of a module or a plugin directory (from plugin.json or a signature file)."""
+    data, manifest = _signable(wasm, manifest if signature is None else None)
     source = manifest or signature
     if source is None:
         raise fail(ErrorCode.INVALID_ARGUMENT, "give --manifest or --signature")
@@ -172,7 +175,7 @@ def verify(
         sig = None if raw is None else msgspec.convert(raw, PluginSignature)
     except msgspec.ValidationError as exc:
         raise fail(ErrorCode.PLUGIN_SIGNATURE_MALFORMED, str(exc)) from None
-    verify_wasm(sig, _read_wasm(wasm), plugin=str(doc.get("name", "")))
+    verify_wasm(sig, data, plugin=str(doc.get("name", "")))
     assert sig is not None
     if author is not None and author != sig.author_pubkey:
         raise fail(ErrorCode.PLUGIN_SIGNATURE_INVALID, f"signed by {sig.author_pubkey}, not by {author}")
@@ -229,7 +232,7 @@ def install(
     url: UrlOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Install (or upgrade) a plugin; flags override plugin.json."""
+    """Install (or upgrade) a plugin from a module or a plugin directory; flags override plugin.json."""
     upgrade = ctx.info_name == "upgrade"
     limits = {k: v for k, v in (("memory_bytes", memory_limit), ("timeout_ms", timeout_ms)) if v is not None}
     flags: dict[str, Any] = {
@@ -265,18 +268,29 @@ def _module(
     ``plugin.wasm``, or — runtime ``process`` — its bundle, written to ``tmp``."""
     if not path.is_dir():
         return build_manifest(_read_wasm(path), manifest, flags, key), path
-    manifest = manifest or path / "plugin.json"
-    m = build_manifest(b"", manifest, flags, None)
-    if m.runtime != "process":
-        module = path / WASM_NAME
-        return build_manifest(_read_wasm(module), manifest, flags, key), module
-    check_manifest(m, at=FILE)
-    data = bundle.pack(path, m)
+    m = build_manifest(b"", manifest or path / "plugin.json", flags, None)
+    data = _dir_module(path, m)
     if key is not None:
         m = msgspec.structs.replace(m, signature=sign_wasm(read_key(key), data))
-    module = tmp / "bundle"
+    module = tmp / "module"
     module.write_bytes(data)
     return m, module
+
+
+def _dir_module(path: Path, m: PluginManifest) -> bytes:
+    """A plugin directory's module: its bundle (runtime ``process``) or its ``plugin.wasm``."""
+    if m.runtime != "process":
+        return _read_wasm(path / WASM_NAME)
+    check_manifest(m, at=FILE)
+    return bundle.pack(path, m)
+
+
+def _signable(path: Path, manifest: Path | None) -> tuple[bytes, Path | None]:
+    """The bytes a signature covers, and the plugin.json (a directory's own by default)."""
+    if not path.is_dir():
+        return _read_wasm(path), manifest
+    manifest = manifest or path / "plugin.json"
+    return _dir_module(path, build_manifest(b"", manifest, {}, None)), manifest
 
 
 def _body(struct: msgspec.Struct) -> dict[str, Any]:

@@ -81,7 +81,10 @@ def test_a_process_plugin_installs_upgrades_rolls_back_and_goes(node, home):
     v1, v2 = plugin_dir(home, "0.1.0", tag), plugin_dir(home, "0.2.0", tag)
     bundles = node.data_dir / "plugin-bundles"
 
-    aspen("install", str(v1), "--sign-key", str(key))
+    # signed in place (the signature goes into its plugin.json), then installed as it is
+    run("plugin", "sign", str(v1), "--key", str(key), env=env)
+    assert "OK: signed by" in run("plugin", "verify", str(v1), env=env).stdout
+    aspen("install", str(v1))
     with SyncClient(node.url) as client:
         assert echo(client) == {"n": 1}
         info = aspen("info", NAME).stdout
@@ -115,10 +118,13 @@ def test_a_process_plugin_installs_upgrades_rolls_back_and_goes(node, home):
 
         aspen("rollback", NAME)
         assert echo(client) == {"n": 1}
+        first = list(alive(tag))
+        aspen("reload", NAME)  # hot reload: a new process beside the old, then the old one goes
         deadline = time.monotonic() + 15
-        while len(list(bundles.iterdir())) != 1:  # the replaced version's files go with it
-            assert time.monotonic() < deadline, list(bundles.iterdir())
+        while len(list(bundles.iterdir())) != 1 or set(alive(tag)) & set(first):
+            assert time.monotonic() < deadline, list(bundles.iterdir())  # the replaced version's files go with it
             time.sleep(0.05)
+        assert echo(client) == {"n": 1} and alive(tag)
 
         aspen("disable", NAME)
         with pytest.raises(AspenError):
