@@ -87,6 +87,8 @@ def test_a_process_plugin_installs_upgrades_rolls_back_and_goes(node, home):
     aspen("install", str(v1))
     with SyncClient(node.url) as client:
         assert echo(client) == {"n": 1}
+        client.write_key(f"__plugin:{NAME}:k", b"v")  # its own namespace, read through the one gate
+        assert client.call("EchoRead", {"key": "k"}) == {"key": f"__plugin:{NAME}:k", "value": "v"}
         info = aspen("info", NAME).stdout
         assert "this node: ready 0.1.0" in info and "bundle: " in info and "command: python3 plugin.py" in info
         assert len(alive(tag)) >= 1 and len(list(bundles.iterdir())) == 1
