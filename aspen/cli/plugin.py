@@ -9,6 +9,7 @@ answering node serves it — or prints why it did not come up.
 from __future__ import annotations
 
 import json as jsonlib
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,9 +29,12 @@ from aspen.cli.common import (
     reports_errors,
 )
 from aspen.errors import AspenError, ErrorCode
+from aspen.plugins import bundle
 from aspen.plugins import requests as r
+from aspen.plugins.build import WASM_NAME
 from aspen.plugins.lifecycle import PluginStatus
 from aspen.plugins.manifest import MAX_MANIFEST_DEPTH, PluginManifest, PluginSignature
+from aspen.plugins.rules import FILE, check_manifest
 from aspen.plugins.signing import (
     default_key_path,
     generate_key,
@@ -138,8 +142,10 @@ def keygen(output: Annotated[Path | None, typer.Option(help="Where to write the 
 @app.command()
 @reports_errors
 def sign(wasm: Path, key: KeyOpt = None, manifest: ManifestOpt = None, json: JsonOpt = False) -> None:
-    """Sign WASM; with --manifest, write the signature into that plugin.json."""
-    sig = sign_wasm(read_key(key or default_key_path()), _read_wasm(wasm))
+    """Sign WASM or a plugin directory (its module or bundle); with --manifest
+    (a directory: its plugin.json), write the signature into that plugin.json."""
+    data, manifest = _signable(wasm, manifest)
+    sig = sign_wasm(read_key(key or default_key_path()), data)
     if manifest is not None:
         doc = _read_json(manifest)
         doc["signature"] = msgspec.to_builtins(sig)
@@ -158,7 +164,8 @@ def verify(
     signature: Annotated[Path | None, typer.Option(help="A signature JSON file (instead of --manifest).")] = None,
     author: Annotated[str | None, typer.Option(help="Also require this author key (hex).")] = None,
 ) -> None:
-    """Check a module's signature (from plugin.json or a signature file)."""
+    """Check the signature of a module or a plugin directory (from plugin.json or a signature file)."""
+    data, manifest = _signable(wasm, manifest if signature is None else None)
     source = manifest or signature
     if source is None:
         raise fail(ErrorCode.INVALID_ARGUMENT, "give --manifest or --signature")
@@ -168,7 +175,7 @@ def verify(
         sig = None if raw is None else msgspec.convert(raw, PluginSignature)
     except msgspec.ValidationError as exc:
         raise fail(ErrorCode.PLUGIN_SIGNATURE_MALFORMED, str(exc)) from None
-    verify_wasm(sig, _read_wasm(wasm), plugin=str(doc.get("name", "")))
+    verify_wasm(sig, data, plugin=str(doc.get("name", "")))
     assert sig is not None
     if author is not None and author != sig.author_pubkey:
         raise fail(ErrorCode.PLUGIN_SIGNATURE_INVALID, f"signed by {sig.author_pubkey}, not by {author}")
@@ -225,9 +232,8 @@ def install(
     url: UrlOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Install (or upgrade) a plugin; flags override plugin.json."""
+    """Install (or upgrade) a plugin from a module or a plugin directory; flags override plugin.json."""
     upgrade = ctx.info_name == "upgrade"
-    data = _read_wasm(wasm)
     limits = {k: v for k, v in (("memory_bytes", memory_limit), ("timeout_ms", timeout_ms)) if v is not None}
     flags: dict[str, Any] = {
         "name": name,
@@ -244,13 +250,47 @@ def install(
         "min_api_version": min_api_version,
         "limits": limits or None,
     }
-    m = build_manifest(data, manifest, flags, key)
-    with connect(url) as client:
-        uploaded = client.upload_blob(wasm)
-        body = r.PluginInstall(manifest=m, wasm_hash=uploaded.hash, force=force, wait_seconds=wait)
-        kind = "PluginUpgrade" if upgrade else "PluginInstall"
-        result = msgspec.convert(client.call(kind, _body(body), timeout=wait + 30), r.PluginChangeResult)
+    with tempfile.TemporaryDirectory() as tmp:
+        m, module = _module(wasm, manifest, flags, key, Path(tmp))
+        with connect(url) as client:
+            uploaded = client.upload_blob(module)
+            body = r.PluginInstall(manifest=m, wasm_hash=uploaded.hash, force=force, wait_seconds=wait)
+            kind = "PluginUpgrade" if upgrade else "PluginInstall"
+            result = msgspec.convert(client.call(kind, _body(body), timeout=wait + 30), r.PluginChangeResult)
     _print_change(result, json)
+
+
+def _module(
+    path: Path, manifest: Path | None, flags: dict[str, Any], key: Path | None, tmp: Path
+) -> tuple[PluginManifest, Path]:
+    """The manifest and the file to upload: ``path`` itself (a module), or
+    for a plugin directory its ``plugin.json`` (unless --manifest) and its
+    ``plugin.wasm``, or — runtime ``process`` — its bundle, written to ``tmp``."""
+    if not path.is_dir():
+        return build_manifest(_read_wasm(path), manifest, flags, key), path
+    m = build_manifest(b"", manifest or path / "plugin.json", flags, None)
+    data = _dir_module(path, m)
+    if key is not None:
+        m = msgspec.structs.replace(m, signature=sign_wasm(read_key(key), data))
+    module = tmp / "module"
+    module.write_bytes(data)
+    return m, module
+
+
+def _dir_module(path: Path, m: PluginManifest) -> bytes:
+    """A plugin directory's module: its bundle (runtime ``process``) or its ``plugin.wasm``."""
+    if m.runtime != "process":
+        return _read_wasm(path / WASM_NAME)
+    check_manifest(m, at=FILE)
+    return bundle.pack(path, m)
+
+
+def _signable(path: Path, manifest: Path | None) -> tuple[bytes, Path | None]:
+    """The bytes a signature covers, and the plugin.json (a directory's own by default)."""
+    if not path.is_dir():
+        return _read_wasm(path), manifest
+    manifest = manifest or path / "plugin.json"
+    return _dir_module(path, build_manifest(b"", manifest, {}, None)), manifest
 
 
 def _body(struct: msgspec.Struct) -> dict[str, Any]:
@@ -368,7 +408,9 @@ def info(name: str, url: UrlOpt = None, json: JsonOpt = False) -> None:
     state = "enabled" if m.enabled else "disabled"
     console.print(Text.assemble((m.name, "bold"), f" {m.version}  generation {result.record.generation}  {state}"))
     console.print(literal(f"  handles: {', '.join(m.handles)}  priority {m.priority}"))
-    console.print(literal(f"  module: {m.wasm_hash}"))
+    console.print(literal(f"  {'bundle' if m.runtime == 'process' else 'module'}: {m.wasm_hash}"))
+    if m.runtime == "process":
+        console.print(literal(f"  command: {' '.join(m.command)}  (cwd {m.cwd})"))
     console.print(literal(f"  signed by: {m.signature.author_pubkey if m.signature else '(unsigned)'}"))
     console.print(literal(f"  kept for rollback: {', '.join(h.version for h in result.record.history) or '-'}"))
     console.print(literal(f"  dependents: {', '.join(result.dependents) or '-'}"))
@@ -384,6 +426,11 @@ def info(name: str, url: UrlOpt = None, json: JsonOpt = False) -> None:
     for s in result.nodes:
         retired = f"; retired: {_retiring_line(s)}" if s.retiring else ""
         console.print(literal(f"  node {s.node_id}: {_status_line(s)}{retired}"))
+    for s in (result.status, *result.nodes):
+        if s.stderr:
+            console.print(literal(f"  last stderr on {s.node_id}:"))
+            for line in s.stderr:
+                console.print(literal(f"    {line}"))
 
 
 @app.command()

@@ -27,7 +27,8 @@ from aspen.jobs.worker import WORKERS_ENTRY_POINT_GROUP, Worker
 log = logging.getLogger(__name__)
 
 
-def _sandbox(options: dict[str, Any], **kw: Any) -> Sandbox:
+def job_sandbox(options: dict[str, Any], **kw: Any) -> Sandbox:
+    """The sandbox ``[jobs]`` describes (shell jobs, nix jobs, process plugins)."""
     uid = int(options.get("sandbox_uid", DEFAULT_UID))
     return Sandbox(
         options.get("shell_sandbox", "required"), uid=uid, gid=int(options.get("sandbox_gid", uid)), **kw
@@ -36,7 +37,7 @@ def _sandbox(options: dict[str, Any], **kw: Any) -> Sandbox:
 
 def builtin_workers(options: dict[str, Any], node: Any = None) -> list[Worker]:
     policy = LimitPolicy.from_options(options)
-    shell_sandbox = _sandbox(options)
+    shell_sandbox = job_sandbox(options)
     cgroups = Cgroups.open()
     workers: list[Worker] = [
         ShellWorker(
@@ -44,7 +45,7 @@ def builtin_workers(options: dict[str, Any], node: Any = None) -> list[Worker]:
         ),
         NixWorker(
             concurrency=int(options.get("nix_concurrency", 1)),
-            sandbox=_sandbox(options, network=bool(options.get("nix_network", False))),
+            sandbox=job_sandbox(options, network=bool(options.get("nix_network", False))),
             policy=policy,
             cgroups=cgroups,
         ),

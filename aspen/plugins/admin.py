@@ -16,6 +16,7 @@ import msgspec
 
 from aspen.clock import now_ms
 from aspen.errors import AspenError, ErrorCode
+from aspen.plugins import bundle
 from aspen.plugins import requests as r
 from aspen.plugins.lifecycle import PluginStatus
 from aspen.plugins.manifest import MAX_WASM_BYTES, PluginManifest, is_semver, semver_key
@@ -55,6 +56,8 @@ class PluginAdmin:
             )
         m = msgspec.structs.replace(m, wasm_hash=digest, enabled=True)
         check_manifest(m, self.rec.limits)
+        if m.runtime == "process":
+            await asyncio.to_thread(bundle.check, wasm, m)
         await self._check_signature(m, wasm)
         existing = await self.store.get(m.name)
         if not upgrade and existing is not None:

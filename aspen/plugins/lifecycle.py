@@ -92,6 +92,7 @@ class PluginStatus(msgspec.Struct, frozen=True, kw_only=True):
     # versions retired on this node: those stopping first, then the most
     # recently stopped (see PluginReconciler.status for how long they stay)
     retiring: tuple[RetiringVersion, ...] = ()
+    stderr: tuple[str, ...] = ()  # a Failed process plugin's last stderr lines
 
 
 class ManagedPlugin:

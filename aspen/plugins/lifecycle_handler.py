@@ -18,13 +18,18 @@ manifest's ``limits`` may exceed: ``max_memory_mib`` (16), ``max_timeout_ms``
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aspen.errors import AspenError, ErrorCode
+from aspen.jobs.builtin import job_sandbox
 from aspen.plugins import requests as r
 from aspen.plugins.admin import PluginAdmin
+from aspen.plugins.loader import PROCESS, RUNTIME_KINDS
 from aspen.plugins.manifest import NodePluginLimits
+from aspen.plugins.process_runtime import ProcessKind
 from aspen.plugins.reconciler import PluginReconciler
 from aspen.rpc.catalog import CORE_REQUESTS, parse_body, to_body
 from aspen.rpc.handler import Request, RequestContext, Response
@@ -127,6 +132,18 @@ def node_limits(section: dict[str, Any]) -> NodePluginLimits:
     return NodePluginLimits(**caps)
 
 
+def process_kind(node: Any) -> ProcessKind:
+    """Process plugins unpack under ``{data_dir}/plugin-bundles`` (emptied at
+    start: what is there belonged to a previous run) and run in the job
+    sandbox of ``[jobs]`` (``shell_sandbox``, ``sandbox_uid``/``sandbox_gid``).
+    Without a data dir (an in-process test node), the default kind's."""
+    if getattr(node, "data_dir", None) is None:
+        return RUNTIME_KINDS[PROCESS]  # type: ignore[return-value]
+    root = Path(node.data_dir) / "plugin-bundles"
+    shutil.rmtree(root, ignore_errors=True)
+    return ProcessKind(root, job_sandbox(dict(node.config.sections.get("jobs", {}))))
+
+
 def create(node: Any) -> LifecycleHandler:
     """Build the node's reconciler (``node.plugins``) and return the handler
     whose start/stop run it and that answers the ``Plugin*`` requests."""
@@ -142,6 +159,7 @@ def create(node: Any) -> LifecycleHandler:
         resync_seconds=_seconds(section, "resync_seconds", 30.0),
         health_seconds=_seconds(section, "health_seconds", 10.0),
         limits=node_limits(section),
+        kinds={**RUNTIME_KINDS, PROCESS: process_kind(node)},
     )
     node.plugins = reconciler
     return LifecycleHandler(reconciler)

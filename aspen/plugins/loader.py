@@ -7,9 +7,10 @@ built are defined once.
 The seam for another kind of runtime is :data:`RUNTIME_KINDS`: a kind maps to
 the function that instantiates a module of that kind into something that
 answers like :class:`PluginRuntime` (``call``, ``has_export``, ``state``,
-``probe``, ``stop``). ``wasm`` is the only kind today; the manifest rules,
-the ``plugin_info``/``plugin_init`` handshake and the handler are the same
-for every kind.
+``probe``, ``stop``): ``wasm`` and ``process``
+(:mod:`aspen.plugins.process_runtime`, whose module is a bundle). The
+manifest rules, the hash and signature, the ``plugin_info``/``plugin_init``
+handshake and the handler are the same for every kind.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aspen.errors import AspenError, ErrorCode
+from aspen.plugins import bundle
 from aspen.plugins.gate import PluginGate
 from aspen.plugins.handler import WasmPluginHandler
 from aspen.plugins.loop_bridge import HostEnv
@@ -36,6 +38,7 @@ from aspen.plugins.manifest import (
     effective_limits,
 )
 from aspen.plugins.namespace import effective_prefixes
+from aspen.plugins.process_runtime import default_kind
 from aspen.plugins.rules import DEFAULT_LIMITS, LOAD, check_manifest
 from aspen.plugins.runtime import PluginRuntime, decode_json_object
 from aspen.plugins.signing import wasm_hash
@@ -45,11 +48,11 @@ from aspen.storage.protocol import BlobStore, KeyValueStore
 log = logging.getLogger("aspen.plugins")
 
 MAX_HOST_REPLY_BYTES = 4 << 20
-WASM = "wasm"
+WASM, PROCESS = "wasm", "process"
 
 # ``instantiate(name, module, env, limits)``, run on a worker thread.
 Instantiate = Callable[[str, bytes, HostEnv, EffectiveLimits], PluginRuntime]
-RUNTIME_KINDS: Mapping[str, Instantiate] = MappingProxyType({WASM: PluginRuntime})
+RUNTIME_KINDS: Mapping[str, Instantiate] = MappingProxyType({WASM: PluginRuntime, PROCESS: default_kind()})
 
 
 def load_failed(name: str, message: str, **details: Any) -> AspenError:
@@ -110,12 +113,16 @@ class PluginLoader:
                 raise load_failed(name, message) from exc
             raise AspenError(bad_module, message) from exc
 
-    async def load(self, manifest: PluginManifest, module: bytes, *, kind: str = WASM) -> WasmPluginHandler:
+    async def load(self, manifest: PluginManifest, module: bytes, *, kind: str | None = None) -> WasmPluginHandler:
         """Check ``manifest`` against the load-time rules and the module,
-        start the runtime (``plugin_info``, ``plugin_init``) and return its
-        handler, Ready. The rules across plugins are the caller's."""
+        start the runtime of ``kind`` (default: the manifest's ``runtime``;
+        ``plugin_info``, ``plugin_init``) and return its handler, Ready. The
+        rules across plugins are the caller's."""
         check_manifest(manifest, at=LOAD)
         name = manifest.name
+        kind = kind or manifest.runtime
+        if PROCESS in (kind, manifest.runtime) and kind != manifest.runtime:
+            raise load_failed(name, f"the manifest's runtime is {manifest.runtime!r}, not {kind!r}")
         if not manifest.enabled:
             raise load_failed(name, "is disabled")
         if len(module) > MAX_WASM_BYTES:
@@ -130,6 +137,8 @@ class PluginLoader:
                 actual=digest,
             )
         manifest = msgspec.structs.replace(manifest, wasm_hash=digest)
+        if kind == PROCESS:
+            await asyncio.to_thread(bundle.check, module, manifest)
         gate = PluginGate(name, manifest.permissions.granted(), effective_prefixes(name, manifest.kv_prefixes))
         runtime = await self.instantiate(name, module, gate, effective_limits(manifest.limits, self.limits), kind=kind)
         try:
@@ -155,7 +164,8 @@ async def _start(name: str, runtime: PluginRuntime) -> None:
     try:
         info = await _json_call(runtime, "plugin_info", b"")
     except AspenError as exc:
-        raise load_failed(name, f"plugin_info failed: {exc.message}", cause=exc.code) from exc
+        stderr = {"stderr": exc.details["stderr"]} if "stderr" in exc.details else {}  # a process plugin's log
+        raise load_failed(name, f"plugin_info failed: {exc.message}", cause=exc.code, **stderr) from exc
     if info.get("name") != name:
         raise load_failed(name, f"plugin name mismatch: manifest says '{name}', guest says '{info.get('name')}'")
     if runtime.has_export("plugin_init"):

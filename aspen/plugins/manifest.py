@@ -135,6 +135,10 @@ class PluginManifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tags: tuple[str, ...] = ()
     enabled: bool = True
     signature: PluginSignature | None = None
+    runtime: str = "wasm"  # or "process": then wasm_hash is the bundle's (aspen.plugins.bundle)
+    command: tuple[str, ...] = ()  # process: the argv, no shell
+    env: dict[str, str] = {}  # process: added to the sandbox's fixed environment
+    cwd: str = "."  # process: the working directory, relative to the bundle
 
 
 def is_semver(text: str) -> bool:

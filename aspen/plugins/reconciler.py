@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from aspen.errors import AspenError, ErrorCode
 from aspen.plugins.handler import WasmPluginHandler
 from aspen.plugins.lifecycle import ManagedPlugin, PluginStatus
-from aspen.plugins.loader import PluginLoader
+from aspen.plugins.loader import RUNTIME_KINDS, Instantiate, PluginLoader
 from aspen.plugins.manifest import NodePluginLimits, PluginManifest
 from aspen.plugins.rules import DEFAULT_LIMITS
 from aspen.plugins.signing import wasm_hash
@@ -81,6 +81,7 @@ class PluginReconciler:
         drain_seconds: float = 30.0,
         resync_seconds: float = 30.0,
         health_seconds: float = 10.0,
+        kinds: Mapping[str, Instantiate] = RUNTIME_KINDS,
     ) -> None:
         self.kv = kv
         self.blobs = blobs
@@ -89,7 +90,8 @@ class PluginReconciler:
         self.allow_unsigned = allow_unsigned
         self.limits = limits
         self.loader = PluginLoader(
-            kv=kv, blobs=blobs, signing_key=signing_key, node_info=node_info or {"node_id": node_id}, limits=limits
+            kv=kv, blobs=blobs, signing_key=signing_key, node_info=node_info or {"node_id": node_id}, limits=limits,
+            kinds=kinds,
         )
         self.drain_seconds = drain_seconds
         self.resync_seconds = resync_seconds

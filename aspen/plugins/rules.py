@@ -21,6 +21,7 @@ from typing import NamedTuple
 import msgspec
 
 from aspen.errors import AspenError, ErrorCode
+from aspen.plugins.bundle import INTERPRETERS, bad_path
 from aspen.plugins.manifest import (
     MAX_DEPENDENCIES,
     MAX_DESCRIPTION_BYTES,
@@ -43,6 +44,12 @@ HOST_API_VERSION = "1.0.0"
 MAX_PLUGINS = 64
 MAX_AUTHOR_BYTES = 256
 DEFAULT_LIMITS = NodePluginLimits()
+RUNTIMES = ("wasm", "process")
+MAX_ARGV = 64
+MAX_ARG_BYTES = 4096
+MAX_ENV = 32
+MAX_ENV_VALUE_BYTES = 4096
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _REQUEST_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
@@ -138,6 +145,27 @@ def _signature(m: PluginManifest, _: NodePluginLimits) -> Broken:
     )
 
 
+def _command(m: PluginManifest, _: NodePluginLimits) -> Broken:
+    if m.runtime != "process":
+        return _if(bool(m.command or m.env) or m.cwd != ".", "command, env and cwd are for runtime \"process\"")
+    if not 1 <= len(m.command) <= MAX_ARGV:
+        return f"command is an argv of 1-{MAX_ARGV} strings", {}
+    if any(not a or len(a.encode()) > MAX_ARG_BYTES or "\0" in a for a in m.command):
+        return f"each command item is 1-{MAX_ARG_BYTES} bytes without NUL", {}
+    program = m.command[0]
+    return _if(program not in INTERPRETERS and bad_path(program) is not None,
+               f"the program {program!r} must be a file of the bundle or one of {sorted(INTERPRETERS)}")
+
+
+def _env(m: PluginManifest, _: NodePluginLimits) -> Broken:
+    if len(m.env) > MAX_ENV:
+        return f"{len(m.env)} env entries, at most {MAX_ENV}", {}
+    for name, value in m.env.items():
+        if not _ENV_NAME.fullmatch(name) or len(value.encode()) > MAX_ENV_VALUE_BYTES or "\0" in value:
+            return f"env {name[:128]!r}: a name [A-Za-z_][A-Za-z0-9_]* and a value of at most {MAX_ENV_VALUE_BYTES} bytes", {}
+    return None
+
+
 C = ErrorCode
 RULES: tuple[Rule, ...] = (
     Rule("name", C.PLUGIN_NAME_INVALID, "made of `[A-Za-z0-9_-]`, not empty",
@@ -191,6 +219,15 @@ RULES: tuple[Rule, ...] = (
          lambda m, _: _if(len(m.tags) > MAX_TAGS or any(not t or len(t.encode()) > MAX_TAG_BYTES for t in m.tags),
                           f"at most {MAX_TAGS} tags of 1-{MAX_TAG_BYTES} bytes")),
     Rule("signature", C.INVALID_MANIFEST, "lowercase hex fields", _signature),
+    Rule("runtime", C.INVALID_MANIFEST, " or ".join(f"`{r}`" for r in RUNTIMES),
+         lambda m, _: _if(m.runtime not in RUNTIMES, f"runtime {m.runtime!r} must be one of {list(RUNTIMES)}")),
+    Rule("command", C.PLUGIN_COMMAND_INVALID,
+         f"process only: 1-{MAX_ARGV} items of 1-{MAX_ARG_BYTES} bytes; the program a bundle file or "
+         + ", ".join(f"`{i}`" for i in sorted(INTERPRETERS)), _command),
+    Rule("env", C.PLUGIN_ENV_INVALID, f"at most {MAX_ENV}, names `[A-Za-z_][A-Za-z0-9_]*`, values ≤ {MAX_ENV_VALUE_BYTES} bytes",
+         _env),
+    Rule("cwd", C.PLUGIN_CWD_INVALID, "`.` or a relative path inside the bundle (no `..`, not absolute)",
+         lambda m, _: _if(m.cwd != "." and bad_path(m.cwd) is not None, f"cwd: {bad_path(m.cwd)}")),
 )  # fmt: skip
 
 

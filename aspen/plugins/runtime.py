@@ -140,6 +140,21 @@ def _settle(future: asyncio.Future, ok: bool, value: Any) -> None:
             future.set_exception(value)
 
 
+def admit(runtime: Any, data: bytes, lifecycle: bool) -> None:
+    """What every runtime kind refuses before a call: any call but a
+    lifecycle one unless it serves, and input over its limit."""
+    if not lifecycle and runtime.state not in SERVING:
+        raise AspenError(ErrorCode.UNAVAILABLE, f"plugin '{runtime.name}' is {runtime.state}", plugin=runtime.name)
+    limit = runtime.limits.max_input_bytes
+    if len(data) > limit:
+        raise AspenError(
+            ErrorCode.MESSAGE_TOO_LARGE,
+            f"input to plugin '{runtime.name}' is {len(data)} bytes, the limit is {limit}",
+            size=len(data),
+            max=limit,
+        )
+
+
 class PluginRuntime:
     """A plugin's instances and worker threads. Each worker thread owns one
     instance for its whole life (replaced after a fault), so an instance is
@@ -258,15 +273,7 @@ class PluginRuntime:
         the result on the worker thread. A fault raises its ``PLUGIN_*`` error
         and counts toward Degraded, a clean call restores Ready. ``lifecycle``
         calls (info, init, shutdown) pass while the plugin is loading or stopping."""
-        if not lifecycle and self.state not in SERVING:
-            raise AspenError(ErrorCode.UNAVAILABLE, f"plugin '{self.name}' is {self.state}", plugin=self.name)
-        if len(data) > self.limits.max_input_bytes:
-            raise AspenError(
-                ErrorCode.MESSAGE_TOO_LARGE,
-                f"input to plugin '{self.name}' is {len(data)} bytes, the limit is {self.limits.max_input_bytes}",
-                size=len(data),
-                max=self.limits.max_input_bytes,
-            )
+        admit(self, data, lifecycle)
         if self._pending >= self._max_pending:
             raise AspenError(ErrorCode.PLUGIN_OVERLOADED, f"plugin '{self.name}' has too many calls waiting")
         limit = time.monotonic() + self._time_limit

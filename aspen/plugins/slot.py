@@ -84,6 +84,7 @@ class PluginSlot:
             wanted_version=wanted.manifest.version if wanted is not None and enabled else None,
             wanted_generation=wanted.generation if wanted is not None and enabled else 0,
             error=ErrorInfo.of(failure) if failure is not None else None,
+            stderr=_stderr(active, failure),
             metrics=active.metrics.snapshot() if active else MetricsSnapshot(),
             updated_at_ms=now_ms(),
             retiring=(
@@ -144,6 +145,15 @@ class PluginSlot:
         )
 
 
+def _stderr(active: ManagedPlugin | None, failure: AspenError | None) -> tuple[str, ...]:
+    """A process plugin's last stderr lines, when it failed to load or failed since."""
+    if failure is not None:
+        return tuple(failure.details.get("stderr") or ())
+    if active is not None and active.state is LifecycleState.FAILED and hasattr(active.inner.runtime, "info"):
+        return tuple(active.inner.runtime.info()["stderr"])
+    return ()
+
+
 async def publish(kv: KeyValueStore, node_id: str, slots: dict[str, PluginSlot]) -> None:
     """Write this node's view of each plugin under ``__plugins:status:`` when
     its state, version, error or retiring versions changed, so ``plugin
@@ -160,7 +170,8 @@ async def publish(kv: KeyValueStore, node_id: str, slots: dict[str, PluginSlot])
             before.generation,
             before.error,
             before.retiring,
-        ) == (status.state, status.version, status.generation, status.error, status.retiring)
+            before.stderr,
+        ) == (status.state, status.version, status.generation, status.error, status.retiring, status.stderr)
         if same:
             continue
         try:
