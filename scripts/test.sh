@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
 if [ $# -eq 0 ]; then
     ASPEN_HANDOFF=python .venv/bin/python -m pytest -q -p no:cacheprovider \
         tests/plugins tests/node/test_event_loop.py
