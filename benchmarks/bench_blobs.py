@@ -195,7 +195,9 @@ async def run_s3(mib: int, rounds: int) -> None:
             f"   per round {' '.join(f'{x:.2f}' for x in per_round)} (median {statistics.median(per_round):.2f}x)"
         )
     ratio = rps["aspen"] / rps["raw"]
-    print(f"s3 4 KiB range reads: aspen {rps['aspen']:.0f}/s (one verified segment)   raw {rps['raw']:.0f}/s   ratio {ratio:.2f}x")
+    print(
+        f"s3 4 KiB range reads: aspen {rps['aspen']:.0f}/s (one verified segment)   raw {rps['raw']:.0f}/s   ratio {ratio:.2f}x"
+    )
     print(f"load average after the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

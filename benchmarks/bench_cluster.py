@@ -49,7 +49,9 @@ REQUESTS = {
 }
 
 
-def wrk_many(urls: list[str], path: str, body: dict, connections: int, duration: int, work: Path) -> tuple[float, float]:
+def wrk_many(
+    urls: list[str], path: str, body: dict, connections: int, duration: int, work: Path
+) -> tuple[float, float]:
     """Run one wrk per URL at once; total req/s and the worst p99 (ms)."""
     script = work / "post.lua"
     script.write_text(
@@ -59,7 +61,8 @@ def wrk_many(urls: list[str], path: str, body: dict, connections: int, duration:
     procs = [
         subprocess.Popen(
             ["wrk", "-t1", f"-c{per}", f"-d{duration}s", "--latency", "-s", str(script), url + path],
-            stdout=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         for url in urls
     ]

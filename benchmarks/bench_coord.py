@@ -44,7 +44,9 @@ class EtcdRecipeLock:
         lease = (await self.kv.lease_grant(self.ttl)).id  # NewSession
         key = f"{self.prefix}{lease:x}"
         r = await self.kv.transaction(
-            [Compare(key, "create_revision", "==", 0)], [PutOp(key, b"", lease=lease), RangeOp(self.prefix)], [RangeOp(self.prefix)]
+            [Compare(key, "create_revision", "==", 0)],
+            [PutOp(key, b"", lease=lease), RangeOp(self.prefix)],
+            [RangeOp(self.prefix)],
         )
         revision = r.revision
         while True:
@@ -114,7 +116,13 @@ async def run(args: argparse.Namespace) -> None:
 
             cases = [
                 ("lock acquire+release, uncontended", 1, aspen_lock, recipe_lock, "etcd recipe"),
-                (f"lock acquire+release, {args.workers}-way contended", args.workers, aspen_lock, recipe_lock, "etcd recipe"),
+                (
+                    f"lock acquire+release, {args.workers}-way contended",
+                    args.workers,
+                    aspen_lock,
+                    recipe_lock,
+                    "etcd recipe",
+                ),
                 (f"counter increment, {args.workers} writers", args.workers, aspen_incr, raw_incr, "raw CAS loop"),
             ]
             print(f"etcd {args.members} member(s), {args.seconds}s per round, best of {args.rounds}\n")

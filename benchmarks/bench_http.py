@@ -104,7 +104,9 @@ BASELINE = textwrap.dedent(
 
 
 def admin_post(url: str, admin: str, type_: str, body: dict) -> dict:
-    reply = httpx.post(f"{url}/v1/rpc", json={"type": type_, "body": body}, headers={"authorization": f"Bearer {admin}"}, timeout=30).json()
+    reply = httpx.post(
+        f"{url}/v1/rpc", json={"type": type_, "body": body}, headers={"authorization": f"Bearer {admin}"}, timeout=30
+    ).json()
     if reply["type"] == "Error":
         raise SystemExit(f"{type_} failed at {url}: {reply}")
     return reply
@@ -168,7 +170,9 @@ def main() -> None:
             port = free_port()
             base = subprocess.Popen([sys.executable, str(script), str(port), pool])
             procs.append(base)
-            targets.insert(0, ("baseline" if pool == "executor" else "baseline-anyio", f"http://127.0.0.1:{port}", None))
+            targets.insert(
+                0, ("baseline" if pool == "executor" else "baseline-anyio", f"http://127.0.0.1:{port}", None)
+            )
             wait_up(targets[0][1], base)
         if args.before:
             tree, env = checkout(args.before, work)
@@ -198,7 +202,9 @@ def main() -> None:
             for name, body in requests.items():
                 shift = round_ % len(targets)
                 for target, url, token in targets[shift:] + targets[:shift]:
-                    per_round.setdefault((name, target), []).append(wrk(url, body, args.connections, args.duration, work, token))
+                    per_round.setdefault((name, target), []).append(
+                        wrk(url, body, args.connections, args.duration, work, token)
+                    )
             loads.append(load_average())
         report(args, requests, targets, per_round, loads)
     finally:
@@ -214,18 +220,24 @@ def report(args, requests, targets, per_round, loads) -> None:
           f"http={HTTP_PROTOCOL} loop={new_event_loop.__module__}, {os.cpu_count()} cores"
           f"{', a CPU-bound process beside' if args.contention else ''}; load average before/after each round: "
           f"{' | '.join(loads)}")  # fmt: skip
-    print(f"{'request':<8} {'server':<22} {'median req/s':>12} {'spread':>13} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}")
+    print(
+        f"{'request':<8} {'server':<22} {'median req/s':>12} {'spread':>13} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}"
+    )
     for name in requests:
         for target, _, _ in targets:
             runs = per_round[(name, target)]
             rps = sorted(r[0] for r in runs)
             mid = sorted(runs)[len(runs) // 2]
             errors = sum(r[3] for r in runs)
-            print(f"{name:<8} {target:<22} {statistics.median(rps):>12.0f} {rps[0]:>6.0f}-{rps[-1]:<6.0f} {mid[1]:>7.2f} {mid[2]:>7.2f} {errors:>6}")
+            print(
+                f"{name:<8} {target:<22} {statistics.median(rps):>12.0f} {rps[0]:>6.0f}-{rps[-1]:<6.0f} {mid[1]:>7.2f} {mid[2]:>7.2f} {errors:>6}"
+            )
         for target, _, _ in targets:
             if target == "node":
                 continue
-            ratios = sorted(a[0] / b[0] for a, b in zip(per_round[(name, "node")], per_round[(name, target)], strict=True))
+            ratios = sorted(
+                a[0] / b[0] for a, b in zip(per_round[(name, "node")], per_round[(name, target)], strict=True)
+            )
             goal = GOALS.get((name, target))
             print(f"{name:<8} node/{target:<17} median {statistics.median(ratios):.2f}x, rounds {ratios[0]:.2f}-{ratios[-1]:.2f}x"
                   + (f" (goal >= {goal}x)" if goal else ""))  # fmt: skip

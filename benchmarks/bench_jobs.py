@@ -180,7 +180,9 @@ def vm_main(args: argparse.Namespace) -> None:
     for job_type, n in (("shell", args.vm_jobs * 4), ("vm", args.vm_jobs)):
         with tempfile.TemporaryDirectory(dir=args.dir, prefix=f"bench-jobs-{job_type}-") as tmp:
             rows[job_type] = asyncio.run(latency_round(Path(tmp), job_type, n, n))
-    print(f"\n`true` end to end (submit → succeeded); latency of jobs one at a time, jobs/min with {args.vm_jobs}+ at once:")
+    print(
+        f"\n`true` end to end (submit → succeeded); latency of jobs one at a time, jobs/min with {args.vm_jobs}+ at once:"
+    )
     print(f"  {'job':<16} {'median s':>9} {'p99 s':>8} {'jobs/min':>9} {'cap':>4}  accel")
     for job_type, label in (("shell", "shell (sandbox)"), ("vm", "vm (microvm)")):
         r = rows[job_type]

@@ -137,7 +137,9 @@ def bench_raw_sqlite(workdir: Path, seconds: float) -> dict[str, float]:
         " create_rev INTEGER NOT NULL, mod_rev INTEGER NOT NULL, lease INTEGER NOT NULL) WITHOUT ROWID"
     )
     conn.execute("BEGIN")
-    conn.executemany("INSERT INTO kv VALUES (?, ?, 1, 1, 1, 0)", [(read_key(i).encode(), VALUE) for i in range(READ_KEYS)])
+    conn.executemany(
+        "INSERT INTO kv VALUES (?, ?, 1, 1, 1, 0)", [(read_key(i).encode(), VALUE) for i in range(READ_KEYS)]
+    )
     conn.execute("COMMIT")
     out: dict[str, float] = {}
 

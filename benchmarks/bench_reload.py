@@ -145,7 +145,9 @@ async def main(args: argparse.Namespace) -> None:
             for v, wasm in modules.items():
                 manifest = signed(author, vers_manifest(v), wasm)
                 bodies[v] = r.PluginInstall(manifest=manifest, wasm=wasm, force=True, wait_seconds=0)
-            await a.call("PluginInstall", msgspec.to_builtins(msgspec.structs.replace(bodies["1.0.0"], wait_seconds=15)))
+            await a.call(
+                "PluginInstall", msgspec.to_builtins(msgspec.structs.replace(bodies["1.0.0"], wait_seconds=15))
+            )
             await until_serves(b, "1.0.0", time.perf_counter())
 
             baseline = await watch_baseline(a, b, args.baseline_samples)

@@ -39,7 +39,13 @@ from aspen.node.event_loop import LOOP_FACTORY
 from aspen.node.server import HTTP_PROTOCOL
 
 # the node's uvicorn.Config too
-SERVER_SETTINGS = {"log_level": "warning", "access_log": False, "lifespan": "off", "http": HTTP_PROTOCOL, "loop": LOOP_FACTORY}
+SERVER_SETTINGS = {
+    "log_level": "warning",
+    "access_log": False,
+    "lifespan": "off",
+    "http": HTTP_PROTOCOL,
+    "loop": LOOP_FACTORY,
+}
 
 BASELINE = textwrap.dedent(
     """
@@ -70,7 +76,10 @@ def bench_token(node_url: str, admin: str) -> str:
 
     created = httpx.post(
         f"{node_url}/v1/rpc",
-        json={"type": "TokenCreate", "body": {"rights": [{"operation": "kv:read", "resource": "bench/"}], "ttl_seconds": 86400}},
+        json={
+            "type": "TokenCreate",
+            "body": {"rights": [{"operation": "kv:read", "resource": "bench/"}], "ttl_seconds": 86400},
+        },
         headers={"authorization": f"Bearer {admin}"},
     ).json()["body"]["token"]
     key = httpx.post(
@@ -115,7 +124,10 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=2, help="alternate node/baseline this many times; best run counts")
-    ap.add_argument("--before", help="also run the node of this commit (same requests; it ignores the token) for the before/after ratio")
+    ap.add_argument(
+        "--before",
+        help="also run the node of this commit (same requests; it ignores the token) for the before/after ratio",
+    )
     args = ap.parse_args()
     require_wrk()
 
@@ -142,7 +154,10 @@ def main() -> None:
             "ReadKey": b'{"type":"ReadKey","body":{"key":"bench/key"}}',
         }
         headers = {"authorization": f"Bearer {token}"}
-        answers = {name: httpx.post(f"{node_url}/v1/rpc", content=body, headers={**JSON_HEADERS, **headers}).content for name, body in requests.items()}
+        answers = {
+            name: httpx.post(f"{node_url}/v1/rpc", content=body, headers={**JSON_HEADERS, **headers}).content
+            for name, body in requests.items()
+        }
         assert b'"Error"' not in answers["ReadKey"] and b'"Error"' not in answers["Ping"], answers
         (work / "baseline.py").write_text(
             BASELINE.format(pong=answers["Ping"], read=answers["ReadKey"], settings=SERVER_SETTINGS)
@@ -150,7 +165,10 @@ def main() -> None:
         base = subprocess.Popen([sys.executable, str(work / "baseline.py"), str(base_port)])
         procs.append(base)
         wait_up(base_url, base)
-        assert httpx.post(f"{base_url}/v1/rpc", content=requests["ReadKey"], headers=JSON_HEADERS).content == answers["ReadKey"]
+        assert (
+            httpx.post(f"{base_url}/v1/rpc", content=requests["ReadKey"], headers=JSON_HEADERS).content
+            == answers["ReadKey"]
+        )
         targets = [("baseline", base_url, None), ("node", node_url, token)]
         if args.before:
             tree, env = checkout(args.before, work)
@@ -162,7 +180,10 @@ def main() -> None:
             procs.append(before)
             wait_up(before_url, before)
             httpx.post(f"{before_url}/v1/rpc", json=write)
-            assert b'"Error"' not in httpx.post(f"{before_url}/v1/rpc", content=requests["ReadKey"], headers=JSON_HEADERS).content
+            assert (
+                b'"Error"'
+                not in httpx.post(f"{before_url}/v1/rpc", content=requests["ReadKey"], headers=JSON_HEADERS).content
+            )
             targets.append(("before", before_url, token))  # the same bytes on the wire; it ignores the header
 
         best: dict[tuple[str, str], tuple[float, float, float]] = {}

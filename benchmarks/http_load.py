@@ -32,7 +32,9 @@ def checkout(commit: str, work: Path) -> tuple[Path, dict[str, str]]:
     tree = work / "before"
     subprocess.run(["git", "worktree", "add", "--detach", str(tree), commit], check=True, capture_output=True)
     if (tree / "setup.py").exists():  # its own compiled parts, where a compiler exists
-        subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=tree, check=False, capture_output=True)
+        subprocess.run(
+            [sys.executable, "setup.py", "build_ext", "--inplace"], cwd=tree, check=False, capture_output=True
+        )
     meta = work / "before-meta" / "aspen_cluster-0.0.0.dist-info"
     meta.mkdir(parents=True)
     (meta / "METADATA").write_text("Metadata-Version: 2.1\nName: aspen-cluster\nVersion: 0.0.0\n")
@@ -53,7 +55,9 @@ def clean_up(procs: list[subprocess.Popen], tree: Path | None, work: Path) -> No
     shutil.rmtree(work, ignore_errors=True)
 
 
-def start_node(data: Path, port: int, *extra: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen:
+def start_node(
+    data: Path, port: int, *extra: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen:
     """``aspen node start`` of whatever tree ``env``'s PYTHONPATH points at."""
     return subprocess.Popen(
         [sys.executable, "-c", "from aspen.cli.main import app; app()", "node", "start", "--data-dir", str(data),

@@ -94,7 +94,9 @@ class TokenHandler(TypedHandler):
                 target = self.auth.verifier.authenticate(body.token)
             except AspenError as exc:
                 if exc.code in (ErrorCode.UNAUTHENTICATED, ErrorCode.INVALID_SIGNATURE, ErrorCode.WRONG_AUDIENCE):
-                    raise AspenError(ErrorCode.INVALID_ARGUMENT, f"not a token of this cluster: {exc.message}") from None
+                    raise AspenError(
+                        ErrorCode.INVALID_ARGUMENT, f"not a token of this cluster: {exc.message}"
+                    ) from None
                 raise  # expired or already revoked: nothing to do, say so
             revocation_id = target.facts.revocation_ids[-1]
             derived = caller.facts.revocation_ids[-1] in target.lineage

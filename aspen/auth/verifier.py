@@ -108,7 +108,9 @@ class TokenVerifier:
         if principal is None:
             principal = self._verify(text)
         if time.time() >= principal.expires_epoch:
-            raise AspenError(ErrorCode.TOKEN_EXPIRED, f"the token expired at {principal.facts.expires_at:%Y-%m-%dT%H:%M:%SZ}")
+            raise AspenError(
+                ErrorCode.TOKEN_EXPIRED, f"the token expired at {principal.facts.expires_at:%Y-%m-%dT%H:%M:%SZ}"
+            )
         return principal
 
     def _verify(self, text: str) -> Principal:
@@ -116,7 +118,9 @@ class TokenVerifier:
         try:
             token = bz.Biscuit.from_base64(text.strip(), self.public_key)
         except (bz.BiscuitValidationError, bz.BiscuitSerializationError, ValueError):
-            raise AspenError(ErrorCode.INVALID_SIGNATURE, "the token is not signed by this cluster's root key") from None
+            raise AspenError(
+                ErrorCode.INVALID_SIGNATURE, "the token is not signed by this cluster's root key"
+            ) from None
         facts = read_facts(token)
         if facts.expires_at is not None and time.time() >= facts.expires_at.timestamp():
             raise AspenError(ErrorCode.TOKEN_EXPIRED, f"the token expired at {facts.expires_at:%Y-%m-%dT%H:%M:%SZ}")
@@ -125,7 +129,9 @@ class TokenVerifier:
             subjects = [f.terms[0] for f in within_budget(lambda: authorizer.query(bz.Rule("s($s) <- subject($s)")))]
             ancestors = [f.terms[0] for f in within_budget(lambda: authorizer.query(bz.Rule("a($a) <- ancestor($a)")))]
         except bz.AuthorizationError:
-            raise AspenError(ErrorCode.UNAUTHENTICATED, "the token's Datalog exceeds the node's evaluation limits") from None
+            raise AspenError(
+                ErrorCode.UNAUTHENTICATED, "the token's Datalog exceeds the node's evaluation limits"
+            ) from None
         principal = Principal(str(subjects[0]) if subjects else "anonymous", token, text, facts, map(str, ancestors))
         if self._is_revoked(principal.lineage):
             raise AspenError(ErrorCode.TOKEN_REVOKED, "the token (or one it was made from) has been revoked")

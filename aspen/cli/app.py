@@ -36,6 +36,10 @@ def list_(url: UrlOpt = None, json: JsonOpt = False) -> None:
         table.add_column(col)
     for a in result.apps:
         table.add_row(
-            literal(a.app_id), literal(a.version), a.provider, literal(", ".join(a.nodes)), literal(", ".join(a.request_types))
+            literal(a.app_id),
+            literal(a.version),
+            a.provider,
+            literal(", ".join(a.nodes)),
+            literal(", ".join(a.request_types)),
         )
     console.print(table)

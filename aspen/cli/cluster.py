@@ -42,7 +42,9 @@ def status(url: UrlOpt = None, json: JsonOpt = False) -> None:
         nodes.add_column(col)
     for n in result.nodes:
         mark = " (answered)" if n.node_id == result.node_id else ""
-        nodes.add_row(literal(n.node_id + mark), literal(n.url), literal(n.version), _ago(n.started_at), _ago(n.last_seen))
+        nodes.add_row(
+            literal(n.node_id + mark), literal(n.url), literal(n.version), _ago(n.started_at), _ago(n.last_seen)
+        )
     console.print(nodes)
     if result.etcd is None:
         console.print(literal(f"storage: {result.backend} (no etcd cluster)"))
@@ -51,7 +53,9 @@ def status(url: UrlOpt = None, json: JsonOpt = False) -> None:
     for col in ("name", "id", "client url", "health", "leader", "version", "raft index", "db size"):
         members.add_column(col)
     for m in result.etcd.members:
-        health = Text.assemble(("healthy", "green")) if m.healthy else Text.assemble(("unhealthy", "red"), f" {m.error}")
+        health = (
+            Text.assemble(("healthy", "green")) if m.healthy else Text.assemble(("unhealthy", "red"), f" {m.error}")
+        )
         members.add_row(
             literal(m.name),
             literal(m.id),

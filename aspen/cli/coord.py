@@ -59,7 +59,12 @@ def lock_acquire(
         if not r.acquired:
             raise typer.Exit(1)
         return
-    send(url, json, m.LockAcquire(name=name, holder=holder, ttl_seconds=ttl, timeout_seconds=timeout), lambda r: _lock(r.lock))
+    send(
+        url,
+        json,
+        m.LockAcquire(name=name, holder=holder, ttl_seconds=ttl, timeout_seconds=timeout),
+        lambda r: _lock(r.lock),
+    )
 
 
 @lock.command("release")
@@ -170,7 +175,9 @@ def semaphore_release(name: str, permit_id: int, url: UrlOpt = None, json: JsonO
 @reports_errors
 def semaphore_renew(name: str, permit_id: int, url: UrlOpt = None, json: JsonOpt = False) -> None:
     """Restart the TTL of PERMIT_ID."""
-    send(url, json, m.SemaphoreRenew(name=name, permit_id=permit_id), lambda r: f"{r.permit_id} {_until(r.deadline_ms)}")
+    send(
+        url, json, m.SemaphoreRenew(name=name, permit_id=permit_id), lambda r: f"{r.permit_id} {_until(r.deadline_ms)}"
+    )
 
 
 @semaphore.command("status")
@@ -240,7 +247,9 @@ def barrier_enter(
 
 @barrier.command("leave")
 @reports_errors
-def barrier_leave(name: str, participant_id: int, timeout: TimeoutOpt = 10.0, url: UrlOpt = None, json: JsonOpt = False) -> None:
+def barrier_leave(
+    name: str, participant_id: int, timeout: TimeoutOpt = 10.0, url: UrlOpt = None, json: JsonOpt = False
+) -> None:
     """Leave, and wait until every participant has."""
     send(url, json, m.BarrierLeave(name=name, participant_id=participant_id, timeout_seconds=timeout), lambda r: "left")
 

@@ -53,7 +53,9 @@ def cluster(
             for n in dev.members:
                 if not n.running() and n.name not in reported:
                     reported.add(n.name)
-                    console.print(literal(f"{n.name} exited ({n.process.returncode}); see {n.log_path}"), style="yellow")
+                    console.print(
+                        literal(f"{n.name} exited ({n.process.returncode}); see {n.log_path}"), style="yellow"
+                    )
     finally:
         console.print("stopping …")
         dev.stop()

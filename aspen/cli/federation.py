@@ -56,7 +56,12 @@ def peers(url: UrlOpt = None, json: JsonOpt = False) -> None:
         apps = ", ".join(f"{a['app_id']}@{a['version']}" for a in p["apps"])
         left = f"{(p['expires_at_ms'] - now) / 1000:.0f} s" if p["expires_at_ms"] else "—"
         table.add_row(
-            literal(p["name"]), p["cluster_key"][:16] + "…", p["trust"], literal(apps), literal(", ".join(p["node_urls"])), left
+            literal(p["name"]),
+            p["cluster_key"][:16] + "…",
+            p["trust"],
+            literal(apps),
+            literal(", ".join(p["node_urls"])),
+            left,
         )
     console.print(table)
 
@@ -87,7 +92,9 @@ def untrust(key: KeyArg, url: UrlOpt = None, json: JsonOpt = False) -> None:
 
 @app.command()
 @reports_errors
-def block(key: KeyArg, notes: Annotated[str, typer.Option(help="Why.")] = "", url: UrlOpt = None, json: JsonOpt = False) -> None:
+def block(
+    key: KeyArg, notes: Annotated[str, typer.Option(help="Why.")] = "", url: UrlOpt = None, json: JsonOpt = False
+) -> None:
     """Block a cluster: its announcements and requests are never used or answered."""
     _show_entry(_call(url, "BlockCluster", {"cluster_key": key, "notes": notes}), json)
 
@@ -112,7 +119,9 @@ def requests(url: UrlOpt = None, json: JsonOpt = False) -> None:
 
 @app.command()
 @reports_errors
-def accept(key: KeyArg, apps: AppOpt = None, callers: CallerOpt = None, url: UrlOpt = None, json: JsonOpt = False) -> None:
+def accept(
+    key: KeyArg, apps: AppOpt = None, callers: CallerOpt = None, url: UrlOpt = None, json: JsonOpt = False
+) -> None:
     """Accept a pending trust request: the cluster becomes trusted."""
     body = {"cluster_key": key, "apps": apps or ["*"], "callers": callers or ["*"]}
     _show_entry(_call(url, "AcceptTrust", body), json)

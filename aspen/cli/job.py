@@ -44,7 +44,9 @@ def parse_run_at(text: str, now_ms: int | None = None) -> int:
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise fail(ErrorCode.INVALID_ARGUMENT, f"--run-at {text!r}: use +30s, +5m, +2h, +1d or an ISO 8601 time") from None
+        raise fail(
+            ErrorCode.INVALID_ARGUMENT, f"--run-at {text!r}: use +30s, +5m, +2h, +1d or an ISO 8601 time"
+        ) from None
     return int(when.timestamp() * 1000)
 
 
@@ -91,7 +93,9 @@ def submit(
     run_at: Annotated[str | None, typer.Option(help="Start at: +30s, +5m, +2h, +1d or an ISO 8601 time.")] = None,
     depends_on: Annotated[list[str] | None, typer.Option(help="Job id to wait for (repeatable).")] = None,
     tag: Annotated[list[str] | None, typer.Option(help="Tag (repeatable).")] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait for the job to finish; exit 1 unless it succeeded.")] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the job to finish; exit 1 unless it succeeded.")
+    ] = False,
     url: UrlOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -111,7 +115,9 @@ def submit(
         job = client.call("JobSubmit", body)["job"]
         if wait:
             job = _wait(client, job["id"])
-    print_json(job) if json else console.print(literal(job["id"]) if not wait else literal(f"{job['id']} ") + _state(job["state"]))
+    print_json(job) if json else console.print(
+        literal(job["id"]) if not wait else literal(f"{job['id']} ") + _state(job["state"])
+    )
     if wait and job["state"] != JobState.SUCCEEDED:
         raise typer.Exit(1)
 
@@ -140,7 +146,10 @@ def status(job_id: Annotated[str, typer.Argument(metavar="ID")], url: UrlOpt = N
         ("state", _state(job["state"])),
         ("priority", job["priority"]),
         ("attempts", f"{job['attempts']} of {job['retry']['max_retries'] + 1}"),
-        ("progress", f"{job['progress']:.0f}%" + (f" {job['progress_message']}" if job.get("progress_message") else "")),
+        (
+            "progress",
+            f"{job['progress']:.0f}%" + (f" {job['progress_message']}" if job.get("progress_message") else ""),
+        ),
         ("created", _when(job["created_ms"])),
         ("run at", _when(job["run_at_ms"])),
         ("started", _when(job.get("started_ms"))),
@@ -175,7 +184,9 @@ def _list_table(jobs: list[dict[str, Any]]) -> Table:
 @app.command("list")
 @reports_errors
 def list_jobs(
-    state: Annotated[JobState | None, typer.Option(help="Only jobs in this state (dead = the dead-letter view).")] = None,
+    state: Annotated[
+        JobState | None, typer.Option(help="Only jobs in this state (dead = the dead-letter view).")
+    ] = None,
     job_type: Annotated[str | None, typer.Option("--type", help="Only jobs of this type.")] = None,
     limit: Annotated[int, typer.Option(help="Jobs per page (max 1000).")] = 100,
     all_pages: Annotated[bool, typer.Option("--all", help="Follow continuation tokens to the end.")] = False,

@@ -16,7 +16,9 @@ app = typer.Typer(help="Run an Aspen node.", no_args_is_help=True)
 @app.command()
 @reports_errors
 def start(
-    data_dir: Annotated[str | None, typer.Option(help="Where the KV file and blobs live. Default ./aspen-data.")] = None,
+    data_dir: Annotated[
+        str | None, typer.Option(help="Where the KV file and blobs live. Default ./aspen-data.")
+    ] = None,
     listen: Annotated[str | None, typer.Option(help="HOST:PORT to serve on. Default 127.0.0.1:7420.")] = None,
     config: Annotated[str | None, typer.Option(help="aspen.toml; flags override it.")] = None,
     log_level: Annotated[str | None, typer.Option(help="debug, info, warning, error.")] = None,
@@ -24,7 +26,8 @@ def start(
         str | None, typer.Option(help="etcd endpoints HOST:PORT[,HOST:PORT…]: keep KV in etcd instead of SQLite.")
     ] = None,
     blob_store: Annotated[
-        str | None, typer.Option(help="s3://BUCKET?endpoint=URL[&region=…]: keep blobs in an S3 bucket ([blobs] in aspen.toml).")
+        str | None,
+        typer.Option(help="s3://BUCKET?endpoint=URL[&region=…]: keep blobs in an S3 bucket ([blobs] in aspen.toml)."),
     ] = None,
     allow_unsigned_plugins: Annotated[
         bool, typer.Option(help="Load plugins without a trusted signature (local development only).")

@@ -106,8 +106,7 @@ def _status_line(s: PluginStatus) -> str:
 def _retiring_line(s: PluginStatus) -> str:
     """The versions retired on one node, e.g. ``1.0.0 stopping (1 in flight), 0.9.0 stopped``."""
     return ", ".join(
-        f"{v.version} {v.state}" + (f" ({v.in_flight} in flight)" if v.state == "stopping" else "")
-        for v in s.retiring
+        f"{v.version} {v.state}" + (f" ({v.in_flight} in flight)" if v.state == "stopping" else "") for v in s.retiring
     )
 
 
@@ -351,7 +350,9 @@ def remove(
     json: JsonOpt = False,
 ) -> None:
     """Uninstall a plugin (refused while other plugins depend on it)."""
-    result = _call(url, "PluginRemove", r.PluginRemove(name=name, force=force, cascade=cascade, wait_seconds=wait), wait)
+    result = _call(
+        url, "PluginRemove", r.PluginRemove(name=name, force=force, cascade=cascade, wait_seconds=wait), wait
+    )
     print_json(result) if json else console.print(literal(f"removed {', '.join(result.removed)}"))
 
 
@@ -454,7 +455,9 @@ def deps(
         for d in result.dependencies:
             need = f">= {d.min_version}" if d.min_version else "any"
             mark = "ok" if d.is_satisfied else "MISSING"
-            console.print(literal(f"{d.name} {need}{' (optional)' if d.optional else ''}: {d.installed_version or '-'} {mark}"))
+            console.print(
+                literal(f"{d.name} {need}{' (optional)' if d.optional else ''}: {d.installed_version or '-'} {mark}")
+            )
     for p in result.problems:
         console.print(literal(f"{p.plugin}: {p.code}: {p.message}"), style="red")
 

@@ -27,7 +27,9 @@ def create(
     max_items: Annotated[int, typer.Option(help="Items the queue may hold.")] = 100_000,
     url: UrlOpt = None, json: JsonOpt = False,
 ) -> None:  # fmt: skip
-    body = m.QueueCreate(name=name, visibility_timeout_ms=visibility_ms, max_delivery_attempts=max_attempts, max_items=max_items)
+    body = m.QueueCreate(
+        name=name, visibility_timeout_ms=visibility_ms, max_delivery_attempts=max_attempts, max_items=max_items
+    )
     send(url, json, body, lambda r: f"created {r.name}")
 
 
@@ -35,7 +37,12 @@ def create(
 @reports_errors
 def delete(name: str, url: UrlOpt = None, json: JsonOpt = False) -> None:
     """Delete queue NAME with its items and DLQ."""
-    send(url, json, m.QueueDelete(name=name), lambda r: f"deleted {r.name}" if r.was_deleted else f"{r.name}: no such queue")
+    send(
+        url,
+        json,
+        m.QueueDelete(name=name),
+        lambda r: f"deleted {r.name}" if r.was_deleted else f"{r.name}: no such queue",
+    )
 
 
 @app.command()
@@ -120,5 +127,3 @@ def dlq(name: str, max_: MaxOpt = 100, url: UrlOpt = None, json: JsonOpt = False
 def redrive(name: str, max_: MaxOpt = 100, url: UrlOpt = None, json: JsonOpt = False) -> None:
     """Move DLQ items back into the queue."""
     send(url, json, m.QueueRedriveDLQ(name=name, max_items=max_), lambda r: f"redrove {r.redriven}")
-
-

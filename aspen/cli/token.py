@@ -81,7 +81,9 @@ def create(
     json: JsonOpt = False,
 ) -> None:
     """Mint a token holding the given rights (each must be one yours holds)."""
-    rights = _rights({"read": read, "write": write, "delete": delete, "watch": watch, "submit": submit, "call": call}, right)
+    rights = _rights(
+        {"read": read, "write": write, "delete": delete, "watch": watch, "submit": submit, "call": call}, right
+    )
     if not rights:
         raise AspenError(ErrorCode.INVALID_ARGUMENT, "give at least one right (--read, --write, --submit, --right …)")
     body = {
@@ -122,7 +124,9 @@ def delegate(
     only_right: Annotated[list[str] | None, typer.Option(help="OPERATION=RESOURCE to keep.")] = None,
     only_type: Annotated[list[str] | None, typer.Option(help="Request types it may be used for.")] = None,
     ttl: Annotated[str | None, typer.Option(help="Expire after: 90s, 10m, 1h.")] = None,
-    public_key: Annotated[str | None, typer.Option(help="The cluster's public key (hex); else asked of the node.")] = None,
+    public_key: Annotated[
+        str | None, typer.Option(help="The cluster's public key (hex); else asked of the node.")
+    ] = None,
     url: UrlOpt = None,
 ) -> None:
     """Append a block that narrows TOKEN (it can never widen it)."""

@@ -170,7 +170,11 @@ class Client:
 
         def build(url: str) -> httpx.Request:
             return self._http.build_request(
-                "POST", f"{url}/v1/rpc", content=content, headers=headers, timeout=httpx.Timeout(timeout + 5, connect=5.0)
+                "POST",
+                f"{url}/v1/rpc",
+                content=content,
+                headers=headers,
+                timeout=httpx.Timeout(timeout + 5, connect=5.0),
             )
 
         resp = await self._send(build, type in c.IDEMPOTENT_REQUESTS, rpc=True)
@@ -335,7 +339,9 @@ class Client:
     async def unprotect_blob(self, tag: str) -> c.UnprotectBlobResult:
         return await self._typed(c.UnprotectBlob(tag=tag))
 
-    async def upload_blob(self, path: str | Path, *, tag: str | None = None, progress: Progress | None = None) -> c.AddBlobResult:
+    async def upload_blob(
+        self, path: str | Path, *, tag: str | None = None, progress: Progress | None = None
+    ) -> c.AddBlobResult:
         """Stream a file of any size to ``PUT /v1/blobs``."""
         path = Path(path)
 

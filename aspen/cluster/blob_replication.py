@@ -95,7 +95,9 @@ class ReplicatedBlobStore:
         """``verify`` checks peers' HTTPS certificates (``[node] tls_ca``) when
         the store makes its own ``http`` client."""
         if not isinstance(node_id, str) or not node_id or ":" in node_id:
-            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"node_id must be a non-empty string without ':', got {node_id!r}")
+            raise AspenError(
+                ErrorCode.INVALID_ARGUMENT, f"node_id must be a non-empty string without ':', got {node_id!r}"
+            )
         if (
             not isinstance(replication_factor, int)
             or isinstance(replication_factor, bool)
@@ -202,9 +204,7 @@ class ReplicatedBlobStore:
 
     async def _push(self, h: str, node_id: str, url: str) -> None:
         async with asyncio.timeout(self.transfer_timeout):
-            resp = await self._http.put(
-                f"{url}/v1/blobs", content=self.local.get_stream(h), headers=self._peer_headers
-            )
+            resp = await self._http.put(f"{url}/v1/blobs", content=self.local.get_stream(h), headers=self._peer_headers)
         if resp.status_code not in (200, 201) or resp.json().get("hash") != h:
             raise AspenError(
                 ErrorCode.PEER_UNAVAILABLE, f"node {node_id} refused blob {h}: HTTP {resp.status_code}", node=node_id

@@ -48,7 +48,9 @@ _STATUS = {
 
 
 def error_response(exc: AspenError, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"type": "Error", "body": exc.to_body()}, status_code=_STATUS.get(exc.code, 500), headers=headers)
+    return JSONResponse(
+        {"type": "Error", "body": exc.to_body()}, status_code=_STATUS.get(exc.code, 500), headers=headers
+    )
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -120,7 +122,11 @@ def blob_http_routes(store: Any, auth: Any) -> list[Route]:
             chunks = source.get_stream(h, offset=offset, length=length)
             first = await anext(chunks, b"")  # errors surface here, before any header
         except AspenError as exc:
-            extra = {"content-range": f"bytes */{size}"} if exc.code == ErrorCode.INVALID_RANGE and size is not None else None
+            extra = (
+                {"content-range": f"bytes */{size}"}
+                if exc.code == ErrorCode.INVALID_RANGE and size is not None
+                else None
+            )
             return error_response(exc, extra)
 
         async def body() -> AsyncIterator[bytes]:

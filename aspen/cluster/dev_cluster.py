@@ -82,9 +82,7 @@ class DevCluster:
             cmd += ["--blob-store", f"s3://{DEV_BUCKET}?endpoint={self.seaweed.endpoint}"]
             env.update(access_env())
         with open(n.log_path, "ab") as log:
-            n.process = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
-            )
+            n.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
 
     def wait_node(self, index: int, timeout: float = 60.0) -> None:
         n = self.members[index]
@@ -114,9 +112,7 @@ class DevCluster:
                 self.seaweed = SeaweedFS(self.base_dir / "seaweedfs").start(timeout)
             for i in range(self.nodes):
                 name = f"node{i}"
-                self.members.append(
-                    DevNode(name, free_port(), self.base_dir / name, self.base_dir / f"{name}.log")
-                )
+                self.members.append(DevNode(name, free_port(), self.base_dir / name, self.base_dir / f"{name}.log"))
                 self.start_node(i)
             for i in range(self.nodes):
                 self.wait_node(i, timeout)

@@ -115,7 +115,8 @@ class SeaweedFS:
         (self.base_dir / "master").mkdir(exist_ok=True)
         self.procs = [_Proc("server", self._server_command(), self.base_dir / "server.log")]
         self.procs += [
-            _Proc(f"volume{i}", self._volume_command(i), self.base_dir / f"volume{i}.log") for i in range(1, self.volumes)
+            _Proc(f"volume{i}", self._volume_command(i), self.base_dir / f"volume{i}.log")
+            for i in range(1, self.volumes)
         ]
         try:
             for p in self.procs:
@@ -133,7 +134,8 @@ class SeaweedFS:
             for p in self.procs:
                 if p.process is not None and p.process.poll() is not None:
                     raise AspenError(
-                        ErrorCode.STORAGE_UNAVAILABLE, f"SeaweedFS {p.name} exited with {p.process.returncode}; see {p.log_path}"
+                        ErrorCode.STORAGE_UNAVAILABLE,
+                        f"SeaweedFS {p.name} exited with {p.process.returncode}; see {p.log_path}",
                     )
             if self._s3_answers() and self._volume_servers() >= self.volumes:
                 return

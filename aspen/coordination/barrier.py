@@ -43,7 +43,9 @@ class BarrierState(msgspec.Struct, frozen=True, kw_only=True):
 def check_count(count: object) -> int:
     if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_PARTICIPANTS:
         raise AspenError(
-            ErrorCode.BARRIER_COUNT_OUT_OF_RANGE, f"count must be 1..{MAX_PARTICIPANTS}, got {count!r}", max=MAX_PARTICIPANTS
+            ErrorCode.BARRIER_COUNT_OUT_OF_RANGE,
+            f"count must be 1..{MAX_PARTICIPANTS}, got {count!r}",
+            max=MAX_PARTICIPANTS,
         )
     return count
 
@@ -58,7 +60,14 @@ class Barriers:
         return base + ":p:", base + ":ready"
 
     async def enter(
-        self, name: str, count: int, *, participant: str = "", owner: str = "", ttl: int = DEFAULT_TTL, timeout: float = 10.0
+        self,
+        name: str,
+        count: int,
+        *,
+        participant: str = "",
+        owner: str = "",
+        ttl: int = DEFAULT_TTL,
+        timeout: float = 10.0,
     ) -> BarrierState:
         count, ttl, timeout = check_count(count), check_ttl(ttl), check_wait(timeout)
         prefix, ready = self.keys(name)
@@ -72,7 +81,9 @@ class Barriers:
             )  # fmt: skip
             present = len(r.results[1].kvs)
             if present > MAX_PARTICIPANTS:
-                raise AspenError(ErrorCode.BARRIER_COUNT_OUT_OF_RANGE, f"barrier {name!r} is full", max=MAX_PARTICIPANTS)
+                raise AspenError(
+                    ErrorCode.BARRIER_COUNT_OUT_OF_RANGE, f"barrier {name!r} is full", max=MAX_PARTICIPANTS
+                )
             if r.results[2].kv is None and present >= count:
                 await self.kv.put(ready, b"")
             elif r.results[2].kv is None:

@@ -45,7 +45,9 @@ class Counters:
         low, high = self.bounds
         if value < low:
             code = ErrorCode.COUNTER_OVERFLOW if self.signed else ErrorCode.COUNTER_UNDERFLOW
-            raise AspenError(code, f"counter {name!r} would go to {value}, below {low}", name=name, value=value, min=low)
+            raise AspenError(
+                code, f"counter {name!r} would go to {value}, below {low}", name=name, value=value, min=low
+            )
         if value > high:
             raise AspenError(
                 ErrorCode.COUNTER_OVERFLOW, f"counter {name!r} would go to {value}, above {high}", name=name, max=high

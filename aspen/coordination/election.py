@@ -76,7 +76,9 @@ class Elections:
         prefix = self.prefix(name)
         found, _ = await self._candidates(name)
         if len(found) >= MAX_CANDIDATES:
-            raise AspenError(ErrorCode.ELECTION_TOO_MANY_CANDIDATES, f"{name!r} has {MAX_CANDIDATES} candidates", max=MAX_CANDIDATES)
+            raise AspenError(
+                ErrorCode.ELECTION_TOO_MANY_CANDIDATES, f"{name!r} has {MAX_CANDIDATES} candidates", max=MAX_CANDIDATES
+            )
         lease = await self.kv.lease_grant(ttl)
         key, won = f"{prefix}{lease.id}", False
         give_up = time.monotonic() + timeout
@@ -92,7 +94,9 @@ class Elections:
                     won = True
                     return self._leader(name, mine)
                 left = give_up - time.monotonic()
-                if not await wait_for(self.kv, prefix, revision, left, lambda e, older=older: is_delete(e) and e.kv.key in older):
+                if not await wait_for(
+                    self.kv, prefix, revision, left, lambda e, older=older: is_delete(e) and e.kv.key in older
+                ):
                     raise wait_timeout(name, timeout)
                 if left > ttl / 2:  # a long wait: keep the candidacy alive
                     await self.kv.lease_keepalive(lease.id)

@@ -84,7 +84,11 @@ class CoordinationHandler(TypedHandler):
     async def lock_acquire(self, b: m.LockAcquire, ctx: RequestContext) -> m.LockResult:
         await self._quota(ctx)
         lock = await self.locks.acquire(
-            b.name, holder=check_label(b.holder), owner=_owner(ctx), ttl=b.ttl_seconds, timeout=_wait(b.timeout_seconds, ctx)
+            b.name,
+            holder=check_label(b.holder),
+            owner=_owner(ctx),
+            ttl=b.ttl_seconds,
+            timeout=_wait(b.timeout_seconds, ctx),
         )
         await self._charge(ctx, lock.lease_id)
         return m.LockResult(lock=lock)
@@ -108,7 +112,9 @@ class CoordinationHandler(TypedHandler):
 
     # --- read-write locks ----------------------------------------------------------------
 
-    async def _rw(self, b: m.RWLockTryAcquireRead, ctx: RequestContext, mode: str, timeout: float | None) -> m.RWLockResult:
+    async def _rw(
+        self, b: m.RWLockTryAcquireRead, ctx: RequestContext, mode: str, timeout: float | None
+    ) -> m.RWLockResult:
         await self._quota(ctx)
         got = await self.rwlocks.acquire(
             b.name, mode, holder=check_label(b.holder), owner=_owner(ctx), ttl=b.ttl_seconds,
@@ -167,7 +173,9 @@ class CoordinationHandler(TypedHandler):
     async def counter_set(self, b: m.CounterSet, ctx: RequestContext) -> m.CounterResult:
         return m.CounterResult(name=b.name, value=await self.counters.set(b.name, b.value))
 
-    async def counter_compare_and_set(self, b: m.CounterCompareAndSet, ctx: RequestContext) -> m.CounterCompareAndSetResult:
+    async def counter_compare_and_set(
+        self, b: m.CounterCompareAndSet, ctx: RequestContext
+    ) -> m.CounterCompareAndSetResult:
         ok, value = await self.counters.compare_and_set(b.name, b.expected, b.new_value)
         return m.CounterCompareAndSetResult(is_success=ok, value=value)
 
@@ -198,7 +206,9 @@ class CoordinationHandler(TypedHandler):
         )
         return m.RateLimiterResult(allowed=d.allowed, remaining=d.remaining, retry_after_ms=d.retry_after_ms)
 
-    async def rate_limiter_available(self, b: m.RateLimiterAvailable, ctx: RequestContext) -> m.RateLimiterAvailableResult:
+    async def rate_limiter_available(
+        self, b: m.RateLimiterAvailable, ctx: RequestContext
+    ) -> m.RateLimiterAvailableResult:
         return m.RateLimiterAvailableResult(tokens=await self.rates.available(b.name, b.capacity, b.refill_per_second))
 
     async def rate_limiter_reset(self, b: m.RateLimiterReset, ctx: RequestContext) -> m.RateLimiterResetResult:
@@ -247,7 +257,9 @@ class CoordinationHandler(TypedHandler):
         return m.BarrierResult(barrier=state)
 
     async def barrier_leave(self, b: m.BarrierLeave, ctx: RequestContext) -> m.BarrierResult:
-        state = await self.barriers.leave(b.name, b.participant_id, owner=_owner(ctx), timeout=_wait(b.timeout_seconds, ctx))
+        state = await self.barriers.leave(
+            b.name, b.participant_id, owner=_owner(ctx), timeout=_wait(b.timeout_seconds, ctx)
+        )
         return m.BarrierResult(barrier=state)
 
     async def barrier_status(self, b: m.BarrierStatus, ctx: RequestContext) -> m.BarrierResult:
@@ -287,7 +299,9 @@ class CoordinationHandler(TypedHandler):
         return m.QueueDeleteResult(name=b.name, was_deleted=await self.queues.delete(b.name))
 
     async def queue_enqueue(self, b: m.QueueEnqueue, ctx: RequestContext) -> m.QueueEnqueueResult:
-        item_id = await self.queues.enqueue(b.name, b.payload, group=b.group_id, dedup_id=b.dedup_id, delay_ms=b.delay_ms)
+        item_id = await self.queues.enqueue(
+            b.name, b.payload, group=b.group_id, dedup_id=b.dedup_id, delay_ms=b.delay_ms
+        )
         return m.QueueEnqueueResult(item_id=item_id)
 
     async def queue_enqueue_batch(self, b: m.QueueEnqueueBatch, ctx: RequestContext) -> m.QueueEnqueueBatchResult:
@@ -296,7 +310,10 @@ class CoordinationHandler(TypedHandler):
 
     async def queue_dequeue(self, b: m.QueueDequeue, ctx: RequestContext) -> m.QueueDequeueResult:
         got = await self.queues.dequeue(
-            b.name, check_label(b.consumer, "consumer"), max_items=b.max_items, visibility_timeout_ms=b.visibility_timeout_ms
+            b.name,
+            check_label(b.consumer, "consumer"),
+            max_items=b.max_items,
+            visibility_timeout_ms=b.visibility_timeout_ms,
         )
         return m.QueueDequeueResult(items=got)
 

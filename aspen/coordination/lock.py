@@ -90,7 +90,11 @@ class Locks:
         key = f"{prefix}{lease_id}"
         try:
             r = await self.kv.transaction(
-                [], [PutOp(key, encode(Holder(owner, holder, ttl=ttl)), lease=lease_id), RangeOp(prefix, limit=MAX_WAITERS + 1)]
+                [],
+                [
+                    PutOp(key, encode(Holder(owner, holder, ttl=ttl)), lease=lease_id),
+                    RangeOp(prefix, limit=MAX_WAITERS + 1),
+                ],
             )
         except BaseException:
             await revoke_quietly(self.kv, lease_id)
@@ -98,7 +102,9 @@ class Locks:
         kvs = r.results[1].kvs
         if len(kvs) > MAX_WAITERS:
             await revoke_quietly(self.kv, lease_id)
-            raise AspenError(ErrorCode.LOCK_TOO_MANY_WAITERS, f"lock {name!r} has {MAX_WAITERS} waiters", max=MAX_WAITERS)
+            raise AspenError(
+                ErrorCode.LOCK_TOO_MANY_WAITERS, f"lock {name!r} has {MAX_WAITERS} waiters", max=MAX_WAITERS
+            )
         return lease_id, key, _by_age(kvs), r.revision
 
     async def _deadline(self, kv: KeyValue) -> int:
@@ -159,7 +165,11 @@ class Locks:
     async def _held(self, name: str, token: int, owner: str | None) -> KeyValue:
         kvs, _ = await self._contenders(self.prefix(name))
         first = kvs[0] if kvs else None
-        if first is None or first.create_revision != token or (owner is not None and decode_holder(first.value).owner != owner):
+        if (
+            first is None
+            or first.create_revision != token
+            or (owner is not None and decode_holder(first.value).owner != owner)
+        ):
             raise not_held(name, token)
         return first
 

@@ -61,7 +61,11 @@ PAGE = 256
 
 
 def receipt_invalid(receipt: str) -> AspenError:
-    return AspenError(ErrorCode.QUEUE_RECEIPT_INVALID, "the receipt no longer names a delivery (acked, expired or redelivered)", receipt=receipt)
+    return AspenError(
+        ErrorCode.QUEUE_RECEIPT_INVALID,
+        "the receipt no longer names a delivery (acked, expired or redelivered)",
+        receipt=receipt,
+    )
 
 
 class Queues:
@@ -92,7 +96,9 @@ class Queues:
     async def create(self, name: str, config: QueueConfig | None = None, *, exist_ok: bool = False) -> QueueConfig:
         config = check_config(config or QueueConfig())
         base = self._keys(name)[0]
-        r = await self.kv.transaction([Compare(base, "exists", "==", False)], [PutOp(base, _enc(config))], [GetOp(base)])
+        r = await self.kv.transaction(
+            [Compare(base, "exists", "==", False)], [PutOp(base, _enc(config))], [GetOp(base)]
+        )
         if r.succeeded:
             return config
         existing = _config.decode(r.results[0].kv.value)
@@ -118,7 +124,9 @@ class Queues:
     async def enqueue_batch(self, name: str, items: Sequence[tuple[bytes, str | None, str | None, int]]) -> list[int]:
         """All at once, in order; items with a dedup id one at a time."""
         if not 1 <= len(items) <= MAX_BATCH:
-            raise AspenError(ErrorCode.QUEUE_BATCH_TOO_LARGE, f"a batch holds 1..{MAX_BATCH} items, got {len(items)}", max=MAX_BATCH)
+            raise AspenError(
+                ErrorCode.QUEUE_BATCH_TOO_LARGE, f"a batch holds 1..{MAX_BATCH} items, got {len(items)}", max=MAX_BATCH
+            )
         if any(dedup for _, _, dedup, _ in items):
             return [i for item in items for i in await self._enqueue(name, [item])]
         return await self._enqueue(name, items)
@@ -148,7 +156,9 @@ class Queues:
                     ids.append(item.id)
                     ops.append(PutOp(f"{items_prefix}{item.id:020d}", _enc(item)))
                 n = len(checked)
-                new_counts = msgspec.structs.replace(counts, next_id=counts.next_id + n, live=counts.live + n, enqueued=counts.enqueued + n)
+                new_counts = msgspec.structs.replace(
+                    counts, next_id=counts.next_id + n, live=counts.live + n, enqueued=counts.enqueued + n
+                )
                 ops.append(PutOp(counts_key, _enc(new_counts)))
                 compares = [self._guard(name, counts_kv)]
                 failure: list[TxnOp] = []
@@ -218,7 +228,9 @@ class Queues:
             claimed = msgspec.structs.replace(
                 item, attempts=item.attempts + 1, visible_at_ms=now + visibility, receipt=receipt, consumer=consumer
             )
-            r = await self.kv.transaction([Compare(kv.key, "mod_revision", "==", kv.mod_revision)], [PutOp(kv.key, _enc(claimed))])
+            r = await self.kv.transaction(
+                [Compare(kv.key, "mod_revision", "==", kv.mod_revision)], [PutOp(kv.key, _enc(claimed))]
+            )
             if r.succeeded:
                 out.append(Delivery(id=item.id, payload=item.payload, receipt=receipt, attempts=claimed.attempts,
                                     visible_at_ms=claimed.visible_at_ms, group=item.group))  # fmt: skip
@@ -272,13 +284,19 @@ class Queues:
 
     async def ack(self, name: str, receipt: str) -> None:
         kv, _ = await self._delivered(name, receipt)
-        if not await self._remove(name, kv, [], lambda c: msgspec.structs.replace(c, live=c.live - 1, acked=c.acked + 1)):
+        if not await self._remove(
+            name, kv, [], lambda c: msgspec.structs.replace(c, live=c.live - 1, acked=c.acked + 1)
+        ):
             raise receipt_invalid(receipt)
 
     async def _to_dlq(self, name: str, kv: KeyValue, item: Item, reason: DlqReason, error: str | None) -> bool:
-        dead = msgspec.structs.replace(item, receipt="", consumer="", visible_at_ms=0, dlq_reason=reason, last_error=error)
+        dead = msgspec.structs.replace(
+            item, receipt="", consumer="", visible_at_ms=0, dlq_reason=reason, last_error=error
+        )
         put = PutOp(f"{self._keys(name)[3]}{item.id:020d}", _enc(dead))
-        return await self._remove(name, kv, [put], lambda c: msgspec.structs.replace(c, live=c.live - 1, dead=c.dead + 1))
+        return await self._remove(
+            name, kv, [put], lambda c: msgspec.structs.replace(c, live=c.live - 1, dead=c.dead + 1)
+        )
 
     async def nack(
         self, name: str, receipt: str, *, to_dlq: bool = False, delay_ms: int = 0, error: str | None = None
@@ -295,12 +313,16 @@ class Queues:
             if not await self._to_dlq(name, kv, item, "rejected" if to_dlq else "max_delivery_attempts", error):
                 raise receipt_invalid(receipt)
             return True
-        back = msgspec.structs.replace(item, receipt="", consumer="", visible_at_ms=clock.now_ms() + delay_ms if delay_ms else 0, last_error=error)
+        back = msgspec.structs.replace(
+            item, receipt="", consumer="", visible_at_ms=clock.now_ms() + delay_ms if delay_ms else 0, last_error=error
+        )
         await self._swap(kv, back, receipt)
         return False
 
     async def _swap(self, kv: KeyValue, new: Item, receipt: str) -> None:
-        r = await self.kv.transaction([Compare(kv.key, "mod_revision", "==", kv.mod_revision)], [PutOp(kv.key, _enc(new))])
+        r = await self.kv.transaction(
+            [Compare(kv.key, "mod_revision", "==", kv.mod_revision)], [PutOp(kv.key, _enc(new))]
+        )
         if not r.succeeded:
             raise receipt_invalid(receipt)
 
@@ -355,7 +377,9 @@ class Queues:
             config, counts_kv, counts = await self._state(name)
             room = config.max_items - counts.live
             if room <= 0:
-                raise AspenError(ErrorCode.QUEUE_FULL, f"queue {name!r} is full", max=config.max_items, used=counts.live)
+                raise AspenError(
+                    ErrorCode.QUEUE_FULL, f"queue {name!r} is full", max=config.max_items, used=counts.live
+                )
             batch = dead[:room]
             ops: list[TxnOp] = []
             compares = [self._guard(name, counts_kv)]
@@ -364,7 +388,9 @@ class Queues:
                 fresh = msgspec.structs.replace(item, attempts=0, dlq_reason=None, visible_at_ms=0)
                 ops += [DeleteOp(kv.key), PutOp(f"{items_prefix}{item.id:020d}", _enc(fresh))]
             n = len(batch)
-            ops.append(PutOp(counts_key, _enc(msgspec.structs.replace(counts, live=counts.live + n, dead=counts.dead - n))))
+            ops.append(
+                PutOp(counts_key, _enc(msgspec.structs.replace(counts, live=counts.live + n, dead=counts.dead - n)))
+            )
             r = await self.kv.transaction(compares, ops)
             if r.succeeded:
                 return n

@@ -74,7 +74,9 @@ class RateLimiters:
             raw = None if current is None else current.value
             b = self._refilled(raw, capacity, rate, clock.now_ms())
             if b.tokens < tokens:
-                return RateDecision(allowed=False, remaining=b.tokens, retry_after_ms=math.ceil((tokens - b.tokens) / rate * 1000))
+                return RateDecision(
+                    allowed=False, remaining=b.tokens, retry_after_ms=math.ceil((tokens - b.tokens) / rate * 1000)
+                )
             new = Bucket(b.tokens - tokens, b.last_ms, capacity, rate)
             r = await self.kv.compare_and_swap(key, raw, _enc(new))
             if r.succeeded:
@@ -82,7 +84,9 @@ class RateLimiters:
             current = r.actual
         raise conflict(key)
 
-    async def acquire(self, name: str, capacity: float, rate: float, tokens: float = 1, *, timeout: float = 10.0) -> RateDecision:
+    async def acquire(
+        self, name: str, capacity: float, rate: float, tokens: float = 1, *, timeout: float = 10.0
+    ) -> RateDecision:
         """Wait (sleeping exactly the answer's ``retry_after_ms``) up to ``timeout``."""
         timeout = check_wait(timeout)
         give_up = time.monotonic() + timeout
@@ -102,4 +106,3 @@ class RateLimiters:
 
     async def reset(self, name: str) -> bool:
         return await self.kv.delete(self.key(name))
-

@@ -60,7 +60,9 @@ def _mode(kv: KeyValue) -> Mode:
 
 def _holding(name: str, kv: KeyValue) -> RWHolding:
     h = decode_holder(kv.value)
-    return RWHolding(name=name, mode=_mode(kv), holder=h.label, owner=h.owner, token=kv.create_revision, lease_id=kv.lease)
+    return RWHolding(
+        name=name, mode=_mode(kv), holder=h.label, owner=h.owner, token=kv.create_revision, lease_id=kv.lease
+    )
 
 
 def _blocker(kvs: list[KeyValue], mine: KeyValue) -> KeyValue | None:
@@ -73,7 +75,9 @@ def _blocker(kvs: list[KeyValue], mine: KeyValue) -> KeyValue | None:
 
 
 def not_held(name: str, token: int) -> AspenError:
-    return AspenError(ErrorCode.LOCK_NOT_HELD, f"rwlock {name!r} is not held with token {token}", name=name, token=token)
+    return AspenError(
+        ErrorCode.LOCK_NOT_HELD, f"rwlock {name!r} is not held with token {token}", name=name, token=token
+    )
 
 
 class RWLocks:
@@ -101,10 +105,14 @@ class RWLocks:
         readers = sum(1 for kv in kvs if _mode(kv) == "read")
         writers = len(kvs) - readers
         if mode == "read" and readers >= MAX_READERS:
-            raise AspenError(ErrorCode.RWLOCK_TOO_MANY_READERS, f"rwlock {name!r} has {MAX_READERS} readers", max=MAX_READERS)
+            raise AspenError(
+                ErrorCode.RWLOCK_TOO_MANY_READERS, f"rwlock {name!r} has {MAX_READERS} readers", max=MAX_READERS
+            )
         if mode == "write" and writers >= MAX_PENDING_WRITERS:
             raise AspenError(
-                ErrorCode.RWLOCK_TOO_MANY_WRITERS, f"rwlock {name!r} has {MAX_PENDING_WRITERS} writers", max=MAX_PENDING_WRITERS
+                ErrorCode.RWLOCK_TOO_MANY_WRITERS,
+                f"rwlock {name!r} has {MAX_PENDING_WRITERS} writers",
+                max=MAX_PENDING_WRITERS,
             )
         lease_id = (await self.kv.lease_grant(ttl)).id
         key, won = f"{self.prefix(name)}{lease_id}", False

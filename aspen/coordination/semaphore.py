@@ -92,7 +92,16 @@ class Semaphores:
         out = []
         for kv in kvs:
             h = decode_holder(kv.value)
-            out.append(Permit(name=name, permit_id=kv.lease, holder=h.label, owner=h.owner, permits=h.permits, token=kv.create_revision))
+            out.append(
+                Permit(
+                    name=name,
+                    permit_id=kv.lease,
+                    holder=h.label,
+                    owner=h.owner,
+                    permits=h.permits,
+                    token=kv.create_revision,
+                )
+            )
         return out
 
     async def _snapshot(self, name: str) -> tuple[int | None, int, list[Permit], int]:
@@ -100,9 +109,12 @@ class Semaphores:
         guard, holders = self.keys(name)
         r = await self.kv.transaction([], [GetOp(guard), RangeOp(holders, limit=MAX_HOLDERS + 1)])
         g = r.results[0].kv
-        return (None if g is None else _guard.decode(g.value).capacity), (0 if g is None else g.version), self._permits(
-            name, r.results[1].kvs
-        ), r.revision
+        return (
+            (None if g is None else _guard.decode(g.value).capacity),
+            (0 if g is None else g.version),
+            self._permits(name, r.results[1].kvs),
+            r.revision,
+        )
 
     async def try_acquire(
         self, name: str, capacity: int, permits: int = 1, *, holder: str = "", owner: str = "", ttl: int = DEFAULT_TTL
@@ -116,7 +128,9 @@ class Semaphores:
     ) -> tuple[Permit | None, int]:
         if not isinstance(permits, int) or isinstance(permits, bool) or not 1 <= permits <= capacity:
             raise AspenError(
-                ErrorCode.SEMAPHORE_PERMITS_OUT_OF_RANGE, f"permits must be 1..{capacity}, got {permits!r}", max=capacity
+                ErrorCode.SEMAPHORE_PERMITS_OUT_OF_RANGE,
+                f"permits must be 1..{capacity}, got {permits!r}",
+                max=capacity,
             )
         guard, holders_prefix = self.keys(name)
         lease_id = 0
@@ -133,7 +147,9 @@ class Semaphores:
                     return None, revision
                 if len(holders) >= MAX_HOLDERS:
                     raise AspenError(
-                        ErrorCode.SEMAPHORE_TOO_MANY_HOLDERS, f"semaphore {name!r} has {MAX_HOLDERS} holders", max=MAX_HOLDERS
+                        ErrorCode.SEMAPHORE_TOO_MANY_HOLDERS,
+                        f"semaphore {name!r} has {MAX_HOLDERS} holders",
+                        max=MAX_HOLDERS,
                     )
                 if not lease_id:
                     lease_id = (await self.kv.lease_grant(ttl)).id

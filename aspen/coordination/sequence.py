@@ -15,7 +15,9 @@ DEFAULT_BATCH = 100
 
 def check_batch(n: object) -> int:
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_BATCH:
-        raise AspenError(ErrorCode.SEQUENCE_BATCH_OUT_OF_RANGE, f"count must be 1..{MAX_BATCH}, got {n!r}", max=MAX_BATCH)
+        raise AspenError(
+            ErrorCode.SEQUENCE_BATCH_OUT_OF_RANGE, f"count must be 1..{MAX_BATCH}, got {n!r}", max=MAX_BATCH
+        )
     return n
 
 

@@ -30,7 +30,9 @@ def check_name(name: object, what: str = "name") -> str:
     raw = name.encode("utf-8", "surrogatepass")
     if len(raw) > MAX_NAME_BYTES:
         raise AspenError(
-            ErrorCode.COORD_NAME_INVALID, f"a {what} is at most {MAX_NAME_BYTES} bytes, got {len(raw)}", max=MAX_NAME_BYTES
+            ErrorCode.COORD_NAME_INVALID,
+            f"a {what} is at most {MAX_NAME_BYTES} bytes, got {len(raw)}",
+            max=MAX_NAME_BYTES,
         )
     if any(ord(ch) < 0x20 or 0xD800 <= ord(ch) <= 0xDFFF for ch in name):
         raise AspenError(ErrorCode.COORD_NAME_INVALID, f"a {what} has no control characters or lone surrogates")

@@ -175,9 +175,7 @@ class AnnouncementCache:
         if kept is not None and a.hlc <= kept.hlc:
             what = "a replay of the kept announcement" if a.hlc == kept.hlc else "older than the kept announcement"
             raise AspenError(ErrorCode.FEDERATION_ANNOUNCEMENT_STALE, what, replay=a.hlc == kept.hlc)
-        entry = DiscoveredCluster(
-            a.cluster_key, a.name, a.node_urls, a.apps, a.hlc, a.expires_at_ms, now, via, raw
-        )
+        entry = DiscoveredCluster(a.cluster_key, a.name, a.node_urls, a.apps, a.hlc, a.expires_at_ms, now, via, raw)
         self._entries[a.cluster_key] = entry
         if len(self._entries) > MAX_CACHED_CLUSTERS:
             stalest = min(self._entries.values(), key=lambda e: e.expires_at_ms)
@@ -190,9 +188,7 @@ class AnnouncementCache:
         now = now_ms()
         for key in [k for k, e in self._entries.items() if e.expires_at_ms <= now]:
             del self._entries[key]
-        return sorted(
-            (e for e in self._entries.values() if not self.is_blocked(e.cluster_key)), key=lambda e: e.name
-        )
+        return sorted((e for e in self._entries.values() if not self.is_blocked(e.cluster_key)), key=lambda e: e.name)
 
     def get(self, key: str) -> DiscoveredCluster | None:
         entry = self._entries.get(key)

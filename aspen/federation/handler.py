@@ -77,7 +77,9 @@ class FederationHandler:
     def trusted_urls(self) -> list[str]:
         """One URL of each trusted cluster that announced itself."""
         assert self.cache is not None
-        return [e.node_urls[0] for e in self.cache.live() if e.node_urls and self.trust.level(e.cluster_key) == "trusted"]
+        return [
+            e.node_urls[0] for e in self.cache.live() if e.node_urls and self.trust.level(e.cluster_key) == "trusted"
+        ]
 
     def relay_to(self, entry: DiscoveredCluster) -> list[str]:
         """Gossip goes on to trusted clusters only, never back to its origin."""
@@ -166,7 +168,6 @@ class FederationHandler:
         got, errors = await self.exchange.pull_all()
         return FederationRefreshResult(pulled=[e.cluster_key for e in got], errors=errors)
 
-
     # --- trust ------------------------------------------------------------
 
     def _name_of(self, key: str, given: str | None) -> str:
@@ -186,7 +187,9 @@ class FederationHandler:
 
     async def _BlockCluster(self, body: Any, ctx: RequestContext) -> TrustResult:
         key = check_key(body.cluster_key)
-        entry = TrustEntry(cluster_key=key, level="blocked", name=self._name_of(key, None), since_ms=now_ms(), notes=body.notes)
+        entry = TrustEntry(
+            cluster_key=key, level="blocked", name=self._name_of(key, None), since_ms=now_ms(), notes=body.notes
+        )
         entry = await self.trust.set(entry)
         assert self.cache is not None
         self.cache.forget(key)  # never used again, whatever it announced
@@ -222,7 +225,6 @@ class FederationHandler:
         assert self.exchange is not None and self.identity is not None
         status = await self.exchange.request_trust(body.url, self.identity.signed_identity(), body.message)
         return RequestTrustResult(status=status)
-
 
     # --- resources and sync ---------------------------------------------------
 

@@ -53,7 +53,7 @@ MAX_IN_FLIGHT_PER_CLUSTER = 256
 LOCAL_TOKEN_TTL = 60
 MAX_CACHED = 4096
 MAX_RESPONSE_BYTES = 16 << 20  # a peer's answer is read into memory: a hostile one must not fill it
-_CHECK = 'allow if true;'
+_CHECK = "allow if true;"
 
 
 def split_app(app: str) -> tuple[str, SpecifierSet | None]:
@@ -255,7 +255,9 @@ class ProxyService:
             key = bz.PublicKey.from_bytes(bytes.fromhex(origin), bz.Algorithm.Ed25519)
             token = bz.Biscuit.from_base64(env.token, key)
         except (ValueError, bz.BiscuitValidationError, bz.BiscuitSerializationError):
-            raise AspenError(ErrorCode.INVALID_SIGNATURE, "the proxy token is not signed by the named cluster") from None
+            raise AspenError(
+                ErrorCode.INVALID_SIGNATURE, "the proxy token is not signed by the named cluster"
+            ) from None
         facts = bz.AuthorizerBuilder(
             "request_type({t}); app({a}); audience({k}); time({now}); " + _CHECK,
             {"t": env.type, "a": app_id, "k": fed.identity.key_hex, "now": dt.datetime.now(dt.UTC)},
@@ -267,7 +269,9 @@ class ProxyService:
             authorizer = within_budget(lambda: facts.build(token))
             within_budget(authorizer.authorize)
             callers = [str(f.terms[0]) for f in within_budget(lambda: authorizer.query(bz.Rule("c($c) <- caller($c)")))]
-            clusters = [str(f.terms[0]) for f in within_budget(lambda: authorizer.query(bz.Rule("k($k) <- cluster($k)")))]
+            clusters = [
+                str(f.terms[0]) for f in within_budget(lambda: authorizer.query(bz.Rule("k($k) <- cluster($k)")))
+            ]
         except bz.AuthorizationError:
             raise AspenError(
                 ErrorCode.UNAUTHORIZED, "the proxy token does not cover this request (type, app, audience or expiry)"
@@ -288,9 +292,13 @@ class ProxyService:
         hit = self._local_tokens.get(key)
         if hit is not None and hit[0] > time.monotonic():
             return hit[1], auth.authenticate(hit[1])
-        rights = [Right("plugin:call", app_id)] + ([Right("plugin:call", plugin)] if plugin and plugin != app_id else [])
+        rights = [Right("plugin:call", app_id)] + (
+            [Right("plugin:call", plugin)] if plugin and plugin != app_id else []
+        )
         subject = f"federation:{origin[:16]}/{caller}"
-        token = mint(auth.keys.root, subject=subject, rights=rights, ttl_seconds=LOCAL_TOKEN_TTL, audience=auth.cluster_id)
+        token = mint(
+            auth.keys.root, subject=subject, rights=rights, ttl_seconds=LOCAL_TOKEN_TTL, audience=auth.cluster_id
+        )
         principal = auth.authenticate(token)
         self._local_tokens[key] = (time.monotonic() + LOCAL_TOKEN_TTL / 2, token)
         if len(self._local_tokens) > 1024:
@@ -299,17 +307,23 @@ class ProxyService:
 
     async def serve(self, origin: str, env: Envelope) -> Response:
         if env.type in CORE_REQUEST_TYPES:
-            raise AspenError(ErrorCode.UNAUTHORIZED, "only app requests travel between clusters", operation="federation")
+            raise AspenError(
+                ErrorCode.UNAUTHORIZED, "only app requests travel between clusters", operation="federation"
+            )
         snap = self.node.registry.snapshot()
         handler = snap.handler_for(env.type)
-        app_id = getattr(handler, "app_id", None) or (split_app(env.app)[0] if env.app else snap.app_types.get(env.type))
+        app_id = getattr(handler, "app_id", None) or (
+            split_app(env.app)[0] if env.app else snap.app_types.get(env.type)
+        )
         if app_id is None:
             raise AspenError(ErrorCode.CAPABILITY_UNAVAILABLE, f"no app here answers {env.type}", hints=[])
         caller = self._authenticate(origin, env, app_id)
         busy = self._in_flight.get(origin, 0)
         if busy >= MAX_IN_FLIGHT_PER_CLUSTER:
             raise quota_exceeded("proxied_in_flight_per_cluster", MAX_IN_FLIGHT_PER_CLUSTER, busy)
-        token, principal = self._principal(origin, caller, app_id, getattr(handler, "plugin_name", None) or getattr(handler, "name", None))
+        token, principal = self._principal(
+            origin, caller, app_id, getattr(handler, "plugin_name", None) or getattr(handler, "name", None)
+        )
         self.node.auth.verifier.authorize(principal, env.type, needs_for(env.type, env.body, handler))
         timeout = min(self.node.config.max_request_seconds, max(env.timeout_ms or 0, 0) / 1000 or self.config.timeout)
         ctx = RequestContext(

@@ -46,7 +46,11 @@ PREFIX = "/v1/federation/sync"
 def signed_headers(identity: Any, audience: str, method: str, path: str) -> dict[str, str]:
     stamp = str(now_ms())
     message = f"{method} {path} {stamp} {audience}".encode()
-    return {"x-aspen-cluster": identity.key_hex, "x-aspen-time": stamp, "x-aspen-signature": identity.sign(SYNC_DOMAIN, message)}
+    return {
+        "x-aspen-cluster": identity.key_hex,
+        "x-aspen-time": stamp,
+        "x-aspen-signature": identity.sign(SYNC_DOMAIN, message),
+    }
 
 
 class SyncService:

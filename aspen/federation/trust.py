@@ -63,7 +63,9 @@ _pending = msgspec.json.Decoder(PendingRequest)
 
 def check_key(key: object) -> str:
     if not is_key_hex(key):
-        raise AspenError(ErrorCode.INVALID_ARGUMENT, "a cluster key is 64 lowercase hex characters", field="cluster_key")
+        raise AspenError(
+            ErrorCode.INVALID_ARGUMENT, "a cluster key is 64 lowercase hex characters", field="cluster_key"
+        )
     return key  # type: ignore[return-value]
 
 
@@ -124,7 +126,9 @@ class TrustStore:
         if not identity.is_valid():
             raise AspenError(ErrorCode.INVALID_SIGNATURE, "the identity is not signed by the key it names")
         if len(message.encode()) > MAX_NOTES_BYTES:
-            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"a trust request's message is at most {MAX_NOTES_BYTES} bytes")
+            raise AspenError(
+                ErrorCode.INVALID_ARGUMENT, f"a trust request's message is at most {MAX_NOTES_BYTES} bytes"
+            )
         level = self.level(key)
         if level == "blocked":
             raise AspenError(ErrorCode.FEDERATION_CLUSTER_BLOCKED, "this cluster does not take requests from you")

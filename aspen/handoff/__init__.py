@@ -53,4 +53,3 @@ except ImportError:
 __all__ = ["NATIVE", "PARK_NS", "EventCount"]
 
 PARK_NS = 1_000_000_000  # a parked worker looks at its queue again after this
-

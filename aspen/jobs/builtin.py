@@ -30,9 +30,7 @@ log = logging.getLogger(__name__)
 def job_sandbox(options: dict[str, Any], **kw: Any) -> Sandbox:
     """The sandbox ``[jobs]`` describes (shell jobs, nix jobs, process plugins)."""
     uid = int(options.get("sandbox_uid", DEFAULT_UID))
-    return Sandbox(
-        options.get("shell_sandbox", "required"), uid=uid, gid=int(options.get("sandbox_gid", uid)), **kw
-    )
+    return Sandbox(options.get("shell_sandbox", "required"), uid=uid, gid=int(options.get("sandbox_gid", uid)), **kw)
 
 
 def builtin_workers(options: dict[str, Any], node: Any = None) -> list[Worker]:

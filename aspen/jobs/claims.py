@@ -245,7 +245,9 @@ class JobClaims(JobDependencies):
             job_id = entry.key[len(keys.RUNNING) :]
             token = entry.value.decode()
             try:
-                await self.fail(job_id, token, "the worker holding the claim stopped heartbeating", code=ErrorCode.WORKER_LOST)
+                await self.fail(
+                    job_id, token, "the worker holding the claim stopped heartbeating", code=ErrorCode.WORKER_LOST
+                )
                 reaped.append(job_id)
             except AspenError as exc:
                 if exc.code not in (ErrorCode.STALE_EXECUTION, ErrorCode.JOB_NOT_FOUND):

@@ -61,7 +61,9 @@ class JobsHandler:
         self.node = node
         self.options = _options(node)
         self.store = JobStore(node.kv, getattr(node, "blobs", None))
-        self.workers = workers if workers is not None else [*builtin_workers(self.options, node), *entry_point_workers(node)]
+        self.workers = (
+            workers if workers is not None else [*builtin_workers(self.options, node), *entry_point_workers(node)]
+        )
         self.local_types = {t: w for w in self.workers for t in w.job_types}
         self.pool: WorkerPool | None = None
         self._remote_types: tuple[float, frozenset[str]] = (0.0, frozenset())
@@ -114,9 +116,7 @@ class JobsHandler:
     async def _submit(self, body: Any, ctx: RequestContext) -> tuple[str, dict]:
         spec = parse_spec(body)
         if spec.type not in await self._known_types():
-            raise AspenError(
-                ErrorCode.UNKNOWN_JOB_TYPE, f"no worker runs jobs of type {spec.type!r}", type=spec.type
-            )
+            raise AspenError(ErrorCode.UNKNOWN_JOB_TYPE, f"no worker runs jobs of type {spec.type!r}", type=spec.type)
         validate = getattr(self.local_types.get(spec.type), "validate", None)
         if validate is not None:
             validate(spec.payload)
@@ -183,4 +183,3 @@ def _options(node: Any) -> dict[str, Any]:
 
 def create(node: Any) -> JobsHandler:
     return JobsHandler(node)
-

@@ -228,9 +228,7 @@ def parse_spec(body: Any) -> JobSpec:
         raise AspenError(ErrorCode.INVALID_JOB, f"run_at_ms must be 0..{MAX_RUN_AT_MS}")
     size = len(_job_encoder.encode(spec.payload))
     if size > MAX_PAYLOAD_BYTES:
-        raise AspenError(
-            ErrorCode.INVALID_JOB, f"payload is {size} bytes, the limit is {MAX_PAYLOAD_BYTES}", size=size
-        )
+        raise AspenError(ErrorCode.INVALID_JOB, f"payload is {size} bytes, the limit is {MAX_PAYLOAD_BYTES}", size=size)
     if len(spec.depends_on) > MAX_DEPENDENCIES:
         raise AspenError(ErrorCode.INVALID_JOB, f"at most {MAX_DEPENDENCIES} dependencies")
     for dep in spec.depends_on:

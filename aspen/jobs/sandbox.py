@@ -62,9 +62,7 @@ class Sandbox:
         network: bool = False,
     ) -> None:
         if mode not in MODES:
-            raise AspenError(
-                ErrorCode.INVALID_ARGUMENT, f"sandbox mode {mode!r}: must be one of {', '.join(MODES)}"
-            )
+            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"sandbox mode {mode!r}: must be one of {', '.join(MODES)}")
         if not 0 < int(uid) < 2**32 - 1 or (gid is not None and not 0 < int(gid) < 2**32 - 1):
             raise AspenError(ErrorCode.INVALID_ARGUMENT, "sandbox_uid and sandbox_gid must be unprivileged (not 0)")
         self.mode = mode
@@ -77,7 +75,7 @@ class Sandbox:
         self.prlimit = shutil.which("prlimit")
         if mode == "none":
             log.warning(
-                "job sandbox disabled ([jobs] shell_sandbox = \"none\"): jobs run on the host as the node's user"
+                'job sandbox disabled ([jobs] shell_sandbox = "none"): jobs run on the host as the node\'s user'
             )
 
     @property
@@ -95,7 +93,7 @@ class Sandbox:
             raise AspenError(
                 ErrorCode.EXECUTOR_UNAVAILABLE,
                 f"the job sandbox needs {' and '.join(missing)}: install the package (apt-get install bubblewrap"
-                " util-linux), or opt out with [jobs] shell_sandbox = \"none\"",
+                ' util-linux), or opt out with [jobs] shell_sandbox = "none"',
                 missing=missing,
             )
 

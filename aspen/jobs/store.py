@@ -123,7 +123,9 @@ class JobStore(JobClaims, JobRetention):
         for _ in range(MAX_CAS_ATTEMPTS):
             n = len(spec.depends_on)
             found = (
-                await self.kv.batch_read([keys.job(d) for d in spec.depends_on] + [keys.dependents(d) for d in spec.depends_on])
+                await self.kv.batch_read(
+                    [keys.job(d) for d in spec.depends_on] + [keys.dependents(d) for d in spec.depends_on]
+                )
                 if n
                 else []
             )
@@ -189,7 +191,12 @@ class JobStore(JobClaims, JobRetention):
             if job.state.terminal:
                 raise AspenError(ErrorCode.INVALID_STATE, f"job {job_id} already {job.state}", state=job.state)
             new = msgspec.structs.replace(
-                job, state=JobState.CANCELLED, token=None, finished_ms=now_ms(), error=reason, error_code=ErrorCode.CANCELLED
+                job,
+                state=JobState.CANCELLED,
+                token=None,
+                finished_ms=now_ms(),
+                error=reason,
+                error_code=ErrorCode.CANCELLED,
             )
             return new, [
                 DeleteOp(ready_key_of(job)),

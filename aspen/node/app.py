@@ -19,11 +19,14 @@ from aspen.node.watch_routes import watch_routes
 
 
 def _error(exc: AspenError, status: int) -> HttpResponse:
-    return HttpResponse(msgspec.json.encode({"type": "Error", "body": exc.to_body()}), status, media_type="application/json")
+    return HttpResponse(
+        msgspec.json.encode({"type": "Error", "body": exc.to_body()}), status, media_type="application/json"
+    )
 
 
 def build_app(services: Any) -> HttpGuard:
     """The routes, behind the Host/Origin/content-type guard (``http_guard``)."""
+
     async def healthz(request: HttpRequest) -> HttpResponse:
         draining = services.stopping.is_set()
         body = {"status": "draining" if draining else "ok", "node_id": services.node_id}

@@ -128,7 +128,6 @@ class RpcEndpoint:
             metrics.in_flight -= 1
             metrics.observe(label, outcome, time.perf_counter() - started)
 
-
     async def _dispatch(self, env: Any, rtype: str, principal: Any, token: str | None) -> Any:
         timeout = self.max_seconds
         if env.timeout_ms is not None:

@@ -236,7 +236,9 @@ async def serve(config: NodeConfig) -> None:
         quiet = {"log_level": config.log_level, "access_log": False, "lifespan": "off", "http": HTTP_PROTOCOL}
         metrics = _MetricsServer(uvicorn.Config(app, host=host, port=port, **quiet))
     try:
-        log.info("aspen node %s serving on %s, data in %s", node.services.node_id, config.listen, node.services.data_dir)
+        log.info(
+            "aspen node %s serving on %s, data in %s", node.services.node_id, config.listen, node.services.data_dir
+        )
         if metrics is None:
             await server.serve()
         else:

@@ -173,7 +173,7 @@ def watch_routes(services: Any, error_response) -> list:
                     check_depth(raw)  # before the recursive decoder sees it
                     msg = msgspec.json.decode(raw)
                     if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
-                        raise AspenError(ErrorCode.BAD_REQUEST, "expected {\"type\": ..., \"body\": {...}}")
+                        raise AspenError(ErrorCode.BAD_REQUEST, 'expected {"type": ..., "body": {...}}')
                     body = msg.get("body") or {}
                     token = msg.get("token") if isinstance(msg.get("token"), str) else handshake_token
                     if msg["type"] == "WatchCreate":
@@ -194,11 +194,15 @@ def watch_routes(services: Any, error_response) -> list:
                         cancelled = task is not None and hub.cancel(req.watch_id)
                         if task is not None:
                             await asyncio.wait([task], timeout=5)
-                        await send("WatchCancelResult", WatchCancelResult(watch_id=req.watch_id, was_cancelled=cancelled))
+                        await send(
+                            "WatchCancelResult", WatchCancelResult(watch_id=req.watch_id, was_cancelled=cancelled)
+                        )
                     else:
                         raise AspenError(ErrorCode.UNKNOWN_REQUEST, f"{msg['type']!r} is not a watch request")
                 except msgspec.DecodeError as exc:
-                    await send("Error", AspenError(ErrorCode.BAD_REQUEST, f"message is not valid JSON: {exc}").to_body())
+                    await send(
+                        "Error", AspenError(ErrorCode.BAD_REQUEST, f"message is not valid JSON: {exc}").to_body()
+                    )
                 except AspenError as exc:
                     await send("Error", exc.to_body())
         except WebSocketDisconnect:

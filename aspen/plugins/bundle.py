@@ -89,7 +89,9 @@ def pack(directory: Path, m: PluginManifest) -> bytes:
             if total > MAX_WASM_BYTES or len(files) >= MAX_FILES:
                 raise _invalid(f"a bundle holds at most {MAX_FILES} files of {MAX_WASM_BYTES} bytes in all")
             files[rel] = BundleFile(full.read_bytes(), bool(st.st_mode & stat.S_IXUSR))
-    bundle = Bundle(m.command, tuple(sorted(m.handles)), dict(sorted(files.items())), dict(sorted(m.env.items())), m.cwd)
+    bundle = Bundle(
+        m.command, tuple(sorted(m.handles)), dict(sorted(files.items())), dict(sorted(m.env.items())), m.cwd
+    )
     return msgspec.msgpack.encode(bundle)
 
 

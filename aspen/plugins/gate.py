@@ -36,7 +36,11 @@ class PluginGate:
     def require(self, permission: str) -> None:
         if permission not in self.permissions:
             self.log.log(
-                ("denied", permission), logging.WARNING, "plugin %s denied: lacks permission %s", self.plugin, permission
+                ("denied", permission),
+                logging.WARNING,
+                "plugin %s denied: lacks permission %s",
+                self.plugin,
+                permission,
             )
             raise AspenError(
                 ErrorCode.PERMISSION_DENIED,
@@ -50,7 +54,13 @@ class PluginGate:
 
     def _deny(self, what: str, key: object, op: str) -> AspenError:
         self.log.log(
-            ("denied", op), logging.WARNING, "plugin %s denied: %s %s %r outside its prefixes", self.plugin, op, what, key
+            ("denied", op),
+            logging.WARNING,
+            "plugin %s denied: %s %s %r outside its prefixes",
+            self.plugin,
+            op,
+            what,
+            key,
         )
         return AspenError(
             ErrorCode.KV_PREFIX_DENIED,

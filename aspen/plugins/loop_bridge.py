@@ -93,4 +93,3 @@ def run_on_loop(ctx: CallContext, coro: Coroutine[Any, Any, Any]) -> Any:
         raise AspenError(ErrorCode.TIMEOUT, "the plugin call ran out of time") from exc
     except concurrent.futures.CancelledError as exc:
         raise AspenError(ErrorCode.UNAVAILABLE, "the operation was cancelled") from exc
-

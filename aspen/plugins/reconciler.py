@@ -90,7 +90,11 @@ class PluginReconciler:
         self.allow_unsigned = allow_unsigned
         self.limits = limits
         self.loader = PluginLoader(
-            kv=kv, blobs=blobs, signing_key=signing_key, node_info=node_info or {"node_id": node_id}, limits=limits,
+            kv=kv,
+            blobs=blobs,
+            signing_key=signing_key,
+            node_info=node_info or {"node_id": node_id},
+            limits=limits,
             kinds=kinds,
         )
         self.drain_seconds = drain_seconds
@@ -154,7 +158,9 @@ class PluginReconciler:
             log.exception("first plugin reconcile pass failed; retrying")
             self._dirty.set()
         self._tasks = [
-            asyncio.create_task(watch_changes(self.kv, revision, self._dirty, lambda: self._closed), name="plugins-watch"),
+            asyncio.create_task(
+                watch_changes(self.kv, revision, self._dirty, lambda: self._closed), name="plugins-watch"
+            ),
             asyncio.create_task(self._loop(), name="plugins-reconcile"),
             asyncio.create_task(self._tick(), name="plugins-health"),
         ]
@@ -304,7 +310,9 @@ class PluginReconciler:
             return
         except Exception as exc:  # a bug below us must not stop the other plugins' rollout
             log.exception("plugin %s: unexpected load failure", name)
-            self._fail(record, AspenError(ErrorCode.INTERNAL, f"plugin '{name}': internal error while loading: {exc!r}"))
+            self._fail(
+                record, AspenError(ErrorCode.INTERNAL, f"plugin '{name}': internal error while loading: {exc!r}")
+            )
             return
         finally:
             slot.starting = None

@@ -105,7 +105,10 @@ def _caps(m: PluginManifest, limits: NodePluginLimits) -> Broken:
     for field, cap_field in LIMIT_CAPS.items():
         asked, cap = getattr(m.limits, field), getattr(limits, cap_field)
         if asked is not None and asked > cap:
-            return f"limits.{field} = {asked} exceeds this cluster's cap of {cap}", {"field": f"limits.{field}", "cap": cap}
+            return f"limits.{field} = {asked} exceeds this cluster's cap of {cap}", {
+                "field": f"limits.{field}",
+                "cap": cap,
+            }
     return None
 
 
@@ -140,21 +143,25 @@ def _signature(m: PluginManifest, _: NodePluginLimits) -> Broken:
     sig = m.signature
     return _if(
         sig is not None
-        and not (_HEX64.fullmatch(sig.author_pubkey) and _HEX128.fullmatch(sig.signature) and _HEX64.fullmatch(sig.wasm_hash)),
+        and not (
+            _HEX64.fullmatch(sig.author_pubkey) and _HEX128.fullmatch(sig.signature) and _HEX64.fullmatch(sig.wasm_hash)
+        ),
         "signature fields must be lowercase hex (32-byte key, 64-byte signature, 32-byte hash)",
     )
 
 
 def _command(m: PluginManifest, _: NodePluginLimits) -> Broken:
     if m.runtime != "process":
-        return _if(bool(m.command or m.env) or m.cwd != ".", "command, env and cwd are for runtime \"process\"")
+        return _if(bool(m.command or m.env) or m.cwd != ".", 'command, env and cwd are for runtime "process"')
     if not 1 <= len(m.command) <= MAX_ARGV:
         return f"command is an argv of 1-{MAX_ARGV} strings", {}
     if any(not a or len(a.encode()) > MAX_ARG_BYTES or "\0" in a for a in m.command):
         return f"each command item is 1-{MAX_ARG_BYTES} bytes without NUL", {}
     program = m.command[0]
-    return _if(program not in INTERPRETERS and bad_path(program) is not None,
-               f"the program {program!r} must be a file of the bundle or one of {sorted(INTERPRETERS)}")
+    return _if(
+        program not in INTERPRETERS and bad_path(program) is not None,
+        f"the program {program!r} must be a file of the bundle or one of {sorted(INTERPRETERS)}",
+    )
 
 
 def _env(m: PluginManifest, _: NodePluginLimits) -> Broken:
@@ -162,7 +169,10 @@ def _env(m: PluginManifest, _: NodePluginLimits) -> Broken:
         return f"{len(m.env)} env entries, at most {MAX_ENV}", {}
     for name, value in m.env.items():
         if not _ENV_NAME.fullmatch(name) or len(value.encode()) > MAX_ENV_VALUE_BYTES or "\0" in value:
-            return f"env {name[:128]!r}: a name [A-Za-z_][A-Za-z0-9_]* and a value of at most {MAX_ENV_VALUE_BYTES} bytes", {}
+            return (
+                f"env {name[:128]!r}: a name [A-Za-z_][A-Za-z0-9_]* and a value of at most {MAX_ENV_VALUE_BYTES} bytes",
+                {},
+            )
     return None
 
 

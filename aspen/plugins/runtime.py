@@ -48,12 +48,12 @@ def classify(plugin: str, export: str, exc: extism.Error) -> AspenError:
     """Map an Extism call failure to a stable plugin error code."""
     text = str(exc)
     if text == "timeout":
-        return AspenError(ErrorCode.PLUGIN_TIMEOUT, f"plugin '{plugin}' {export} exceeded its time limit", plugin=plugin)
+        return AspenError(
+            ErrorCode.PLUGIN_TIMEOUT, f"plugin '{plugin}' {export} exceeded its time limit", plugin=plugin
+        )
     if text == "oom":
         return AspenError(ErrorCode.PLUGIN_OOM, f"plugin '{plugin}' {export} ran out of memory", plugin=plugin)
-    return AspenError(
-        ErrorCode.PLUGIN_TRAP, f"plugin '{plugin}' {export} failed: {text[:500]}", plugin=plugin
-    )
+    return AspenError(ErrorCode.PLUGIN_TRAP, f"plugin '{plugin}' {export} failed: {text[:500]}", plugin=plugin)
 
 
 def bad_output(plugin: str, message: str) -> AspenError:
@@ -170,7 +170,11 @@ class PluginRuntime:
         self.calls = 0
         self.faults = 0
         self.last_fault: str | None = None
-        manifest = {"wasm": [{"data": wasm}], "timeout_ms": limits.timeout_ms, "memory": {"max_pages": limits.memory_pages}}
+        manifest = {
+            "wasm": [{"data": wasm}],
+            "timeout_ms": limits.timeout_ms,
+            "memory": {"max_pages": limits.memory_pages},
+        }
         self._compiled = _batch_new_threads(lambda: extism.extism.CompiledPlugin(manifest, functions=HOST_FUNCTIONS))
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._submitted = EventCount()  # bumped after every put on _jobs

@@ -45,7 +45,9 @@ def _too_old(plugin: str, dep: str, minimum: str, actual: str, *, have: str = "i
 def check_room(m: PluginManifest, installed: Mapping[str, PluginManifest], *, max_plugins: int = MAX_PLUGINS) -> None:
     """A new plugin needs room among at most ``max_plugins``."""
     if m.name not in installed and len(installed) >= max_plugins:
-        raise _err(ErrorCode.PLUGIN_TOO_MANY_PLUGINS, f"{len(installed)} plugins installed, at most {max_plugins}", m.name)
+        raise _err(
+            ErrorCode.PLUGIN_TOO_MANY_PLUGINS, f"{len(installed)} plugins installed, at most {max_plugins}", m.name
+        )
 
 
 def check_prefixes_free(m: PluginManifest, others: Mapping[str, PluginManifest]) -> None:
@@ -97,7 +99,11 @@ def check_against_installed(
 
 
 def check_dependencies(
-    m: PluginManifest, present: Mapping[str, PluginManifest], *, missing: str = "is not installed", have: str = "installed is"
+    m: PluginManifest,
+    present: Mapping[str, PluginManifest],
+    *,
+    missing: str = "is not installed",
+    have: str = "installed is",
 ) -> None:
     """Every hard dependency of ``m`` is among ``present``, new enough: the
     installed plugins at install, the serving ones (``missing="does not

@@ -115,7 +115,9 @@ def _batch_write(b: Mapping[str, Any]) -> list[Need]:
 
 def _transaction(b: Mapping[str, Any]) -> list[Need]:
     compares = (
-        n for c in _list(b, "conditions") for n in key_need("kv:read", _field(c if isinstance(c, Mapping) else {}, "key"))
+        n
+        for c in _list(b, "conditions")
+        for n in key_need("kv:read", _field(c if isinstance(c, Mapping) else {}, "key"))
     )
     ops = (n for field in ("operations", "else_operations") for op in _list(b, field) for n in _op_needs(op))
     return _unique([*compares, *ops])

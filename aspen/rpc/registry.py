@@ -79,9 +79,7 @@ def _build(handlers: Iterable[RequestHandler], app_types: Mapping[str, str]) -> 
         ordered,
         MappingProxyType({t: tuple(hs) for t, hs in by_type.items()}),
         MappingProxyType(apps),
-        MappingProxyType(
-            {t: hs[0] for t, hs in by_type.items() if keeps_own_deadline(hs[0])}
-        ),
+        MappingProxyType({t: hs[0] for t, hs in by_type.items() if keeps_own_deadline(hs[0])}),
     )
 
 
@@ -212,7 +210,9 @@ def load_entry_point_handlers(node: Any, group: str) -> list[RequestHandler]:
         core = ep.dist is not None and ep.dist.name == CORE_DISTRIBUTION
         for h in made if isinstance(made, (list, tuple)) else [made]:
             if not isinstance(h, RequestHandler):
-                raise AspenError(ErrorCode.INVALID_ARGUMENT, f"entry point {ep.name!r} returned {h!r}, not a RequestHandler")
+                raise AspenError(
+                    ErrorCode.INVALID_ARGUMENT, f"entry point {ep.name!r} returned {h!r}, not a RequestHandler"
+                )
             low, high = (0, 899) if core else NATIVE_PLUGIN_PRIORITIES
             if not low <= h.priority <= high:
                 raise AspenError(

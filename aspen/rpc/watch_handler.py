@@ -25,7 +25,9 @@ class WatchHandler(TypedHandler):
 
     async def watch_cancel(self, body: c.WatchCancel, ctx: RequestContext) -> c.WatchCancelResult:
         if not self.node.watches.cancel(body.watch_id, ctx.caller):
-            raise AspenError(ErrorCode.WATCH_NOT_FOUND, f"no watch {body.watch_id} of yours (cancelled, expired or never created)")
+            raise AspenError(
+                ErrorCode.WATCH_NOT_FOUND, f"no watch {body.watch_id} of yours (cancelled, expired or never created)"
+            )
         return c.WatchCancelResult(watch_id=body.watch_id, was_cancelled=True)
 
 

@@ -24,7 +24,9 @@ def check_hash(value: object) -> str:
 
 def check_tag(tag: object) -> str:
     if not isinstance(tag, str) or not tag or len(tag.encode("utf-8", "replace")) > MAX_TAG_BYTES:
-        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"tag must be a string of 1..{MAX_TAG_BYTES} bytes, got {tag!r:.80}")
+        raise AspenError(
+            ErrorCode.INVALID_ARGUMENT, f"tag must be a string of 1..{MAX_TAG_BYTES} bytes, got {tag!r:.80}"
+        )
     return tag
 
 
@@ -69,6 +71,12 @@ def check_list(limit: object, continuation: object) -> str:
 
 
 def check_grace(grace_seconds: object) -> float:
-    if not isinstance(grace_seconds, (int, float)) or isinstance(grace_seconds, bool) or not 0 <= grace_seconds < float("inf"):
-        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"grace_seconds must be a finite number >= 0, got {grace_seconds!r}")
+    if (
+        not isinstance(grace_seconds, (int, float))
+        or isinstance(grace_seconds, bool)
+        or not 0 <= grace_seconds < float("inf")
+    ):
+        raise AspenError(
+            ErrorCode.INVALID_ARGUMENT, f"grace_seconds must be a finite number >= 0, got {grace_seconds!r}"
+        )
     return float(grace_seconds)

@@ -71,7 +71,6 @@ CREATE INDEX IF NOT EXISTS tags_by_hash ON tags(hash);
 """
 
 
-
 class LocalBlobStore(VerifiedReads):
     """:class:`aspen.storage.protocol.BlobStore` on a local directory.
 
@@ -198,7 +197,9 @@ class LocalBlobStore(VerifiedReads):
         content hashes differently — for bytes fetched from an untrusted peer."""
         expected = None if expected_hash is None else check_hash(expected_hash)
         if not hasattr(chunks, "__aiter__"):
-            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"chunks must be an async iterable, got {type(chunks).__name__}")
+            raise AspenError(
+                ErrorCode.INVALID_ARGUMENT, f"chunks must be an async iterable, got {type(chunks).__name__}"
+            )
         self._conn()
         used = await asyncio.to_thread(self._used)
         writer = await asyncio.to_thread(BlobWriter, self._tmp, self.max_blob_size)
@@ -206,7 +207,9 @@ class LocalBlobStore(VerifiedReads):
             pending = bytearray()
             async for chunk in chunks:
                 if not isinstance(chunk, (bytes, bytearray, memoryview)):
-                    raise AspenError(ErrorCode.INVALID_ARGUMENT, f"stream chunk must be bytes, got {type(chunk).__name__}")
+                    raise AspenError(
+                        ErrorCode.INVALID_ARGUMENT, f"stream chunk must be bytes, got {type(chunk).__name__}"
+                    )
                 pending += chunk
                 if writer.size + len(pending) > self.max_blob_size:
                     raise too_large(writer.size + len(pending), self.max_blob_size)

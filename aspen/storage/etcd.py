@@ -207,7 +207,9 @@ class EtcdKvBackend:
         # the compares saw, to tell which compare failed
         probe_keys = list(dict.fromkeys(c.key for c in compares))
         probes = [get_request(k.encode()) for k in probe_keys]
-        read_only = not any(op.HasField("request_put") or op.HasField("request_delete_range") for op in success + failure)
+        read_only = not any(
+            op.HasField("request_put") or op.HasField("request_delete_range") for op in success + failure
+        )
         resp = await self._kv(
             "Txn", rpc.TxnRequest(compare=native, success=success, failure=probes + failure), idempotent=read_only
         )
@@ -261,7 +263,9 @@ class EtcdKvBackend:
                             compact_revision=resp.compact_revision,
                         )
                     if resp.canceled:
-                        raise AspenError(ErrorCode.STORAGE_UNAVAILABLE, f"etcd cancelled the watch: {resp.cancel_reason}")
+                        raise AspenError(
+                            ErrorCode.STORAGE_UNAVAILABLE, f"etcd cancelled the watch: {resp.cancel_reason}"
+                        )
                     for ev in resp.events:
                         kv = to_kv(ev.kv)
                         kind = "delete" if ev.type == rpc.Event.DELETE else "put"

@@ -122,9 +122,7 @@ def map_rpc_error(exc: grpc.aio.AioRpcError) -> AspenError:
     if "too many operations" in low:
         return AspenError(ErrorCode.TOO_MANY_OPERATIONS, f"etcd: {details} (raise etcd --max-txn-ops)")
     if "request is too large" in low:
-        return AspenError(
-            ErrorCode.VALUE_TOO_LARGE, f"etcd: {details} (raise etcd --max-request-bytes)"
-        )
+        return AspenError(ErrorCode.VALUE_TOO_LARGE, f"etcd: {details} (raise etcd --max-request-bytes)")
     if "duplicate key" in low:
         return AspenError(
             ErrorCode.INVALID_ARGUMENT,

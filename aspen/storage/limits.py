@@ -155,7 +155,9 @@ def check_distinct_writes(ops: Sequence[object]) -> None:
     for op in ops:
         if isinstance(op, PutOp):
             if op.key in puts:
-                raise AspenError(ErrorCode.INVALID_ARGUMENT, f"key {op.key!r} is written twice in one batch", key=op.key)
+                raise AspenError(
+                    ErrorCode.INVALID_ARGUMENT, f"key {op.key!r} is written twice in one batch", key=op.key
+                )
             puts.add(op.key)
         elif isinstance(op, DeleteOp):
             (deleted_prefixes.append if op.prefix else deleted_keys.add)(op.key)

@@ -135,11 +135,15 @@ class S3BlobStore:
         """``expected_hash``: refuse (``BLOB_CORRUPT``, nothing stored) when the content hashes differently."""
         expected = None if expected_hash is None else check_hash(expected_hash)
         if not hasattr(chunks, "__aiter__"):
-            raise AspenError(ErrorCode.INVALID_ARGUMENT, f"chunks must be an async iterable, got {type(chunks).__name__}")
+            raise AspenError(
+                ErrorCode.INVALID_ARGUMENT, f"chunks must be an async iterable, got {type(chunks).__name__}"
+            )
         self._check_open()
         return await self._add(chunks, expected, (await meta.load_usage(self.kv))[0])
 
-    async def _add(self, chunks: AsyncIterable[bytes], expected: str | None = None, used: int | None = None) -> BlobAddResult:
+    async def _add(
+        self, chunks: AsyncIterable[bytes], expected: str | None = None, used: int | None = None
+    ) -> BlobAddResult:
         """``used``: refuse the stream as soon as it cannot fit (its size is unknown up front;
         a known-size add may still be a free re-add, decided at commit)."""
         self._check_open()
@@ -147,7 +151,9 @@ class S3BlobStore:
         try:
             async for chunk in chunks:
                 if not isinstance(chunk, (bytes, bytearray, memoryview)):
-                    raise AspenError(ErrorCode.INVALID_ARGUMENT, f"stream chunk must be bytes, got {type(chunk).__name__}")
+                    raise AspenError(
+                        ErrorCode.INVALID_ARGUMENT, f"stream chunk must be bytes, got {type(chunk).__name__}"
+                    )
                 if used is not None and used + up.size + len(chunk) > self.max_total_bytes:
                     raise quota_exceeded("max_total_bytes", self.max_total_bytes, used)
                 await up.feed(chunk)
@@ -281,7 +287,9 @@ class S3BlobStore:
             if tags and not force:
                 if cur.meta.corrupt:
                     return False  # nothing to serve; the tags wait for a good copy
-                raise AspenError(ErrorCode.BLOB_PROTECTED, f"blob {h} is protected by tags {sorted(tags)}", hash=h, tags=sorted(tags))
+                raise AspenError(
+                    ErrorCode.BLOB_PROTECTED, f"blob {h} is protected by tags {sorted(tags)}", hash=h, tags=sorted(tags)
+                )
             if await meta.sized(self.kv, [cur.guard()], meta.drop_blob(h, tags if force else []), -cur.meta.size):
                 self.cache.drop(h)
                 await self.objects.delete(self.objects.key(cur.meta.object))
@@ -325,4 +333,3 @@ class S3BlobStore:
             self._closed = True
             await self.running.close()
             await self.objects.close()
-

@@ -189,7 +189,11 @@ class S3Objects:
             lambda: self._client.get_object(Bucket=self.bucket, Key=self.key(name), Range=f"bytes={start}-{stop - 1}"),
         )
         total = str(resp.get("ContentRange", "")).rpartition("/")[2]
-        return int(resp.get("ContentLength", -1)), int(total) if total.isdigit() else -1, self._body(resp["Body"], block)
+        return (
+            int(resp.get("ContentLength", -1)),
+            int(total) if total.isdigit() else -1,
+            self._body(resp["Body"], block),
+        )
 
     async def _body(self, body: Any, block: int) -> AsyncIterator[bytes]:
         left = block

@@ -113,7 +113,9 @@ async def load_usage(kv: KeyValueStore) -> tuple[int, int]:
     return total, 0
 
 
-async def sized(kv: KeyValueStore, compares: list[Compare], ops: list[TxnOp], delta: int, limit: int | None = None) -> bool:
+async def sized(
+    kv: KeyValueStore, compares: list[Compare], ops: list[TxnOp], delta: int, limit: int | None = None
+) -> bool:
     """:func:`guarded` that also moves the usage counter by ``delta`` bytes; ``QUOTA_EXCEEDED``
     when a growth would pass ``limit`` and ``compares`` still hold. A change that lost only
     the race on the counter (another node's add or delete) is retried."""
@@ -151,7 +153,10 @@ async def protect(kv: KeyValueStore, h: str, tag: str) -> None:
         old_hash = None if tag_kv is None else tag_kv.value.decode()
         if old_hash == h and tag in cur.meta.tags:
             return
-        compares = [cur.guard(), Compare(key=TAG + tag, target="mod_revision", value=0 if tag_kv is None else tag_kv.mod_revision)]
+        compares = [
+            cur.guard(),
+            Compare(key=TAG + tag, target="mod_revision", value=0 if tag_kv is None else tag_kv.mod_revision),
+        ]
         ops: list[TxnOp] = [
             put_meta(h, msgspec.structs.replace(cur.meta, tags=sorted({*cur.meta.tags, tag}))),
             PutOp(key=TAG + tag, value=h.encode()),
@@ -160,7 +165,9 @@ async def protect(kv: KeyValueStore, h: str, tag: str) -> None:
             old = await load(kv, old_hash)
             compares.append(old.guard())
             if old.meta is not None:
-                ops.append(put_meta(old_hash, msgspec.structs.replace(old.meta, tags=[t for t in old.meta.tags if t != tag])))
+                ops.append(
+                    put_meta(old_hash, msgspec.structs.replace(old.meta, tags=[t for t in old.meta.tags if t != tag]))
+                )
         if await guarded(kv, compares, ops):
             return
 
@@ -174,7 +181,9 @@ async def unprotect(kv: KeyValueStore, tag: str) -> None:
         compares = [Compare(key=TAG + tag, target="mod_revision", value=tag_kv.mod_revision), old.guard()]
         ops: list[TxnOp] = [DeleteOp(key=TAG + tag)]
         if old.meta is not None:
-            ops.append(put_meta(old.hash, msgspec.structs.replace(old.meta, tags=[t for t in old.meta.tags if t != tag])))
+            ops.append(
+                put_meta(old.hash, msgspec.structs.replace(old.meta, tags=[t for t in old.meta.tags if t != tag]))
+            )
         if await guarded(kv, compares, ops):
             return
 
@@ -190,7 +199,11 @@ async def mark_corrupt(kv: KeyValueStore, h: str, object_name: str) -> None:
             return
 
 
-async def scan_records(kv: KeyValueStore, after: str = "", limit: int = 1000) -> tuple[list[tuple[str, BlobMeta, int]], bool]:
+async def scan_records(
+    kv: KeyValueStore, after: str = "", limit: int = 1000
+) -> tuple[list[tuple[str, BlobMeta, int]], bool]:
     """Up to ``limit`` records with hash > ``after`` in hash order: (hash, meta, mod revision), and whether more follow."""
-    page = await kv.scan(start=BLOB + after + ("\0" if after else ""), end=BLOB[:-1] + chr(ord(BLOB[-1]) + 1), limit=limit)
+    page = await kv.scan(
+        start=BLOB + after + ("\0" if after else ""), end=BLOB[:-1] + chr(ord(BLOB[-1]) + 1), limit=limit
+    )
     return [(e.key[len(BLOB) :], decode(e), e.mod_revision) for e in page.entries], page.is_truncated

@@ -42,7 +42,9 @@ class S3Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froze
         if self.endpoint is not None:
             parts = urlsplit(self.endpoint)
             if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise AspenError(ErrorCode.INVALID_ARGUMENT, f"blob store endpoint must be an http(s) URL, got {self.endpoint!r}")
+                raise AspenError(
+                    ErrorCode.INVALID_ARGUMENT, f"blob store endpoint must be an http(s) URL, got {self.endpoint!r}"
+                )
         if (self.access_key_id is None) != (self.secret_access_key is None):
             raise AspenError(ErrorCode.INVALID_ARGUMENT, "blob store access_key_id and secret_access_key go together")
 
@@ -56,7 +58,9 @@ def _convert(raw: dict[str, Any], where: str) -> S3Settings:
 
 def _url_fields(url: object) -> dict[str, Any]:
     if not isinstance(url, str) or len(url) > MAX_URL_CHARS:
-        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"blob store URL must be a string of at most {MAX_URL_CHARS} characters")
+        raise AspenError(
+            ErrorCode.INVALID_ARGUMENT, f"blob store URL must be a string of at most {MAX_URL_CHARS} characters"
+        )
     try:
         parts = urlsplit(url)
         query = parse_qsl(parts.query, keep_blank_values=True, max_num_fields=32)
@@ -85,7 +89,7 @@ def blob_backend(section: dict[str, Any]) -> S3Settings | None:
     if backend == "local":
         return None
     if backend != "s3":
-        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"[blobs] backend must be \"local\" or \"s3\", got {backend!r:.80}")
+        raise AspenError(ErrorCode.INVALID_ARGUMENT, f'[blobs] backend must be "local" or "s3", got {backend!r:.80}')
     raw = {k: v for k, v in section.items() if k in S3Settings.__struct_fields__}
     if "url" in section:
         raw.update(_url_fields(section["url"]))

@@ -253,7 +253,9 @@ class SqliteKvBackend:
             covered = start - 1
             while True:
                 wake.clear()
-                cursor, covered, events = await self._read(ops.read_events, cursor, covered, start, lo, hi, _WATCH_BATCH)
+                cursor, covered, events = await self._read(
+                    ops.read_events, cursor, covered, start, lo, hi, _WATCH_BATCH
+                )
                 for event in events:
                     yield event
                 if len(events) < _WATCH_BATCH:
@@ -282,7 +284,6 @@ class SqliteKvBackend:
         await asyncio.to_thread(self._reader.stop)
         for wake in self._watch_wakeups:
             wake.set()
-
 
 
 class SqliteKeyValueStore(KvFrontDoor[SqliteKvBackend]):

@@ -151,12 +151,16 @@ def lease_info(conn: sqlite3.Connection, lease_id: int, now_ms: int, *, with_key
     return _lease_info(conn, lease_id, row[0], row[1], now_ms, with_keys)
 
 
-def _lease_info(conn: sqlite3.Connection, lease_id: int, ttl: int, expires_ms: int, now_ms: int, with_keys: bool) -> LeaseInfo:
+def _lease_info(
+    conn: sqlite3.Connection, lease_id: int, ttl: int, expires_ms: int, now_ms: int, with_keys: bool
+) -> LeaseInfo:
     left_ms = expires_ms - now_ms
     remaining = -1 if left_ms <= 0 else (left_ms + 999) // 1000
     keys: list[str] = []
     if with_keys:
-        keys = [r[0].decode("utf-8") for r in conn.execute("SELECT key FROM kv WHERE lease = ? ORDER BY key", (lease_id,))]
+        keys = [
+            r[0].decode("utf-8") for r in conn.execute("SELECT key FROM kv WHERE lease = ? ORDER BY key", (lease_id,))
+        ]
     return LeaseInfo(id=lease_id, granted_ttl=ttl, remaining_ttl=remaining, keys=keys)
 
 
@@ -309,7 +313,9 @@ def delete_key(txn: WriteTxn, key: bytes) -> int:
     return _deleted(txn, [r[0] for r in rows])
 
 
-def compare_and_swap(txn: WriteTxn, key: bytes, expected: bytes | None, new: bytes | None) -> tuple[bool, KeyValue | None, int]:
+def compare_and_swap(
+    txn: WriteTxn, key: bytes, expected: bytes | None, new: bytes | None
+) -> tuple[bool, KeyValue | None, int]:
     """``new=None`` deletes. Returns (succeeded, entry after / current entry, revision)."""
     current = get(txn.conn, key)
     holds = current is None if expected is None else current is not None and current.value == expected

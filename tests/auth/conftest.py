@@ -50,7 +50,9 @@ def mint(admin):
     return make
 
 
-def rpc(node: NodeProcess, type_: str, body: dict | None = None, token: str | None = None, **headers: str) -> httpx.Response:
+def rpc(
+    node: NodeProcess, type_: str, body: dict | None = None, token: str | None = None, **headers: str
+) -> httpx.Response:
     """One raw ``POST /v1/rpc``; ``token`` goes in the Authorization header."""
     if token is not None:
         headers["authorization"] = f"Bearer {token}"

@@ -18,7 +18,10 @@ async def test_every_core_request_type_has_an_entry(tmp_path):
     node = await open_node(load_config(data_dir=str(tmp_path)))
     try:
         served = {
-            t for h in node.services.registry.snapshot().handlers if h.priority < CORE_PRIORITY_END for t in h.request_types
+            t
+            for h in node.services.registry.snapshot().handlers
+            if h.priority < CORE_PRIORITY_END
+            for t in h.request_types
         }
     finally:
         await node.close()

@@ -72,7 +72,9 @@ def test_watches_per_caller_and_node(tight):
     assert quota(rpc(tight, "WatchCreate", {"prefix": "q/"}, token=carol))["quota"] == "watches_per_caller"
     assert code_of(rpc(tight, "WatchCreate", {"prefix": "q/"}, token=dave)) is None
     assert code_of(rpc(tight, "WatchCreate", {"prefix": "q/"}, token=dave)) is None
-    details = quota(rpc(tight, "WatchCreate", {"prefix": "q/"}, token=token_for(tight, ("kv:watch", "q/"), subject="q-e")))
+    details = quota(
+        rpc(tight, "WatchCreate", {"prefix": "q/"}, token=token_for(tight, ("kv:watch", "q/"), subject="q-e"))
+    )
     assert details == {"quota": "watches_per_node", "limit": 4, "used": 4}
     headers = {"authorization": f"Bearer {carol}"}
     r = httpx.get(f"{tight.url}/v1/watch", params={"prefix": "q/"}, headers=headers)
@@ -121,7 +123,9 @@ async def test_requests_in_flight_per_caller_get_429(tmp_path):
     try:
         node.services.registry.add(Slow())
         transport = httpx.ASGITransport(app=node.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://localhost", headers=admin_headers(tmp_path / "data")) as h:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://localhost", headers=admin_headers(tmp_path / "data")
+        ) as h:
             slow = asyncio.ensure_future(h.post("/v1/rpc", json={"type": "Slow", "body": {"seconds": 1.5}}))
             deadline = time.monotonic() + 5
             while True:  # until the slow one holds the caller's only slot

@@ -88,7 +88,11 @@ def test_a_batch_smuggling_one_key_is_refused_whole(node, mint, admin):
     [
         ({"conditions": [{"key": "theirs/c", "target": "exists"}], "operations": []}, "theirs/c"),
         (
-            {"conditions": [], "operations": [], "else_operations": [{"type": "delete", "key": "theirs/", "prefix": True}]},
+            {
+                "conditions": [],
+                "operations": [],
+                "else_operations": [{"type": "delete", "key": "theirs/", "prefix": True}],
+            },
             "theirs/",
         ),
         ({"conditions": [], "operations": [{"type": "range", "prefix": "the"}]}, "the"),

@@ -35,7 +35,12 @@ def test_create_never_widens(node, mint):
         assert code_of(r) == "UNAUTHORIZED", right
     r = rpc(node, "TokenCreate", {"rights": [{"operation": "cluster:peer", "resource": "*"}]}, token=node.token)
     assert code_of(r) == "INVALID_ARGUMENT"  # node credentials are minted by nodes only
-    r = rpc(node, "TokenCreate", {"rights": [{"operation": "kv:read", "resource": "team/"}]}, token=mint(("kv:read", "team/")))
+    r = rpc(
+        node,
+        "TokenCreate",
+        {"rights": [{"operation": "kv:read", "resource": "team/"}]},
+        token=mint(("kv:read", "team/")),
+    )
     assert (r.status_code, code_of(r)) == (403, "UNAUTHORIZED")  # no token:delegate
 
 
@@ -63,7 +68,9 @@ def test_verify_and_inspect(node, mint):
     body = rpc(node, "TokenVerify", {"token": token}, token=node.token).json()["body"]
     assert body["is_valid"] and body["subject"] == "inspected" and len(body["public_key"]) == 64
     shown = aspen(node, "token", "inspect", "-", token=node.token, stdin=token)
-    assert shown.returncode == 0 and 'right("kv:read", "iv/")' in shown.stdout and "valid on this cluster" in shown.stdout
+    assert (
+        shown.returncode == 0 and 'right("kv:read", "iv/")' in shown.stdout and "valid on this cluster" in shown.stdout
+    )
     bad = rpc(node, "TokenVerify", {"token": "garbage"}, token=node.token).json()["body"]
     assert not bad["is_valid"] and bad["code"] == "UNAUTHENTICATED"
 
@@ -73,7 +80,11 @@ def test_cli_create_with_flags_and_global_options(node):
     assert made.returncode == 0, made.stderr
     token = made.stdout.strip()
     put = subprocess.run(
-        [ASPEN, "--url", node.url, "--token", token, "kv", "put", "cli/a", "b"], capture_output=True, text=True, timeout=60, check=False
+        [ASPEN, "--url", node.url, "--token", token, "kv", "put", "cli/a", "b"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert put.returncode == 0, put.stderr
     denied = aspen(node, "kv", "put", "elsewhere", "b", token=token)

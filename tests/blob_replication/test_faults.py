@@ -173,6 +173,7 @@ async def test_receiving_node_killed_mid_put(tmp_path):
     proc, url = await start_node_process(root, port)
     sent = 0
     try:
+
         async def slow_chunks():
             nonlocal sent
             for i in range(1000):

@@ -135,7 +135,11 @@ class S3Backend:
 
 @pytest.fixture(params=BLOB_BACKENDS)
 async def backend(request, tmp_path):
-    b = LocalBackend(tmp_path) if request.param == "local" else S3Backend(request.getfixturevalue("seaweedfs"), tmp_path)
+    b = (
+        LocalBackend(tmp_path)
+        if request.param == "local"
+        else S3Backend(request.getfixturevalue("seaweedfs"), tmp_path)
+    )
     yield b
     await b.close()
 

@@ -91,8 +91,17 @@ async def test_ranges_match_slices(store):
     data = pseudo_random(5 * SEGMENT_SIZE + 1234)
     h = (await store.add_bytes(data)).hash
     rng = random.Random(7)
-    cases = [(0, None), (0, 0), (len(data), None), (len(data), 0), (len(data) - 1, 1), (SEGMENT_SIZE - 1, 2),
-             (SEGMENT_SIZE, SEGMENT_SIZE), (3, None), (0, len(data))]
+    cases = [
+        (0, None),
+        (0, 0),
+        (len(data), None),
+        (len(data), 0),
+        (len(data) - 1, 1),
+        (SEGMENT_SIZE - 1, 2),
+        (SEGMENT_SIZE, SEGMENT_SIZE),
+        (3, None),
+        (0, len(data)),
+    ]
     for _ in range(40):
         off = rng.randrange(len(data) + 1)
         cases.append((off, rng.randrange(len(data) - off + 1)))

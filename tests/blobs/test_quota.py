@@ -83,7 +83,9 @@ async def test_s3_stores_sharing_records_share_the_quota(seaweedfs, tmp_path):
     """Two nodes: one KV, one bucket prefix; what one adds counts against the other."""
     s3 = S3Backend(seaweedfs, tmp_path)
     one = await s3.open(max_total_bytes=LIMIT)
-    two = await S3BlobStore.open(s3_settings(seaweedfs, prefix=one.objects.settings.prefix), one.kv, max_total_bytes=LIMIT)
+    two = await S3BlobStore.open(
+        s3_settings(seaweedfs, prefix=one.objects.settings.prefix), one.kv, max_total_bytes=LIMIT
+    )
     try:
         first = await one.add_bytes(pseudo_random(LIMIT - 100, b"one"))
         err = await refused(two.add_bytes(pseudo_random(101, b"two")))

@@ -40,7 +40,9 @@ async def proxied(seaweedfs, tmp_path):
     """A store that reaches SeaweedFS through a proxy the test can cut."""
     proxy = await TcpProxy(seaweedfs.s3_port).start()
     kv = await SqliteKeyValueStore.open(tmp_path / "kv.db")
-    store = await S3BlobStore.open(s3_settings(seaweedfs, endpoint=proxy.endpoint, cache_bytes=0, connect_timeout=1, read_timeout=2), kv)
+    store = await S3BlobStore.open(
+        s3_settings(seaweedfs, endpoint=proxy.endpoint, cache_bytes=0, connect_timeout=1, read_timeout=2), kv
+    )
     yield store, proxy
     await store.close()
     await kv.close()
@@ -128,7 +130,9 @@ async def test_cache_serves_hot_blobs_and_stays_bounded(s3):
 
 async def test_gc_runs_on_one_node_at_a_time(s3):
     a = await s3.open()
-    b = S3BlobStore(a.objects, a.kv, max_blob_size=a.max_blob_size, max_total_bytes=a.max_total_bytes, owner="other-node")
+    b = S3BlobStore(
+        a.objects, a.kv, max_blob_size=a.max_blob_size, max_total_bytes=a.max_total_bytes, owner="other-node"
+    )
     await a.add_bytes(b"old")
     await a.kv.put(s3_meta.GC_LOCK, b"held")  # another node's GC (its lease would hold it)
     assert await code_of(b.gc(grace_seconds=0)) == ErrorCode.GC_IN_PROGRESS

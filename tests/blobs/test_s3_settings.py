@@ -12,7 +12,9 @@ from tests.node.node_process import ASPEN
 
 
 def test_url_and_section_fill_one_record():
-    s = settings_from_url("s3://my-bucket?endpoint=http://127.0.0.1:8333&region=eu-west-1&path_style=false&cache_bytes=10")
+    s = settings_from_url(
+        "s3://my-bucket?endpoint=http://127.0.0.1:8333&region=eu-west-1&path_style=false&cache_bytes=10"
+    )
     assert (s.bucket, s.endpoint, s.region, s.path_style, s.cache_bytes) == (
         "my-bucket", "http://127.0.0.1:8333", "eu-west-1", False, 10,
     )  # fmt: skip

@@ -108,7 +108,10 @@ def test_kv_fails_over_from_a_dead_node_to_a_live_one(node):
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there: connection refused
     both = f"{dead},{node.url}"
     env = {k: v for k, v in os.environ.items() if k != "ASPEN_URL"}
-    for args in (["kv", "put", "failover/k", "through-live", "--url", both], ["kv", "get", "failover/k", "--url", both]):
+    for args in (
+        ["kv", "put", "failover/k", "through-live", "--url", both],
+        ["kv", "get", "failover/k", "--url", both],
+    ):
         r = subprocess.run([ASPEN, *args], capture_output=True, env=env, timeout=60)
         assert r.returncode == 0, (args, r.stdout, r.stderr)
     assert r.stdout == b"through-live"

@@ -83,6 +83,8 @@ def test_blob_tags_print_literally(node, tmp_path):
     f = tmp_path / "blob"
     f.write_bytes(b"tagged blob for the literal test")
     digest = ok(node, "blob", "add", str(f)).strip()
-    assert "protected under 'lit:smile:[bold]t[/bold]'" in ok(node, "blob", "protect", digest, "lit:smile:[bold]t[/bold]")
+    assert "protected under 'lit:smile:[bold]t[/bold]'" in ok(
+        node, "blob", "protect", digest, "lit:smile:[bold]t[/bold]"
+    )
     assert "lit:smile:[bold]t[/bold]" in ok(node, "blob", "ls")
     assert "removed tag 'lit:smile:[bold]t[/bold]'" in ok(node, "blob", "unprotect", "lit:smile:[bold]t[/bold]")

@@ -43,7 +43,17 @@ def hammer(node, kind: str, name: str, tmp_path: Path, rounds: int) -> tuple[lis
     member_kill_at = time.monotonic() + rng.uniform(0.3, 1.5) if etcd is not None else None
 
     def spawn(process: int) -> subprocess.Popen:
-        args = [sys.executable, "-m", "tests.coordination.hammer", node.url, kind, name, str(path), str(process), str(rounds)]
+        args = [
+            sys.executable,
+            "-m",
+            "tests.coordination.hammer",
+            node.url,
+            kind,
+            name,
+            str(path),
+            str(process),
+            str(rounds),
+        ]
         return subprocess.Popen(args, stderr=subprocess.PIPE)
 
     procs = {p: spawn(p) for p in range(1, PROCESSES + 1)}
@@ -96,7 +106,9 @@ def parse(path: Path) -> tuple[list[Op], dict[int, float]]:
     ops = []
     for key, inv in invoked.items():
         ans = answered.get(key)
-        ops.append(Op(inv["p"], inv["t"], ans["t"] if ans else INF, inv["kind"], inv["arg"], ans["result"] if ans else None))
+        ops.append(
+            Op(inv["p"], inv["t"], ans["t"] if ans else INF, inv["kind"], inv["arg"], ans["result"] if ans else None)
+        )
     return ops, gave_up
 
 
@@ -107,7 +119,9 @@ def assert_linearizable(history: list[Op], initial, step) -> None:
 
 def test_lock_is_linearizable_with_increasing_fencing_tokens(node, tmp_path):
     history, killed = hammer(node, "lock", f"lin-{uuid.uuid4().hex[:8]}", tmp_path, rounds=8)
-    tokens = [o.result for o in sorted(history, key=lambda o: o.end) if o.kind == "acquire" and isinstance(o.result, int)]
+    tokens = [
+        o.result for o in sorted(history, key=lambda o: o.end) if o.kind == "acquire" and isinstance(o.result, int)
+    ]
     assert len(tokens) >= PROCESSES * 4
     assert_linearizable(history, (None, None, 0), lock_step(killed))
 
@@ -137,7 +151,9 @@ def test_queue_delivers_once_within_visibility_and_loses_nothing(node, tmp_path)
     with SyncClient(node.url) as client:  # drain, after the killed consumers' visibility ran out
         while True:
             start = time.monotonic()
-            got = client.coord(m.QueueDequeueWait(name=name, consumer="0", visibility_timeout_ms=60_000, timeout_seconds=4))
+            got = client.coord(
+                m.QueueDequeueWait(name=name, consumer="0", visibility_timeout_ms=60_000, timeout_seconds=4)
+            )
             history.append(Op(0, start, time.monotonic(), "dequeue", None, got.items[0].id if got.items else None))
             if not got.items:
                 break
@@ -153,5 +169,3 @@ def test_queue_delivers_once_within_visibility_and_loses_nothing(node, tmp_path)
     assert len(acked) == len(set(acked)), "an item was acked twice"
     assert status.visible == status.in_flight == 0 and status.enqueued == status.acked and not dead
     assert_linearizable(history, ((), ()), queue_step(killed, history))
-
-

@@ -55,7 +55,9 @@ def test_requests_are_authorised_by_kind_and_name(node, admin):
 def test_a_lock_belongs_to_the_caller_that_took_it(node, admin):
     alice = token(admin, "alice", ("coord", "lock/shared"))
     bob = token(admin, "bob", ("coord", "lock/shared"))
-    got = rpc(node, "LockAcquire", {"name": "shared", "holder": "alice's job", "ttl_seconds": 30}, alice)["body"]["lock"]
+    got = rpc(node, "LockAcquire", {"name": "shared", "holder": "alice's job", "ttl_seconds": 30}, alice)["body"][
+        "lock"
+    ]
     assert got["owner"] == "alice"
     busy = rpc(node, "LockTryAcquire", {"name": "shared"}, bob)["body"]
     assert busy["acquired"] is False and busy["lock"]["holder"] == "alice's job"
@@ -68,9 +70,15 @@ def test_permits_and_candidacies_belong_to_their_caller(node, admin):
     alice = token(admin, "alice", ("coord", ""))
     bob = token(admin, "bob", ("coord", ""))
     permit = rpc(node, "SemaphoreAcquire", {"name": "s", "capacity": 2}, alice)["body"]["permit"]
-    assert error(rpc(node, "SemaphoreRelease", {"name": "s", "permit_id": permit["permit_id"]}, bob)) == ErrorCode.SEMAPHORE_NOT_HELD
+    assert (
+        error(rpc(node, "SemaphoreRelease", {"name": "s", "permit_id": permit["permit_id"]}, bob))
+        == ErrorCode.SEMAPHORE_NOT_HELD
+    )
     leader = rpc(node, "ElectionCampaign", {"name": "own", "ttl_seconds": 30}, alice)["body"]["leader"]
-    assert error(rpc(node, "ElectionResign", {"name": "own", "lease_id": leader["lease_id"]}, bob)) == ErrorCode.ELECTION_NOT_LEADER
+    assert (
+        error(rpc(node, "ElectionResign", {"name": "own", "lease_id": leader["lease_id"]}, bob))
+        == ErrorCode.ELECTION_NOT_LEADER
+    )
     assert error(rpc(node, "ElectionResign", {"name": "own", "lease_id": leader["lease_id"]}, alice)) is None
     entered = rpc(node, "BarrierEnter", {"name": "solo", "count": 1}, alice)["body"]["barrier"]
     leave = {"name": "solo", "participant_id": entered["participant_id"]}
@@ -120,7 +128,9 @@ def test_deeply_nested_and_oversized_bodies_are_refused(node, admin):
 
 def test_the_cli_takes_and_releases_a_lock(node):
     def aspen(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([ASPEN, *args, "--url", node.url], check=False, capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [ASPEN, *args, "--url", node.url], check=False, capture_output=True, text=True, timeout=60
+        )
 
     took = aspen("lock", "acquire", "cli-lock", "--ttl", "30", "--json")
     assert took.returncode == 0, took.stderr
@@ -173,7 +183,10 @@ def test_election_survives_the_leaders_sigkill_within_its_ttl(node, admin):
 
 def test_holdings_count_against_the_callers_lease_quota(tmp_path):
     (tmp_path / "aspen.toml").write_text("[quotas]\nleases_per_caller = 2\n")
-    with NodeProcess(tmp_path / "data", "--config", str(tmp_path / "aspen.toml")) as tight, SyncClient(tight.url) as admin:
+    with (
+        NodeProcess(tmp_path / "data", "--config", str(tmp_path / "aspen.toml")) as tight,
+        SyncClient(tight.url) as admin,
+    ):
         carol = token(admin, "carol", ("coord", ""), ("lease", "*"))
         assert error(rpc(tight, "LockAcquire", {"name": "q1"}, carol)) is None
         permit = rpc(tight, "SemaphoreTryAcquire", {"name": "q2", "capacity": 5}, carol)["body"]["permit"]

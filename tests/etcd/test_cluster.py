@@ -170,7 +170,9 @@ def test_dev_cluster_command_starts_and_stops_cleanly_on_sigterm(tmp_path) -> No
         urls = next(line for line in lines if line.startswith("export ASPEN_URL=")).split("=", 1)[1].strip()
         assert len(urls.split(",")) == 2
         status = msgspec.json.decode(
-            subprocess.run([*ASPEN, "cluster", "status", "--url", urls, "--json"], capture_output=True, timeout=60).stdout
+            subprocess.run(
+                [*ASPEN, "cluster", "status", "--url", urls, "--json"], capture_output=True, timeout=60
+            ).stdout
         )
         assert len(status["nodes"]) == 2
         proc.send_signal(signal.SIGTERM)

@@ -148,7 +148,9 @@ async def test_a_token_etcd_dropped_is_fetched_again(secure_etcd):
         mine = (await auth.Authenticate(rpc.AuthenticateRequest(name="root", password=ROOT_PASSWORD), timeout=10)).token
         # same password: etcd keeps it but forgets every token of root, the store's included
         await auth.UserChangePassword(
-            rpc.AuthUserChangePasswordRequest(name="root", password=ROOT_PASSWORD), metadata=(("token", mine),), timeout=10
+            rpc.AuthUserChangePasswordRequest(name="root", password=ROOT_PASSWORD),
+            metadata=(("token", mine),),
+            timeout=10,
         )
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await rpc.KVStub(channel).Range(rpc.RangeRequest(key=b"tls/t"), metadata=(("token", mine),), timeout=10)
@@ -180,7 +182,9 @@ async def test_bad_credentials_fail_the_open_clearly(secure_etcd, overrides, cod
 
 
 async def test_without_a_user_calls_are_refused(secure_etcd):
-    store = await EtcdKeyValueStore.open([secure_etcd.endpoint], security=secure_etcd.security(user=None, password=None))
+    store = await EtcdKeyValueStore.open(
+        [secure_etcd.endpoint], security=secure_etcd.security(user=None, password=None)
+    )
     try:
         with pytest.raises(AspenError) as err:
             await store.get("tls/a")

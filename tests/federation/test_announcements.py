@@ -111,15 +111,23 @@ def test_hostile_announcements_are_refused_and_counted(tmp_path, clusters):
     assert big.status_code == 413 and big.json()["body"]["code"] == "MESSAGE_TOO_LARGE"
     chunked = post(iter([b"[" * 3000, b"]" * 3000]))  # no Content-Length: counted as it streams
     assert chunked.status_code == 413
-    for bad in (b"not json", b"[" * 2000 + b"]" * 2000, b"{}", msgspec.json.encode({"announcement": {}, "signature": 1})):
+    for bad in (
+        b"not json",
+        b"[" * 2000 + b"]" * 2000,
+        b"{}",
+        msgspec.json.encode({"announcement": {}, "signature": 1}),
+    ):
         r = post(bad)
         assert r.status_code == 400 and r.json()["body"]["code"] == "FEDERATION_ANNOUNCEMENT_INVALID", bad[:20]
-    too_many = post(signed(ClusterIdentity(os.urandom(32), "y"), apps=tuple(AppManifest(f"a{i}", "1") for i in range(33))))
+    too_many = post(
+        signed(ClusterIdentity(os.urandom(32), "y"), apps=tuple(AppManifest(f"a{i}", "1") for i in range(33)))
+    )
     assert too_many.status_code in (400, 413)
     assert post(good, headers={"x-aspen-hops": "-1"}).status_code == 400
     metrics = httpx.get(f"{node.url}/metrics").text
     for outcome in ("accepted", "replayed", "stale", "forged", "expired", "oversized", "invalid"):
         assert re.search(rf'aspen_federation_announcements_total{{outcome="{outcome}"}} [1-9]', metrics), outcome
+
     # a flood from one sender is cut off before anything is decoded
     async def flood() -> list[int]:  # concurrent, so a slow machine cannot pace it under the refill rate
         async with httpx.AsyncClient(base_url=node.url) as http:

@@ -40,7 +40,9 @@ def test_plugin_app_follows_the_plugin(tmp_path, clusters):
         [app] = wait_apps(client, [("echo", "0.1.0")])
         node_id = client.call("GetNodeInfo", {})["node_id"]
         assert app["provider"] == "plugin" and app["nodes"] == [node_id] and "Echo" in app["request_types"]
-        out = subprocess.run([ASPEN, "app", "list", "--json", "--url", node.url], capture_output=True, text=True, check=False)
+        out = subprocess.run(
+            [ASPEN, "app", "list", "--json", "--url", node.url], capture_output=True, text=True, check=False
+        )
         assert out.returncode == 0 and json.loads(out.stdout)["apps"][0]["app_id"] == "echo", (out.stdout, out.stderr)
         text = subprocess.run([ASPEN, "app", "list", "--url", node.url], capture_output=True, text=True, check=False)
         assert "echo" in text.stdout and "plugin" in text.stdout

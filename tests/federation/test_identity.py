@@ -35,11 +35,15 @@ def test_identity_is_signed_stable_and_kept_secret(tmp_path, clusters):
     # the key survives a restart; the CLI shows it
     node.terminate()
     node.start()
-    out = subprocess.run([ASPEN, "cluster", "identity", "--json", "--url", node.url], capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [ASPEN, "cluster", "identity", "--json", "--url", node.url], capture_output=True, text=True, check=False
+    )
     assert out.returncode == 0, out.stderr
     again = json.loads(out.stdout)
     assert again["identity"]["document"]["cluster_key"] == first.document.cluster_key and again["valid"] is True
-    text = subprocess.run([ASPEN, "cluster", "identity", "--url", node.url], capture_output=True, text=True, check=False)
+    text = subprocess.run(
+        [ASPEN, "cluster", "identity", "--url", node.url], capture_output=True, text=True, check=False
+    )
     assert first.document.cluster_key in text.stdout and "valid" in text.stdout
 
 

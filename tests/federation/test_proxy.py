@@ -34,7 +34,10 @@ def has_echo(client: SyncClient, name: str) -> bool:
 
 
 def proxied(url: str, outcome: str) -> float:
-    found = re.findall(rf'aspen_federation_proxied_total{{outcome="{outcome}",target="[^"]*"}} ([0-9.e+]+)', httpx.get(f"{url}/metrics").text)
+    found = re.findall(
+        rf'aspen_federation_proxied_total{{outcome="{outcome}",target="[^"]*"}} ([0-9.e+]+)',
+        httpx.get(f"{url}/metrics").text,
+    )
     return sum(map(float, found))
 
 
@@ -47,8 +50,12 @@ def call_error(client: SyncClient, *args, **kw) -> AspenError:
 def test_app_on_c_answers_through_a_with_c_policy(tmp_path, clusters):
     pa, pb, pc = free_port(), free_port(), free_port()
     u = "http://127.0.0.1:{}".format
-    a = clusters.enter_context(cluster(tmp_path, "a", f'announce_interval = 0.3\npeers = ["{u(pb)}"]\n' + PROXY, port=pa))
-    b = clusters.enter_context(cluster(tmp_path, "b", f'announce_interval = 0.3\npeers = ["{u(pa)}", "{u(pc)}"]', port=pb))
+    a = clusters.enter_context(
+        cluster(tmp_path, "a", f'announce_interval = 0.3\npeers = ["{u(pb)}"]\n' + PROXY, port=pa)
+    )
+    b = clusters.enter_context(
+        cluster(tmp_path, "b", f'announce_interval = 0.3\npeers = ["{u(pa)}", "{u(pc)}"]', port=pb)
+    )
     c = clusters.enter_context(cluster(tmp_path, "c", f'announce_interval = 0.3\npeers = ["{u(pb)}"]', port=pc))
     with SyncClient(a.url) as ca, SyncClient(b.url) as cb, SyncClient(c.url) as cc:
         ka, kc = key_of(ca), key_of(cc)
@@ -62,7 +69,9 @@ def test_app_on_c_answers_through_a_with_c_policy(tmp_path, clusters):
         # C's policy refuses A's admin: the caller's identity travelled, not its token
         refused = call_error(ca, "Echo", {"x": 1})
         assert refused.code == "UNAUTHORIZED" and "admin" in refused.message
-        alice = ca.call("TokenCreate", {"subject": "alice", "rights": [{"operation": "plugin:call", "resource": "echo"}]})
+        alice = ca.call(
+            "TokenCreate", {"subject": "alice", "rights": [{"operation": "plugin:call", "resource": "echo"}]}
+        )
         with SyncClient(a.url, token=alice["token"]) as as_alice:
             assert as_alice.call("Echo", {"x": 1}) == {"x": 1}
             assert as_alice.call("Echo", {"y": 2}, app="echo@>=0.1,<1") == {"y": 2}
@@ -78,7 +87,9 @@ def test_app_on_c_answers_through_a_with_c_policy(tmp_path, clusters):
         with SyncClient(a.url, token=alice["token"]) as as_alice:
             err = call_error(as_alice, "Echo", {})
             assert err.code == "CAPABILITY_UNAVAILABLE" and err.details["required_app"] == "echo"
-            assert [h["name"] for h in err.details["hints"]] == ["c"] and err.details["hints"][0]["app_version"] == "0.1.0"
+            assert [h["name"] for h in err.details["hints"]] == ["c"] and err.details["hints"][0][
+                "app_version"
+            ] == "0.1.0"
             # blocked is never used (nor hinted at)
             ca.call("BlockCluster", {"cluster_key": kc})
             assert call_error(as_alice, "Echo", {}).code == "UNKNOWN_REQUEST"  # no one announces it any more
@@ -97,7 +108,7 @@ def test_a_loop_stops_at_the_hop_limit(tmp_path, clusters):
         cb.call("TrustCluster", {"cluster_key": key_of(ca)})
         install_echo(ca)
         install_echo(cb)
-        wait_for(lambda: (ca.call("AppList", {})["apps"] and cb.call("AppList", {})["apps"]), 10, "echo on both")
+        wait_for(lambda: ca.call("AppList", {})["apps"] and cb.call("AppList", {})["apps"], 10, "echo on both")
         ca.call("FederationRefresh", {})
         cb.call("FederationRefresh", {})
         assert has_echo(ca, "b") and has_echo(cb, "a")
@@ -210,8 +221,12 @@ def test_proxy_route_refuses_hostile_requests(tmp_path, clusters):
     assert code(send(blocked, env(proxy_token(blocked, kc)))) == "FEDERATION_CLUSTER_BLOCKED"
     forged = send(friend, env(proxy_token(stranger, kc)))  # a trusted name, another key's signature
     assert forged.status_code == 401 and code(forged) == "INVALID_SIGNATURE"
-    for token in (proxy_token(friend, "0" * 64), proxy_token(friend, kc, rtype="EchoRead"), proxy_token(friend, kc, app="other"),
-                  proxy_token(friend, kc, ttl=-5)):
+    for token in (
+        proxy_token(friend, "0" * 64),
+        proxy_token(friend, kc, rtype="EchoRead"),
+        proxy_token(friend, kc, app="other"),
+        proxy_token(friend, kc, ttl=-5),
+    ):
         assert code(send(friend, env(token))) == "UNAUTHORIZED"
     assert code(send(friend, env(proxy_token(friend, kc, rtype="ReadKey"), "ReadKey"))) == "UNAUTHORIZED"  # core: never
     assert code(send(friend, env("not-a-biscuit"))) == "INVALID_SIGNATURE"

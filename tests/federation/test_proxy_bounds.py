@@ -34,7 +34,9 @@ async def _small(request: web.Request) -> web.Response:
 @pytest.fixture
 async def peer():
     app = web.Application()
-    app.add_routes([web.get("/declared", _huge_declared), web.get("/chunked", _huge_chunked), web.get("/small", _small)])
+    app.add_routes(
+        [web.get("/declared", _huge_declared), web.get("/chunked", _huge_chunked), web.get("/small", _small)]
+    )
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

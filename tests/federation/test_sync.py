@@ -28,8 +28,12 @@ OBJECTS = [b"tree one", b"commit two", os.urandom(100_000)]
 
 def test_pull_verifies_and_writes_heads_last(tmp_path, clusters):
     pa, pc = free_port(), free_port()
-    a = clusters.enter_context(cluster(tmp_path, "a", f'announce_interval = 0.3\npeers = ["http://127.0.0.1:{pc}"]', port=pa))
-    c = clusters.enter_context(cluster(tmp_path, "c", f'announce_interval = 0.3\npeers = ["http://127.0.0.1:{pa}"]', port=pc))
+    a = clusters.enter_context(
+        cluster(tmp_path, "a", f'announce_interval = 0.3\npeers = ["http://127.0.0.1:{pc}"]', port=pa)
+    )
+    c = clusters.enter_context(
+        cluster(tmp_path, "c", f'announce_interval = 0.3\npeers = ["http://127.0.0.1:{pa}"]', port=pc)
+    )
     with SyncClient(a.url) as ca, SyncClient(c.url) as cc:
         ka, kc = key_of(ca), key_of(cc)
         hashes = cc.call("ResourcePublish", {"name": "repo", "objects": OBJECTS})["hashes"]

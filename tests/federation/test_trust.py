@@ -42,8 +42,12 @@ def cli(*args: str) -> dict:
 
 def test_trust_block_untrust_and_requests(tmp_path, clusters):
     pa, pb = free_port(), free_port()
-    a = clusters.enter_context(cluster(tmp_path, "a", f'announce_interval = 0.3\npeers = ["http://127.0.0.1:{pb}"]', port=pa))
-    b = clusters.enter_context(cluster(tmp_path, "b", f'announce_interval = 0.3\npeers = ["http://127.0.0.1:{pa}"]', port=pb))
+    a = clusters.enter_context(
+        cluster(tmp_path, "a", f'announce_interval = 0.3\npeers = ["http://127.0.0.1:{pb}"]', port=pa)
+    )
+    b = clusters.enter_context(
+        cluster(tmp_path, "b", f'announce_interval = 0.3\npeers = ["http://127.0.0.1:{pa}"]', port=pb)
+    )
     with SyncClient(a.url) as ca, SyncClient(b.url) as cb:
         ka, kb = key_of(ca), key_of(cb)
         assert wait_for(lambda: peers_of(ca).get("b"), 10, "B at A")["trust"] == "public"
@@ -73,7 +77,9 @@ def test_trust_block_untrust_and_requests(tmp_path, clusters):
         # trust directly with a scope; the peers table shows it
         cli("federation", "trust", ka, "--caller", "alice", "--url", b.url)
         assert peers_of(cb)["a"]["trust"] == "trusted"
-        text = subprocess.run([ASPEN, "federation", "peers", "--url", b.url], capture_output=True, text=True, check=False)
+        text = subprocess.run(
+            [ASPEN, "federation", "peers", "--url", b.url], capture_output=True, text=True, check=False
+        )
         assert "trusted" in text.stdout and kb[:16] not in text.stdout
 
 

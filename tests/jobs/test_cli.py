@@ -122,8 +122,17 @@ def test_submit_priority_and_timeout(node):
 
     started = time.monotonic()
     slow = aspen(
-        node, "submit", "shell", "--payload", '{"command": "sleep 60"}',
-        "--timeout", "1.5", "--retries", "1", "--backoff", "30",
+        node,
+        "submit",
+        "shell",
+        "--payload",
+        '{"command": "sleep 60"}',
+        "--timeout",
+        "1.5",
+        "--retries",
+        "1",
+        "--backoff",
+        "30",
     ).stdout.strip()
     job = wait_state(node, slow, "retrying", "dead", "failed")
     assert time.monotonic() - started < 30  # the timeout, not the 60 s sleep, ended it

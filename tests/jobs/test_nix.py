@@ -37,7 +37,7 @@ async def test_without_nix_jobs_fail_executor_unavailable(nix_pool, store, wait_
 async def test_nix_build(nix_pool, store, wait_for_state, tmp_path):
     flake = tmp_path / "flake.nix"
     flake.write_text(
-        '{ outputs = { self }: { packages.x86_64-linux.default = derivation {'
+        "{ outputs = { self }: { packages.x86_64-linux.default = derivation {"
         ' name = "aspen-nix-test"; system = "x86_64-linux"; builder = "/bin/sh";'
         ' args = [ "-c" "echo built > $out" ]; }; }; }'
     )
@@ -46,7 +46,9 @@ async def test_nix_build(nix_pool, store, wait_for_state, tmp_path):
     assert done.result["out_paths"] and done.result["out_paths"][0].startswith("/nix/store/")
 
 
-@pytest.mark.parametrize("payload", [{}, {"installable": ""}, {"installable": "--impure"}, {"installable": "x", "args": "y"}])
+@pytest.mark.parametrize(
+    "payload", [{}, {"installable": ""}, {"installable": "--impure"}, {"installable": "x", "args": "y"}]
+)
 def test_bad_payloads(payload):
     with pytest.raises(AspenError) as err:
         NixWorker().validate(payload)

@@ -59,7 +59,9 @@ async def logs(store: JobStore, job_id: str) -> str:
 
 
 async def test_output_env_cwd_and_result(shell_pool, store, wait_for_state):
-    job = await store.submit(shell_job("pwd; echo out $FOO; echo err >&2", payload={"env": {"FOO": "bar"}, "cwd": "sub"}))
+    job = await store.submit(
+        shell_job("pwd; echo out $FOO; echo err >&2", payload={"env": {"FOO": "bar"}, "cwd": "sub"})
+    )
     done = await wait_for_state(job.id, JobState.SUCCEEDED)
     assert done.result["exit_code"] == 0 and done.result["sandboxed"] == (shell_pool.sandbox.mode == "required")
     out = await logs(store, job.id)

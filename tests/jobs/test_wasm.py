@@ -92,14 +92,18 @@ async def test_installed_plugin_runs_with_its_manifest_permissions(store, kv, bl
     try:
         node = SimpleNamespace(plugins=host)
         async with WorkerPool(store, [WasmWorker(node)], poll_interval=0.5, lease_ttl=3):
-            spec = lambda i: JobSpec(type="wasm", payload={"plugin": "jobplug", "input": i}, retry=RetryPolicy(max_retries=0))
+            spec = lambda i: JobSpec(
+                type="wasm", payload={"plugin": "jobplug", "input": i}, retry=RetryPolicy(max_retries=0)
+            )
             wrote = await store.submit(spec({"op": "kv", "key": "jobplug:out"}))
             assert (await wait_for_state(wrote.id, JobState.SUCCEEDED)).result == "wrote"
             assert (await kv.get("jobplug:out")).value == b"value"
             outside = await store.submit(spec({"op": "kv", "key": "__jobs:job:forged"}))
             denied = await wait_for_state(outside.id, JobState.FAILED)
             assert denied.error_code == ErrorCode.KV_PREFIX_DENIED  # the namespace still holds
-            missing = await store.submit(JobSpec(type="wasm", payload={"plugin": "nope"}, retry=RetryPolicy(max_retries=0)))
+            missing = await store.submit(
+                JobSpec(type="wasm", payload={"plugin": "nope"}, retry=RetryPolicy(max_retries=0))
+            )
             assert (await wait_for_state(missing.id, JobState.DEAD)).error_code == ErrorCode.PLUGIN_NOT_FOUND
     finally:
         await host.close()

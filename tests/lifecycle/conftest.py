@@ -81,8 +81,6 @@ def signed(key: Ed25519PrivateKey, manifest: PluginManifest, wasm: bytes) -> Plu
     return msgspec.structs.replace(manifest, signature=sign_wasm(key, wasm))
 
 
-
-
 async def start_reconciler(kv, blobs, registry=None, *, node_id="node-1", **kwargs) -> PluginReconciler:
     rec = PluginReconciler(
         kv=kv,

@@ -64,7 +64,12 @@ def test_flags_override_the_manifest(tmp_path):
 
 @pytest.mark.parametrize(
     "flags",
-    [{"handles": ["X"]}, {"name": "a"}, {"name": "a", "handles": ["X"], "priority": "high"}, {"name": "a", "handles": ["X"], "kv_raed": True}],
+    [
+        {"handles": ["X"]},
+        {"name": "a"},
+        {"name": "a", "handles": ["X"], "priority": "high"},
+        {"name": "a", "handles": ["X"], "kv_raed": True},
+    ],
 )
 def test_bad_manifest_input(flags):
     with pytest.raises(AspenError) as info:

@@ -148,7 +148,9 @@ def test_a_real_node_takes_its_caps_from_aspen_toml(tmp_path, built):
     """The whole path: ``aspen node start --config`` with raised caps, and the
     ``aspen plugin install`` command against it."""
     cfg = tmp_path / "aspen.toml"
-    cfg.write_text('[node]\nnode_id = "solo"\n[plugins]\nallow_unsigned = true\ndrain_seconds = 2\nmax_memory_mib = 64\n')
+    cfg.write_text(
+        '[node]\nnode_id = "solo"\n[plugins]\nallow_unsigned = true\ndrain_seconds = 2\nmax_memory_mib = 64\n'
+    )
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}
     echo, counter = built / "echo", built / "kv-counter"
     with NodeProcess(tmp_path / "data", "--config", str(cfg)) as node:

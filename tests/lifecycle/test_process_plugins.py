@@ -60,7 +60,9 @@ def plugin_dir(where: Path, version: str, tag: str) -> Path:
     (out / "plugin.json").write_text(json.dumps(doc))
     if version != "0.1.0":
         source = (out / "plugin.py").read_text()
-        (out / "plugin.py").write_text(source.replace('reply("Echo", req.body)', f'reply("Echo", {{**req.body, "v": "{version}"}})'))
+        (out / "plugin.py").write_text(
+            source.replace('reply("Echo", req.body)', f'reply("Echo", {{**req.body, "v": "{version}"}})')
+        )
     return out
 
 

@@ -123,7 +123,9 @@ async def test_allow_unsigned_relaxes(kv, blobs, modules):
     rec = await start_reconciler(kv, blobs, allow_unsigned=True)
     try:
         admin = PluginAdmin(rec)
-        result = await admin.install(r.PluginInstall(manifest=vers_manifest("1.0.0"), wasm=modules["1.0.0"]), upgrade=False)
+        result = await admin.install(
+            r.PluginInstall(manifest=vers_manifest("1.0.0"), wasm=modules["1.0.0"]), upgrade=False
+        )
         assert result.status.state == "ready"
         assert await served_version(rec.registry) == "1.0.0"
     finally:

@@ -61,7 +61,15 @@ async def test_lifecycle_over_rpc(registry, author, modules):
         ("PluginInfo", r.PluginInfo(name="nope"), ErrorCode.PLUGIN_NOT_FOUND),
         (
             "PluginInstall",
-            install(author, modules, "1.0.0", "user", name="user", handles=("U",), dependencies=(PluginDependency("vers", "9.0.0"),)),
+            install(
+                author,
+                modules,
+                "1.0.0",
+                "user",
+                name="user",
+                handles=("U",),
+                dependencies=(PluginDependency("vers", "9.0.0"),),
+            ),
             ErrorCode.PLUGIN_DEPENDENCY_TOO_OLD,
         ),
         ("PluginTrustRemove", r.PluginTrustRemove(pubkey="ab" * 32), ErrorCode.PLUGIN_AUTHOR_NOT_FOUND),

@@ -46,7 +46,9 @@ async def test_unreadable_record_does_not_stop_the_others(node, kv, author, modu
     await kv.put(record_key("junk"), b"{not json")
     await kv.put(record_key("alias"), msgspec.json.encode(InstalledPlugin(vers_manifest("1.0.0"))))
     wasm = modules["1.0.0"]
-    result = await node.install(r.PluginInstall(manifest=signed(author, vers_manifest("1.0.0"), wasm), wasm=wasm), upgrade=False)
+    result = await node.install(
+        r.PluginInstall(manifest=signed(author, vers_manifest("1.0.0"), wasm), wasm=wasm), upgrade=False
+    )
     assert result.status.state == "ready"
     assert (await ask(node.rec.registry)).body["version"] == "1.0.0"
     check = await node.check()

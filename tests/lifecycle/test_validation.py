@@ -49,14 +49,23 @@ def dep(name, min_version=None, optional=False):
     ],
 )
 def test_each_rule_has_its_own_code(overrides, code):
-    manifest = m(**{k: v for k, v in overrides.items() if k != "kv_prefixes"}, kv_prefixes=overrides.get("kv_prefixes", ("p:",)))
+    manifest = m(
+        **{k: v for k, v in overrides.items() if k != "kv_prefixes"}, kv_prefixes=overrides.get("kv_prefixes", ("p:",))
+    )
     with pytest.raises(AspenError) as info:
         check_manifest(manifest, NodePluginLimits())
     assert info.value.code == code, info.value
 
 
 def test_boundaries_pass():
-    check_manifest(m(name="a" * 128, priority=900, handles=tuple(f"T{i}" for i in range(64)), kv_prefixes=tuple(f"p{i}:" for i in range(16))))
+    check_manifest(
+        m(
+            name="a" * 128,
+            priority=900,
+            handles=tuple(f"T{i}" for i in range(64)),
+            kv_prefixes=tuple(f"p{i}:" for i in range(16)),
+        )
+    )
     check_manifest(m(priority=999, min_api_version="1.0.0"))
 
 

@@ -44,7 +44,16 @@ class NodeProcess:
     def start(self, timeout: float = 30.0) -> NodeProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [ASPEN, "node", "start", "--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}", *self.extra],
+            [
+                ASPEN,
+                "node",
+                "start",
+                "--data-dir",
+                str(self.data_dir),
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                *self.extra,
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},

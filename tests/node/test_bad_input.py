@@ -12,7 +12,11 @@ from aspen.rpc.envelope import MAX_MESSAGE_BYTES
 
 
 def rpc(node, content: bytes, **headers: str) -> httpx.Response:
-    return httpx.post(f"{node.url}/v1/rpc", content=content, headers={"content-type": "application/json", **node.auth_headers, **headers})
+    return httpx.post(
+        f"{node.url}/v1/rpc",
+        content=content,
+        headers={"content-type": "application/json", **node.auth_headers, **headers},
+    )
 
 
 def assert_serving(node) -> None:
@@ -57,7 +61,9 @@ def test_oversized_chunked_body_is_refused(node):
         for _ in range(5):
             yield b" " * (1 << 20)  # JSON whitespace: only the size can be wrong
 
-    r = httpx.post(f"{node.url}/v1/rpc", content=chunks(), headers={"content-type": "application/json", **node.auth_headers})
+    r = httpx.post(
+        f"{node.url}/v1/rpc", content=chunks(), headers={"content-type": "application/json", **node.auth_headers}
+    )
     assert "content-length" not in r.request.headers
     assert r.status_code == 413 and error(r)["code"] == "MESSAGE_TOO_LARGE"
     assert_serving(node)
@@ -115,12 +121,18 @@ def _disconnect_after_partial_body(node, path: str, declared: int, sent: int) ->
 
 
 def test_client_disconnecting_mid_upload(node):
-    before = httpx.post(f"{node.url}/v1/rpc", json={"type": "ListBlobs"}, headers=node.auth_headers).json()["body"]["blobs"]
+    before = httpx.post(f"{node.url}/v1/rpc", json={"type": "ListBlobs"}, headers=node.auth_headers).json()["body"][
+        "blobs"
+    ]
     _disconnect_after_partial_body(node, "/v1/blobs", 8 << 20, 1 << 20)
     with socket.create_connection(("127.0.0.1", node.port)) as s:  # and a half-sent RPC
-        s.sendall(b"POST /v1/rpc HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"type\": ")
+        s.sendall(
+            b'POST /v1/rpc HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"type": '
+        )
     assert_serving(node)
-    after = httpx.post(f"{node.url}/v1/rpc", json={"type": "ListBlobs"}, headers=node.auth_headers).json()["body"]["blobs"]
+    after = httpx.post(f"{node.url}/v1/rpc", json={"type": "ListBlobs"}, headers=node.auth_headers).json()["body"][
+        "blobs"
+    ]
     assert after == before  # no partial blob was committed
     # and a complete upload still works afterwards
     r = httpx.put(f"{node.url}/v1/blobs", content=b"x" * 1000, headers=node.auth_headers)
@@ -142,12 +154,24 @@ def test_bad_watch_parameters(node):
         {"type": "DeleteKey", "body": {"key": "__auth:root"}},
         {"type": "CompareAndSwapKey", "body": {"key": "__jobs:x", "expected": None, "new_value": "eA=="}},
         {"type": "CompareAndDeleteKey", "body": {"key": "__cluster:nodes:n1", "expected": "eA=="}},
-        {"type": "BatchWrite", "body": {"operations": [
-            {"type": "put", "key": "ok/1", "value": "eA=="},
-            {"type": "put", "key": "__apps:x", "value": "eA=="}]}},
+        {
+            "type": "BatchWrite",
+            "body": {
+                "operations": [
+                    {"type": "put", "key": "ok/1", "value": "eA=="},
+                    {"type": "put", "key": "__apps:x", "value": "eA=="},
+                ]
+            },
+        },
         {"type": "BatchWrite", "body": {"operations": [{"type": "delete", "key": "__", "prefix": True}]}},
-        {"type": "ConditionalBatchWrite", "body": {"conditions": [], "operations": [],
-            "else_operations": [{"type": "delete", "key": "__federation:peer"}]}},
+        {
+            "type": "ConditionalBatchWrite",
+            "body": {
+                "conditions": [],
+                "operations": [],
+                "else_operations": [{"type": "delete", "key": "__federation:peer"}],
+            },
+        },
     ],
     ids=["put", "delete", "cas", "cad", "batch-put", "batch-prefix-delete", "txn-else"],
 )

@@ -55,7 +55,9 @@ def test_the_total_quota_is_enforced_through_rpc_and_http(quota_node):
     assert refused["type"] == "Error" and refused["body"]["code"] == "QUOTA_EXCEEDED", refused
     assert refused["body"]["details"] == {"quota": "max_total_bytes", "limit": LIMIT, "used": 120_000}
     r = httpx.put(
-        f"{quota_node.url}/v1/blobs", content=pseudo_random(100_000, b"three"), headers=auth_headers(quota_node.data_dir)
+        f"{quota_node.url}/v1/blobs",
+        content=pseudo_random(100_000, b"three"),
+        headers=auth_headers(quota_node.data_dir),
     )
     assert r.status_code == 413, r.text
     body = r.json()["body"]
@@ -87,7 +89,6 @@ def test_gc_removes_old_unprotected_blobs_and_keeps_protected_ones(gc_node):
     assert rpc(gc_node, "HasBlob", {"hash": kept})["body"]["does_exist"]  # older than the one removed
     assert rpc(gc_node, "HasBlob", {"hash": module})["body"]["does_exist"]  # a plugin module is never collected
     assert rpc(gc_node, "Echo", {"hello": "after gc"}) == {"type": "Echo", "body": {"hello": "after gc"}}
-
 
 
 def test_the_blobs_table_holds_quota_gc_and_object_store_keys_and_refuses_typos():

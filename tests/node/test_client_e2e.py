@@ -75,7 +75,9 @@ async def test_batches_and_transactions(client):
     assert ok.is_success and ok.failed_condition_index is None
     assert ok.results[1].kv.value == b"1"
     bad = await client.conditional_batch_write(
-        [Compare(p + "a", "exists", "==", True), Compare(p + "a", "version", ">", 5)], [PutOp(p + "e", b"x")], [PutOp(p + "d", b"else")]
+        [Compare(p + "a", "exists", "==", True), Compare(p + "a", "version", ">", 5)],
+        [PutOp(p + "e", b"x")],
+        [PutOp(p + "d", b"else")],
     )
     assert not bad.is_success and bad.failed_condition_index == 1
     assert (await client.read_key(p + "d")).value == b"else"

@@ -39,7 +39,9 @@ class Flaky:
             head = await reader.readuntil(b"\r\n\r\n")
             method, path = head.split(b" ")[:2]
             length = next(
-                int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
             )
             await reader.readexactly(length)  # the whole request reached this "node"
             self.posts[f"{method.decode()} {path.decode()}"] += 1

@@ -52,7 +52,9 @@ async def test_sigterm_drains_an_in_flight_upload_and_healthz_stops_answering_20
     try:
         assert await probe(proc.url) == 200
         async with httpx.AsyncClient(timeout=60) as h:
-            upload = asyncio.ensure_future(h.put(f"{proc.url}/v1/blobs", content=slow_body(), headers=proc.auth_headers))
+            upload = asyncio.ensure_future(
+                h.put(f"{proc.url}/v1/blobs", content=slow_body(), headers=proc.auth_headers)
+            )
             await asyncio.wait_for(started.wait(), 10)
             await asyncio.sleep(0.3)  # the node is reading the body
             os.kill(proc.proc.pid, signal.SIGTERM)

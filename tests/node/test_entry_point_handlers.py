@@ -69,7 +69,9 @@ async def test_a_third_party_handler_at_priority_500_is_dispatched(tmp_path, ins
         (greeter,) = [h for h in node.services.registry.snapshot().handlers if isinstance(h, Greeter)]
         assert greeter.priority == 500
         headers = admin_headers(tmp_path / "data")
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=node.app), base_url="http://localhost", headers=headers) as h:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=node.app), base_url="http://localhost", headers=headers
+        ) as h:
             r = await h.post("/v1/rpc", json={"type": "Greet", "body": {"who": "world"}})
             assert r.status_code == 200
             assert r.json() == {"type": "GreetResult", "body": {"hello": "world", "node_id": node.services.node_id}}

@@ -99,9 +99,7 @@ HUGE = [10**23, 2**63, -(2**63) - 1]
 
 
 # msgpack carries integers up to 2**64 - 1 only
-@pytest.mark.parametrize(
-    "value, msgpack", [*((v, False) for v in HUGE), (2**63, True), (2**64 - 1, True)], ids=str
-)
+@pytest.mark.parametrize("value, msgpack", [*((v, False) for v in HUGE), (2**63, True), (2**64 - 1, True)], ids=str)
 def test_watch_create_with_a_revision_beyond_int64(node, value, msgpack):
     status, wire = call(node, "WatchCreate", {"prefix": "hostile/", "start_revision": value}, msgpack)
     assert status == 200 and wire["type"] == "Error" and wire["body"]["code"] == "INVALID_ARGUMENT", wire
@@ -125,7 +123,9 @@ def test_sse_watch_with_a_revision_beyond_int64(node, param):
 async def test_websocket_watch_with_a_revision_beyond_int64(node):
     url = node.url.replace("http", "ws") + "/v1/watch/ws"
     async with websockets.connect(url, additional_headers=auth_headers(node.data_dir)) as ws:
-        await ws.send(json.dumps(envelope(node.data_dir, "WatchCreate", {"prefix": "hostile/", "start_revision": 10**23})))
+        await ws.send(
+            json.dumps(envelope(node.data_dir, "WatchCreate", {"prefix": "hostile/", "start_revision": 10**23}))
+        )
         wire = json.loads(await ws.recv())
         assert wire["type"] == "Error" and wire["body"]["code"] == "INVALID_ARGUMENT", wire
 

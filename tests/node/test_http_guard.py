@@ -89,13 +89,21 @@ FOREIGN_ORIGINS = ["https://evil.example", "null", "http://127.0.0.1:1", "https:
 
 @pytest.mark.parametrize("origin", FOREIGN_ORIGINS)
 def test_foreign_origin_refused_on_rpc(guarded, origin):
-    body = _error(_rpc(guarded, PING, **{"content-type": "application/json", "origin": origin}), 403, "ORIGIN_NOT_ALLOWED")
+    body = _error(
+        _rpc(guarded, PING, **{"content-type": "application/json", "origin": origin}), 403, "ORIGIN_NOT_ALLOWED"
+    )
     assert body["details"]["origin"] == origin
 
 
 @pytest.mark.parametrize(
     "method, path",
-    [("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/v1/watch?prefix=g/"), ("PUT", "/v1/blobs"), ("GET", "/v1/blobs/ab")],
+    [
+        ("GET", "/healthz"),
+        ("GET", "/metrics"),
+        ("GET", "/v1/watch?prefix=g/"),
+        ("PUT", "/v1/blobs"),
+        ("GET", "/v1/blobs/ab"),
+    ],
 )
 def test_foreign_origin_refused_on_every_route(guarded, method, path):
     headers = {**auth_headers(guarded.data_dir), "origin": "https://evil.example"}
@@ -108,7 +116,9 @@ def test_allowed_origin_passes(guarded):
     assert r.status_code == 200 and r.json()["type"] == "Pong"
 
 
-@pytest.mark.parametrize("host", ["evil.example", "evil.example:{port}", "127.0.0.1.evil.example", "localhost.", "[::2]:{port}"])
+@pytest.mark.parametrize(
+    "host", ["evil.example", "evil.example:{port}", "127.0.0.1.evil.example", "localhost.", "[::2]:{port}"]
+)
 def test_rebinding_host_refused(guarded, host):
     host = host.format(port=guarded.port)
     body = _error(_rpc(guarded, PING, **{"content-type": "application/json", "host": host}), 403, "HOST_NOT_ALLOWED")

@@ -39,10 +39,12 @@ EDGE_INTS = st.sampled_from(
 EDGE_STRS = st.sampled_from(
     ["", "a", "__plugins:x", "__jobs:", "x" * 2000, "[bold]k[/bold]", "a:smile:b", "\x00", "é" * 100, "0" * 64, "../.."]
 )
-SCALARS = (
-    st.none() | st.booleans() | st.integers() | EDGE_INTS | st.floats() | st.text(max_size=20) | EDGE_STRS
+SCALARS = st.none() | st.booleans() | st.integers() | EDGE_INTS | st.floats() | st.text(max_size=20) | EDGE_STRS
+ANY = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
 )
-ANY = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
 
 
 @st.composite

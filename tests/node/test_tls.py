@@ -181,4 +181,3 @@ def test_nodes_fetch_blobs_from_each_other_over_tls(tmp_path, pki, etcd):
         refused = _rpc(c, "GetBlob", {"hash": added["hash"]})
         assert refused["type"] == "Error" and refused["body"]["code"] == "PEER_UNAVAILABLE"
         assert "CERTIFICATE_VERIFY_FAILED" in c.log() or "certificate verify failed" in c.log()
-

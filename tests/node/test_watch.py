@@ -46,9 +46,12 @@ async def test_sse_watch_live_and_resumed_with_last_event_id(node):
         events = await watcher
         assert [e.revision for e in events] == [r1.revision, r2.revision]
     # a reader that saw r1 resumes after it and gets exactly r2
-    async with httpx.AsyncClient(headers=node.auth_headers) as h, h.stream(
-        "GET", f"{node.url}/v1/watch", params={"prefix": "w2/"}, headers={"last-event-id": str(r1.revision)}
-    ) as resp:
+    async with (
+        httpx.AsyncClient(headers=node.auth_headers) as h,
+        h.stream(
+            "GET", f"{node.url}/v1/watch", params={"prefix": "w2/"}, headers={"last-event-id": str(r1.revision)}
+        ) as resp,
+    ):
         assert resp.headers["content-type"].startswith("text/event-stream")
         lines = []
         async for line in resp.aiter_lines():
@@ -83,9 +86,10 @@ async def test_watch_create_stream_and_cancel(node):
 
 
 async def test_websocket_watch(node):
-    async with Client(node.url) as c, websockets.connect(
-        node.url.replace("http", "ws") + "/v1/watch/ws", additional_headers=node.auth_headers
-    ) as ws:
+    async with (
+        Client(node.url) as c,
+        websockets.connect(node.url.replace("http", "ws") + "/v1/watch/ws", additional_headers=node.auth_headers) as ws,
+    ):
         await ws.send(json.dumps({"type": "WatchCreate", "body": {"prefix": "w4/"}}))
         created = json.loads(await ws.recv())
         assert created["type"] == "WatchCreateResult"

@@ -28,8 +28,6 @@ def plugin_files(built: Path, rel: str) -> tuple[PluginManifest, bytes]:
     return parse_manifest((d / "plugin.json").read_bytes()), (d / "plugin.wasm").read_bytes()
 
 
-
-
 @pytest.fixture
 def signing_key() -> Ed25519PrivateKey:
     return Ed25519PrivateKey.generate()
@@ -53,4 +51,3 @@ def load(host, built):
         return await host.load(manifest, wasm)
 
     return _load
-

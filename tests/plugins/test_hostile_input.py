@@ -99,8 +99,14 @@ async def test_nesting_up_to_the_limit_is_decoded(snoop, kv):
     "function, raw",
     [
         ("aspen_kv_scan", '{"prefix": "__plugin:snoop:", "limit": 18446744073709551616}'),
-        ("aspen_kv_transaction", '{"compares": [{"key": "__plugin:snoop:a", "target": "version", "value": -1' + "0" * 19 + "}]}"),
-        ("aspen_kv_transaction", '{"success": [{"op": "range", "prefix": "__plugin:snoop:", "limit": 1' + "0" * 30 + "}]}"),
+        (
+            "aspen_kv_transaction",
+            '{"compares": [{"key": "__plugin:snoop:a", "target": "version", "value": -1' + "0" * 19 + "}]}",
+        ),
+        (
+            "aspen_kv_transaction",
+            '{"success": [{"op": "range", "prefix": "__plugin:snoop:", "limit": 1' + "0" * 30 + "}]}",
+        ),
         ("aspen_blob_get", '{"hash": "' + "0" * 64 + '", "offset": 9223372036854775808}'),
         ("aspen_blob_get", '{"hash": "HASH", "length": 1' + "0" * 40 + "}"),
         ("aspen_random_bytes", '{"n": 1' + "0" * 40 + "}"),

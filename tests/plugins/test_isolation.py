@@ -81,7 +81,9 @@ async def test_single_key_ops_outside_namespace_denied(snoop, kv, seeded, key):
     await _unchanged(kv, seeded)
 
 
-@pytest.mark.parametrize("prefix", [*RESERVED_PREFIXES, "__plugin:echo:", "__plugin:", "__", "_", "c", "__plugin:snoop"])
+@pytest.mark.parametrize(
+    "prefix", [*RESERVED_PREFIXES, "__plugin:echo:", "__plugin:", "__", "_", "c", "__plugin:snoop"]
+)
 async def test_scan_outside_namespace_denied(snoop, prefix):
     assert denied(await host_call(snoop, "aspen_kv_scan", {"prefix": prefix}))
 

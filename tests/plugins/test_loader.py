@@ -38,8 +38,12 @@ async def test_a_second_runtime_kind_plugs_in_beside_wasm(kv, built):
 async def test_every_runtime_gets_the_nodes_services_and_a_capped_reply(kv, blobs, built, signing_key):
     loader = PluginLoader(kv=kv, blobs=blobs, signing_key=signing_key, node_info={"node_id": "n"})
     _, wasm = plugin_files(built, "echo")
-    big = EffectiveLimits(memory_bytes=64 << 20, timeout_ms=1000, max_input_bytes=1024, max_output_bytes=1024, concurrency=1)
-    runtime = await loader.instantiate("echo", wasm, PluginGate("echo", frozenset(), ("__plugin:echo:",)), big, kind=WASM)
+    big = EffectiveLimits(
+        memory_bytes=64 << 20, timeout_ms=1000, max_input_bytes=1024, max_output_bytes=1024, concurrency=1
+    )
+    runtime = await loader.instantiate(
+        "echo", wasm, PluginGate("echo", frozenset(), ("__plugin:echo:",)), big, kind=WASM
+    )
     try:
         env = runtime.env
         assert (env.kv, env.blobs, env.signing_key, env.node_info) == (kv, blobs, signing_key, {"node_id": "n"})

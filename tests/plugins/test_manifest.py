@@ -94,7 +94,11 @@ def test_all_lifecycle_fields_round_trip():
         ("min_api_version", {"min_api_version": "latest"}, "INVALID_MANIFEST"),
         ("tags", {"tags": ["x" * 65]}, "INVALID_MANIFEST"),
         ("description", {"description": "x" * 1025}, "INVALID_MANIFEST"),
-        ("signature", {"signature": {"author_pubkey": "zz", "signature": "", "wasm_hash": "", "signed_at_ms": 0}}, "INVALID_MANIFEST"),
+        (
+            "signature",
+            {"signature": {"author_pubkey": "zz", "signature": "", "wasm_hash": "", "signed_at_ms": 0}},
+            "INVALID_MANIFEST",
+        ),
     ],
 )
 def test_rules(field, changes, code):

@@ -48,4 +48,9 @@ def test_the_host_api_version_is_judged_by_a_node_not_by_a_file():
         with pytest.raises(AspenError) as err:
             check_manifest(manifest, at=at)
         assert err.value.code == ErrorCode.PLUGIN_API_VERSION_UNSUPPORTED
-        assert err.value.details == {"plugin": "demo", "field": "min_api_version", "required": "99.0.0", "current": "1.0.0"}
+        assert err.value.details == {
+            "plugin": "demo",
+            "field": "min_api_version",
+            "required": "99.0.0",
+            "current": "1.0.0",
+        }

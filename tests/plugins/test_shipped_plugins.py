@@ -66,7 +66,9 @@ def test_build_failure_is_reported(tmp_path):
     (bad / "plugin.zig").write_text("this is not zig")
     (tmp_path / "sdk" / "zig").mkdir(parents=True)
     (tmp_path / "sdk" / "zig" / "aspen.zig").write_text("")
-    result = subprocess.run([sys.executable, "-m", "aspen.plugins.build", str(tmp_path)], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "aspen.plugins.build", str(tmp_path)], capture_output=True, text=True, check=False
+    )
     assert result.returncode != 0 and "bad/plugin.zig" in result.stderr
     assert not (bad / "plugin.wasm").exists()
 

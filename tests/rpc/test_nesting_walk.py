@@ -11,10 +11,17 @@ from hypothesis import strategies as st
 from aspen.errors import AspenError
 from aspen.rpc.nesting import check_depth, check_value_depth, msgpack_may_exceed
 
-TRICKY = st.sampled_from("[{]}\"\\é:,a")  # what could fool a scan that ignores strings
-SCALARS = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(TRICKY, max_size=8)
+TRICKY = st.sampled_from('[{]}"\\é:,a')  # what could fool a scan that ignores strings
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(TRICKY, max_size=8)
+)
 VALUES = st.recursive(
-    SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(TRICKY, max_size=3), inner, max_size=3),
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(TRICKY, max_size=3), inner, max_size=3),
     max_leaves=40,
 )
 

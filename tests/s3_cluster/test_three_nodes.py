@@ -23,7 +23,9 @@ def local_objects(node: NodeProcess) -> list:
     return sorted((node.data_dir / "blobs" / "objects").glob("*/*"))
 
 
-def test_blob_and_plugin_added_on_node1_are_served_by_node3(tmp_path, etcd_cluster, etcd_store, blob_store_url, modules):
+def test_blob_and_plugin_added_on_node1_are_served_by_node3(
+    tmp_path, etcd_cluster, etcd_store, blob_store_url, modules
+):
     args = ("--etcd", ",".join(etcd_cluster.endpoints), "--blob-store", blob_store_url)
     n1, n2, n3 = (NodeProcess(tmp_path / name, *args) for name in ("n1", "n2", "n3"))
     with n1, n2, n3, SyncClient(n1.url) as c1, SyncClient(n3.url) as c3:

@@ -150,7 +150,15 @@ async def test_scan_by_prefix(kv: KeyValueStore) -> None:
 async def test_scan_by_range(kv: KeyValueStore) -> None:
     await _fill(kv, KEYS)
     assert [e.key for e in (await kv.scan(start="a/2", end="b")).entries] == ["a/2", "a/b", "ab"]
-    assert [e.key for e in (await kv.scan(start="z")).entries] == ["z", "~", "é", "éa", "\u00ff", "\uffff", "\U0001f600"]
+    assert [e.key for e in (await kv.scan(start="z")).entries] == [
+        "z",
+        "~",
+        "é",
+        "éa",
+        "\u00ff",
+        "\uffff",
+        "\U0001f600",
+    ]
     assert [e.key for e in (await kv.scan(end="a/1")).entries] == ["a"]
     assert (await kv.scan(start="b", end="b")).entries == []
 
@@ -254,9 +262,7 @@ async def test_batch_read_keeps_order_and_reports_missing(kv: KeyValueStore) -> 
 async def test_batch_write_applies_everything_at_one_revision(kv: KeyValueStore) -> None:
     await kv.put("old", b"x")
     await kv.put("pre/1", b"x")
-    rev = await kv.batch_write(
-        [PutOp("a", b"1"), PutOp("b", b"2"), DeleteOp("old"), DeleteOp("pre/", prefix=True)]
-    )
+    rev = await kv.batch_write([PutOp("a", b"1"), PutOp("b", b"2"), DeleteOp("old"), DeleteOp("pre/", prefix=True)])
     a, b = await kv.batch_read(["a", "b"])
     assert a.mod_revision == b.mod_revision == rev
     assert await kv.get("old") is None and await kv.get("pre/1") is None
@@ -388,7 +394,11 @@ async def test_txn_revision_compares(kv: KeyValueStore) -> None:
     r1 = await kv.put("k", b"1")
     r2 = await kv.put("k", b"2")
     res = await kv.transaction(
-        [Compare("k", "create_revision", "==", r1), Compare("k", "mod_revision", "==", r2), Compare("k", "mod_revision", ">", r1)]
+        [
+            Compare("k", "create_revision", "==", r1),
+            Compare("k", "mod_revision", "==", r2),
+            Compare("k", "mod_revision", ">", r1),
+        ]
     )
     assert res.succeeded
     res = await kv.transaction([Compare("k", "mod_revision", "==", r1)])
@@ -586,8 +596,14 @@ async def test_closing_a_watch_stops_it(kv: KeyValueStore) -> None:
 
 # --- bad input: every call rejects it with the same code ----------------------------
 
-BAD_KEYS = [("", ErrorCode.INVALID_KEY), (None, ErrorCode.INVALID_KEY), (b"bytes", ErrorCode.INVALID_KEY),
-            (7, ErrorCode.INVALID_KEY), ("k" * 1025, ErrorCode.KEY_TOO_LARGE), ("é" * 513, ErrorCode.KEY_TOO_LARGE)]
+BAD_KEYS = [
+    ("", ErrorCode.INVALID_KEY),
+    (None, ErrorCode.INVALID_KEY),
+    (b"bytes", ErrorCode.INVALID_KEY),
+    (7, ErrorCode.INVALID_KEY),
+    ("k" * 1025, ErrorCode.KEY_TOO_LARGE),
+    ("é" * 513, ErrorCode.KEY_TOO_LARGE),
+]
 
 
 @pytest.mark.parametrize("key, code", BAD_KEYS)

@@ -193,7 +193,9 @@ class KvMachine(RuleBasedStateMachine):
 
 
 @pytest.mark.parametrize("backend", KV_BACKENDS)
-def test_store_matches_model(backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_store_matches_model(
+    backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     machine = type(
         f"KvMachine_{backend}",
         (KvMachine,),

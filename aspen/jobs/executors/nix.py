@@ -148,9 +148,7 @@ class NixWorker:
             nix, "--extra-experimental-features", "nix-command flakes",
             "build", *([] if link else ["--no-link"]), "--print-out-paths", *args, "--", spec.installable,
         ]  # fmt: skip
-        env = job_env(
-            {}, NIX_REMOTE="daemon", PATH=f"{os.path.dirname(nix)}:{PATH}", ASPEN_JOB_ID=job.id
-        )
+        env = job_env({}, NIX_REMOTE="daemon", PATH=f"{os.path.dirname(nix)}:{PATH}", ASPEN_JOB_ID=job.id)
         out_dir = await asyncio.to_thread(tempfile.mkdtemp, prefix=f"aspen-nix-{job.id}-")
         out_path = os.path.join(out_dir, "out-paths")
         try:

@@ -93,7 +93,7 @@ class SandboxedRunner:
         ``dev_binds`` as for :meth:`Sandbox.command`."""
         self.sandbox.check()
         if not self.sandbox.active:
-            log.warning("job %s runs UNSANDBOXED on the host ([jobs] shell_sandbox = \"none\")", job.id)
+            log.warning('job %s runs UNSANDBOXED on the host ([jobs] shell_sandbox = "none")', job.id)
         cgroup: JobCgroup | None = None
         host_dir = None
         try:
