@@ -72,7 +72,7 @@ BASELINE = textwrap.dedent(
     from starlette.requests import Request
     from starlette.responses import Response
     from starlette.routing import Route
-    from aspen.plugins.host_functions import HOST_FUNCTIONS
+    from aspen.plugins.extism_bridge import HOST_FUNCTIONS
 
     answers = {answers!r}
     manifest = {{"wasm": [{{"path": {wasm!r}}}]}}

@@ -32,8 +32,9 @@ def build_app(services: Any) -> HttpGuard:
         body = {"status": "draining" if draining else "ok", "node_id": services.node_id}
         return HttpResponse(msgspec.json.encode(body), 503 if draining else 200, media_type="application/json")
 
+    rpc = rpc_route(services)
     routes = [
-        rpc_route(services),
+        rpc,
         Route("/healthz", healthz, methods=["GET"]),
         *blob_http_routes(services.blobs, services.auth),
         *watch_routes(services, _error),
@@ -41,7 +42,7 @@ def build_app(services: Any) -> HttpGuard:
     ]
     if services.config.metrics_listen is None:
         routes.append(metrics_route(services))
-    return HttpGuard(Starlette(routes=routes), services.config)
+    return HttpGuard(Starlette(routes=routes), services.config, rpc=rpc.endpoint)
 
 
 def metrics_route(services: Any) -> Route:

@@ -84,6 +84,13 @@ def test_rpc_takes_msgpack(guarded):
     assert r.status_code == 200 and msgspec.msgpack.decode(r.content)["type"] == "Pong"
 
 
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_rpc_takes_only_post(guarded, method):
+    """POST /v1/rpc skips the router (HttpGuard calls the endpoint itself); every other method still meets it."""
+    r = httpx.request(method, f"{guarded.url}/v1/rpc", content=PING, headers={"content-type": "application/json"})
+    assert r.status_code == 405 and "POST" in r.headers["allow"]
+
+
 FOREIGN_ORIGINS = ["https://evil.example", "null", "http://127.0.0.1:1", "https://dashboard.example:444"]
 
 
