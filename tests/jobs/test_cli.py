@@ -85,11 +85,11 @@ def test_dead_letter_retry_cancel_workers_stats(node):
 
 
 def test_delayed_and_dependent_jobs(node):
-    first = aspen(node, "submit", "shell", "--payload", '{"command": "true"}', "--run-at", "+8s").stdout.strip()
+    first = aspen(node, "submit", "shell", "--payload", '{"command": "true"}', "--run-at", "+20s").stdout.strip()
     assert status(node, first)["state"] == "scheduled"
     second = aspen(node, "submit", "shell", "--payload", '{"command": "true"}', "--depends-on", first).stdout.strip()
     assert status(node, second)["blocked_by"] == [first]
-    done = wait_state(node, second, "succeeded")
+    done = wait_state(node, second, "succeeded", timeout=60)  # 20 s of delay on a machine that may be busy
     assert done["started_ms"] >= status(node, first)["finished_ms"]
     assert status(node, first)["started_ms"] >= status(node, first)["run_at_ms"]
 
