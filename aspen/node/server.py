@@ -223,6 +223,7 @@ async def serve(config: NodeConfig) -> None:
             access_log=False,
             lifespan="off",
             http=HTTP_PROTOCOL,
+            proxy_headers=False,  # the peer address is the socket's: X-Forwarded-For must not pick a rate-limit bucket
             timeout_graceful_shutdown=config.drain_seconds,
             ssl_certfile=config.tls_cert,
             ssl_keyfile=config.tls_key,

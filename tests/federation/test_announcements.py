@@ -136,6 +136,21 @@ def test_hostile_announcements_are_refused_and_counted(tmp_path, clusters):
 
     codes = asyncio.run(flood())  # burst 30, then 10/s
     assert codes.count(429) >= 50, codes
+
+    # nor does naming another address in X-Forwarded-For buy a fresh per-sender bucket
+    async def spoofed_flood() -> list[int]:
+        async with httpx.AsyncClient(base_url=node.url) as http:
+            posts = [
+                http.post(
+                    "/v1/federation/announce", content=b"x", headers={"x-forwarded-for": f"10.9.{i // 256}.{i % 256}"}
+                )
+                for i in range(150)
+            ]
+            return [r.status_code for r in await asyncio.gather(*posts)]
+
+    time.sleep(2.5)  # the global bucket (200, 100/s) refills; this sender's (30, 10/s) only partly
+    codes = asyncio.run(spoofed_flood())
+    assert codes.count(429) >= 50, codes
     # the node's own announcement is served, signed and under 4 KiB
     own = httpx.get(f"{node.url}/v1/federation/announcement")
     assert own.status_code in (200, 429)
