@@ -70,6 +70,7 @@ class ErrorCode(StrEnum):
     PLUGIN_OVERLOADED = "PLUGIN_OVERLOADED"
     PLUGIN_NOT_FOUND = "PLUGIN_NOT_FOUND"
     PLUGIN_LOAD_FAILED = "PLUGIN_LOAD_FAILED"
+    PLUGIN_CALLBACK_FAILED = "PLUGIN_CALLBACK_FAILED"  # plugin_on_timer / on_hook_event answered {"ok": false}
     PLUGIN_FAILED = "PLUGIN_FAILED"  # a process plugin in a crash loop: no longer restarted (details: stderr)
     INVALID_MANIFEST = "INVALID_MANIFEST"
     # plugin lifecycle: install-time validation (one code per rule)

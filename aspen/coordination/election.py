@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 import msgspec
 
 from aspen.coordination.space import (
+    PREFIX,
     Holder,
     base_key,
     check_ttl,
@@ -49,12 +50,16 @@ def not_leader(name: str, lease_id: int) -> AspenError:
 
 
 class Elections:
-    def __init__(self, kv: KeyValueStore) -> None:
-        self.kv = kv
+    """``space``: where the candidacies live; the node's own duties
+    (:mod:`aspen.coordination.duty`) elect under a reserved prefix no
+    client can write, so no caller can campaign for them."""
 
-    @staticmethod
-    def prefix(name: str) -> str:
-        return base_key("elect", name) + ":c:"
+    def __init__(self, kv: KeyValueStore, *, space: str = PREFIX) -> None:
+        self.kv = kv
+        self.space = space
+
+    def prefix(self, name: str) -> str:
+        return self.space + base_key("elect", name).removeprefix(PREFIX) + ":c:"
 
     def _leader(self, name: str, kv: KeyValue) -> Leader:
         h = decode_holder(kv.value)

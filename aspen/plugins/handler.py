@@ -10,7 +10,7 @@ import msgspec
 
 from aspen.errors import AspenError, ErrorCode
 from aspen.plugins.manifest import PluginManifest
-from aspen.plugins.runtime import PluginRuntime, bad_output, check_output_depth
+from aspen.plugins.runtime import PluginRuntime, bad_output, check_output_depth, decode_json_object
 from aspen.rpc.handler import Request, RequestContext, Response
 
 _encode = msgspec.json.Encoder().encode
@@ -25,6 +25,9 @@ class _Reply(msgspec.Struct):
 
 
 _decode_reply = msgspec.json.Decoder(_Reply).decode
+
+# event -> the export that takes it (process plugins: the method without "plugin_")
+CALLBACKS = {"timer": "plugin_on_timer", "hook_event": "plugin_on_hook_event"}
 
 
 class WasmPluginHandler:
@@ -75,3 +78,22 @@ class WasmPluginHandler:
             body = response.body
             raise AspenError(str(body["code"]), str(body.get("message", "")), plugin=self.name)
         return response
+
+    async def notify(self, event: str, payload: dict[str, Any], *, deadline: float | None = None) -> bool:
+        """Hand a timer firing or a hook event to the plugin's callback
+        (``CALLBACKS``); False when it has none. An answer ``{"ok": false,
+        "error"}`` is ``PLUGIN_CALLBACK_FAILED``; a trap, timeout or bad
+        output keeps its own code. Runs like a request: only while the
+        plugin serves, under its limits, on its workers."""
+        export = CALLBACKS[event]
+        if not self.runtime.has_export(export):
+            return False
+        out = await self.runtime.call(
+            export, _encode(payload), lambda raw: decode_json_object(self.name, export, raw), deadline=deadline
+        )
+        if out.get("ok") is False:
+            why = str(out.get("error", ""))[:500]
+            raise AspenError(
+                ErrorCode.PLUGIN_CALLBACK_FAILED, f"plugin '{self.name}' {export} failed: {why}", plugin=self.name
+            )
+        return True

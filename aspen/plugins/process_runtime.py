@@ -36,6 +36,8 @@ from aspen.plugins.runtime import admit
 from aspen.plugins.state import SERVING, LifecycleState
 
 _encode = msgspec.json.Encoder().encode
+# the callback exports (aspen.plugins.handler.CALLBACKS) and the protocol methods that take them
+_CALLBACK_METHODS = {"plugin_on_timer": "on_timer", "plugin_on_hook_event": "on_hook_event"}
 
 
 def sdk_paths() -> tuple[str, ...]:
@@ -97,7 +99,7 @@ class ProcessRuntime:
         self._state = value
 
     def has_export(self, export: str) -> bool:
-        return export in ("plugin_info", "handle_request")
+        return export in ("plugin_info", "handle_request") or export in _CALLBACK_METHODS
 
     def info(self) -> dict[str, Any]:
         """The supervisor's view (state, pid, restarts, last stderr lines) for ``plugin info``."""
@@ -110,16 +112,19 @@ class ProcessRuntime:
         if export == "plugin_info" and lifecycle:
             await self.supervisor.start()
             return decode(_encode({"name": self.name, "handles": list(self.supervisor.spec.handles)}))
-        if export != "handle_request":
+        method = _CALLBACK_METHODS.get(export)
+        if export != "handle_request" and method is None:
             raise AspenError(ErrorCode.UNKNOWN_REQUEST, f"plugin '{self.name}' has no export {export}")
         admit(self, data, lifecycle)
-        message = msgspec.json.decode(data)
         timeout = self.limits.timeout_ms / 1000
         if deadline is not None:
             timeout = min(timeout, max(0.0, deadline - time.monotonic()))
         self._in_flight += 1
         self._idle.clear()
         try:
+            if method is not None:  # a callback: the process's answer (an object) as it is
+                return decode(bytes(await self.supervisor.call(method, msgspec.Raw(data), timeout)))
+            message = msgspec.json.decode(data)
             reply = await self.supervisor.request(
                 message["type"], message.get("body") or {}, caller=message.get("caller"), app=message.get("app"),
                 timeout=timeout,
