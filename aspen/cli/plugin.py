@@ -8,7 +8,6 @@ answering node serves it — or prints why it did not come up.
 
 from __future__ import annotations
 
-import json as jsonlib
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,59 +27,25 @@ from aspen.cli.common import (
     print_json,
     reports_errors,
 )
-from aspen.errors import AspenError, ErrorCode
-from aspen.plugins import bundle
+from aspen.cli.plugin_files import ManifestOpt, keygen, plugin_module, sign, verify
+from aspen.errors import ErrorCode
 from aspen.plugins import requests as r
-from aspen.plugins.build import WASM_NAME
 from aspen.plugins.lifecycle import PluginStatus
-from aspen.plugins.manifest import MAX_MANIFEST_DEPTH, PluginManifest, PluginSignature
-from aspen.plugins.rules import FILE, check_manifest
 from aspen.plugins.signing import (
-    default_key_path,
-    generate_key,
     public_key_hex,
     read_key,
-    sign_wasm,
-    verify_wasm,
-    write_key,
 )
 from aspen.rpc.catalog import PluginReloadResult
-from aspen.rpc.nesting import check_depth
 
 app = typer.Typer(help="Install, sign and manage WASM plugins.", no_args_is_help=True)
 trust_app = typer.Typer(help="The cluster's trusted plugin authors.", no_args_is_help=True)
 app.add_typer(trust_app, name="trust")
 
-KeyOpt = Annotated[
-    Path | None, typer.Option("--key", help="Signing key file. Default ~/.config/aspen/plugin-signing-key.")
-]
-ManifestOpt = Annotated[Path | None, typer.Option("--manifest", help="plugin.json of the module.")]
 WaitOpt = Annotated[float, typer.Option("--wait", help="Seconds to wait for the node to serve the change.")]
 
 
 def _csv(value: str | None) -> list[str] | None:
     return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text()
-        check_depth(text, max_depth=MAX_MANIFEST_DEPTH, code=ErrorCode.INVALID_MANIFEST)
-        doc = jsonlib.loads(text)
-    except OSError as exc:
-        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"cannot read {path}: {exc.strerror}") from None
-    except jsonlib.JSONDecodeError as exc:
-        raise AspenError(ErrorCode.INVALID_MANIFEST, f"{path} is not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise AspenError(ErrorCode.INVALID_MANIFEST, f"{path} must hold a JSON object")
-    return doc
-
-
-def _read_wasm(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise AspenError(ErrorCode.INVALID_ARGUMENT, f"cannot read {path}: {exc.strerror}") from None
 
 
 def _dependency(spec: str) -> dict[str, Any]:
@@ -124,82 +89,13 @@ def _print_change(result: r.PluginChangeResult, json: bool) -> None:
         raise typer.Exit(1)
 
 
-# --- offline: keys and signatures ---------------------------------------------------
+# --- offline: keys and signatures (aspen.cli.plugin_files) ---------------------------
 
-
-@app.command()
-@reports_errors
-def keygen(output: Annotated[Path | None, typer.Option(help="Where to write the key.")] = None) -> None:
-    """Create an Ed25519 signing key (never overwrites one); prints the public key."""
-    path = output or default_key_path()
-    key = generate_key()
-    write_key(path, key)
-    console.print(literal(f"wrote {path}"))
-    print(public_key_hex(key))
-
-
-@app.command()
-@reports_errors
-def sign(wasm: Path, key: KeyOpt = None, manifest: ManifestOpt = None, json: JsonOpt = False) -> None:
-    """Sign WASM or a plugin directory (its module or bundle); with --manifest
-    (a directory: its plugin.json), write the signature into that plugin.json."""
-    data, manifest = _signable(wasm, manifest)
-    sig = sign_wasm(read_key(key or default_key_path()), data)
-    if manifest is not None:
-        doc = _read_json(manifest)
-        doc["signature"] = msgspec.to_builtins(sig)
-        manifest.write_text(jsonlib.dumps(doc, indent=2) + "\n")
-    if json or manifest is None:
-        print_json(sig)
-    else:
-        console.print(literal(f"signed {wasm.name} as {sig.author_pubkey} into {manifest}"), soft_wrap=True)
-
-
-@app.command()
-@reports_errors
-def verify(
-    wasm: Path,
-    manifest: ManifestOpt = None,
-    signature: Annotated[Path | None, typer.Option(help="A signature JSON file (instead of --manifest).")] = None,
-    author: Annotated[str | None, typer.Option(help="Also require this author key (hex).")] = None,
-) -> None:
-    """Check the signature of a module or a plugin directory (from plugin.json or a signature file)."""
-    data, manifest = _signable(wasm, manifest if signature is None else None)
-    source = manifest or signature
-    if source is None:
-        raise fail(ErrorCode.INVALID_ARGUMENT, "give --manifest or --signature")
-    doc = _read_json(source)
-    raw = doc.get("signature") if manifest is not None else doc
-    try:
-        sig = None if raw is None else msgspec.convert(raw, PluginSignature)
-    except msgspec.ValidationError as exc:
-        raise fail(ErrorCode.PLUGIN_SIGNATURE_MALFORMED, str(exc)) from None
-    verify_wasm(sig, data, plugin=str(doc.get("name", "")))
-    assert sig is not None
-    if author is not None and author != sig.author_pubkey:
-        raise fail(ErrorCode.PLUGIN_SIGNATURE_INVALID, f"signed by {sig.author_pubkey}, not by {author}")
-    console.print(literal(f"OK: signed by {sig.author_pubkey}"))
+for _command in (keygen, sign, verify):
+    app.command()(reports_errors(_command))
 
 
 # --- install / upgrade -------------------------------------------------------------------
-
-
-def build_manifest(wasm: bytes, manifest: Path | None, flags: dict[str, Any], key: Path | None) -> PluginManifest:
-    """plugin.json (if any) with the flags on top; signed with ``key`` when given."""
-    doc = _read_json(manifest) if manifest is not None else {}
-    doc.update({k: v for k, v in flags.items() if v is not None})
-    doc.setdefault("version", "0.1.0")
-    doc.pop("wasm_hash", None)
-    missing = [f for f in ("name", "handles") if not doc.get(f)]
-    if missing:
-        raise AspenError(ErrorCode.INVALID_MANIFEST, f"give {' and '.join('--' + f for f in missing)} or a --manifest")
-    try:
-        m = msgspec.convert(doc, PluginManifest)
-    except msgspec.ValidationError as exc:
-        raise AspenError(ErrorCode.INVALID_MANIFEST, f"plugin manifest: {exc}") from None
-    if key is not None:
-        m = msgspec.structs.replace(m, signature=sign_wasm(read_key(key), wasm))
-    return m
 
 
 @app.command("install")
@@ -250,46 +146,13 @@ def install(
         "limits": limits or None,
     }
     with tempfile.TemporaryDirectory() as tmp:
-        m, module = _module(wasm, manifest, flags, key, Path(tmp))
+        m, module = plugin_module(wasm, manifest, flags, key, Path(tmp))
         with connect(url) as client:
             uploaded = client.upload_blob(module)
             body = r.PluginInstall(manifest=m, wasm_hash=uploaded.hash, force=force, wait_seconds=wait)
             kind = "PluginUpgrade" if upgrade else "PluginInstall"
             result = msgspec.convert(client.call(kind, _body(body), timeout=wait + 30), r.PluginChangeResult)
     _print_change(result, json)
-
-
-def _module(
-    path: Path, manifest: Path | None, flags: dict[str, Any], key: Path | None, tmp: Path
-) -> tuple[PluginManifest, Path]:
-    """The manifest and the file to upload: ``path`` itself (a module), or
-    for a plugin directory its ``plugin.json`` (unless --manifest) and its
-    ``plugin.wasm``, or — runtime ``process`` — its bundle, written to ``tmp``."""
-    if not path.is_dir():
-        return build_manifest(_read_wasm(path), manifest, flags, key), path
-    m = build_manifest(b"", manifest or path / "plugin.json", flags, None)
-    data = _dir_module(path, m)
-    if key is not None:
-        m = msgspec.structs.replace(m, signature=sign_wasm(read_key(key), data))
-    module = tmp / "module"
-    module.write_bytes(data)
-    return m, module
-
-
-def _dir_module(path: Path, m: PluginManifest) -> bytes:
-    """A plugin directory's module: its bundle (runtime ``process``) or its ``plugin.wasm``."""
-    if m.runtime != "process":
-        return _read_wasm(path / WASM_NAME)
-    check_manifest(m, at=FILE)
-    return bundle.pack(path, m)
-
-
-def _signable(path: Path, manifest: Path | None) -> tuple[bytes, Path | None]:
-    """The bytes a signature covers, and the plugin.json (a directory's own by default)."""
-    if not path.is_dir():
-        return _read_wasm(path), manifest
-    manifest = manifest or path / "plugin.json"
-    return _dir_module(path, build_manifest(b"", manifest, {}, None)), manifest
 
 
 def _body(struct: msgspec.Struct) -> dict[str, Any]:

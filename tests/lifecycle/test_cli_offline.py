@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from aspen.cli.main import app
-from aspen.cli.plugin import build_manifest
+from aspen.cli.plugin_files import build_manifest
 from aspen.errors import AspenError, ErrorCode
 
 runner = CliRunner()
