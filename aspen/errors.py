@@ -73,6 +73,8 @@ class ErrorCode(StrEnum):
     PLUGIN_CALLBACK_FAILED = "PLUGIN_CALLBACK_FAILED"  # plugin_on_timer / on_hook_event answered {"ok": false}
     PLUGIN_FAILED = "PLUGIN_FAILED"  # a process plugin in a crash loop: no longer restarted (details: stderr)
     INVALID_MANIFEST = "INVALID_MANIFEST"
+    PLUGIN_LEASE_TTL_OUT_OF_RANGE = "PLUGIN_LEASE_TTL_OUT_OF_RANGE"  # aspen_lease_grant's ttl (details: min, max)
+    PLUGIN_TOO_MANY_LEASES = "PLUGIN_TOO_MANY_LEASES"  # a plugin's live leases (details: plugin, limit)
     # plugin lifecycle: install-time validation (one code per rule)
     PLUGIN_NAME_INVALID = "PLUGIN_NAME_INVALID"
     PLUGIN_NAME_TOO_LONG = "PLUGIN_NAME_TOO_LONG"
