@@ -90,7 +90,9 @@ async def test_discovery_limit_and_continuation(reg):
     after = await reg("ServiceDiscover", {"service": "api", "tags": ["even"], "continuation": evens["continuation"]})
     assert after == {"service": "api", "instances": [], "truncated": False, "continuation": None}
     for limit in (0, 1001, -1, "5", 2**70):
-        assert await reg.refused("ServiceDiscover", {"service": "api", "limit": limit}) == ErrorCode.SERVICE_LIMIT_INVALID
+        assert (
+            await reg.refused("ServiceDiscover", {"service": "api", "limit": limit}) == ErrorCode.SERVICE_LIMIT_INVALID
+        )
     foreign = {"service": "api", "continuation": "X19hcHBzOnNlY3JldA=="}  # "__apps:secret"
     assert await reg.refused("ServiceDiscover", foreign) == ErrorCode.KV_PREFIX_DENIED
 
@@ -121,7 +123,9 @@ async def test_fencing_tokens_grow_and_stale_ones_are_refused(reg):
         ("ServiceUpdateMetadata", {"weight": 1}),
     ]:
         assert await reg.refused(type_, {**target, "fencing_token": t1, **extra}) == ErrorCode.SERVICE_STALE_TOKEN
-        assert await reg.refused(type_, {**target, "fencing_token": t2 + 1000, **extra}) == ErrorCode.SERVICE_STALE_TOKEN
+        assert (
+            await reg.refused(type_, {**target, "fencing_token": t2 + 1000, **extra}) == ErrorCode.SERVICE_STALE_TOKEN
+        )
     got = await reg("ServiceGetInstance", target)
     assert (got["address"], got["health"], got["weight"], got["fencing_token"]) == ("moved:81", "healthy", 100, t2)
     assert (await reg("ServiceHeartbeat", {**target, "fencing_token": t2})) == {"fencing_token": t2, "ttl": 30}
@@ -208,7 +212,9 @@ async def test_keys_other_writers_left_under_the_prefix(reg, kv):
     await reg.register("web", "real")
     assert await reg.names("web") == ["real"]
     assert (await reg("ServiceList", {}))["services"] == ["db", "web"]
-    assert await reg.refused("ServiceGetInstance", {"service": "web", "instance": "junk"}) == ErrorCode.SERVICE_NOT_FOUND
+    assert (
+        await reg.refused("ServiceGetInstance", {"service": "web", "instance": "junk"}) == ErrorCode.SERVICE_NOT_FOUND
+    )
     token = await reg.register("web", "junk")
     assert (await kv.get("__service:web:junk")).create_revision == token
     assert await reg.names("web") == ["junk", "real"]
