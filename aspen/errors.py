@@ -73,6 +73,8 @@ class ErrorCode(StrEnum):
     PLUGIN_CALLBACK_FAILED = "PLUGIN_CALLBACK_FAILED"  # plugin_on_timer / on_hook_event answered {"ok": false}
     PLUGIN_FAILED = "PLUGIN_FAILED"  # a process plugin in a crash loop: no longer restarted (details: stderr)
     INVALID_MANIFEST = "INVALID_MANIFEST"
+    PLUGIN_LEASE_TTL_OUT_OF_RANGE = "PLUGIN_LEASE_TTL_OUT_OF_RANGE"  # aspen_lease_grant's ttl (details: min, max)
+    PLUGIN_TOO_MANY_LEASES = "PLUGIN_TOO_MANY_LEASES"  # a plugin's live leases (details: plugin, limit)
     # plugin lifecycle: install-time validation (one code per rule)
     PLUGIN_NAME_INVALID = "PLUGIN_NAME_INVALID"
     PLUGIN_NAME_TOO_LONG = "PLUGIN_NAME_TOO_LONG"
@@ -152,6 +154,22 @@ class ErrorCode(StrEnum):
     QUEUE_VISIBILITY_OUT_OF_RANGE = "QUEUE_VISIBILITY_OUT_OF_RANGE"
     QUEUE_RECEIPT_INVALID = "QUEUE_RECEIPT_INVALID"  # the delivery is no longer this receipt's (expired, acked)
     QUEUE_CONFIG_INVALID = "QUEUE_CONFIG_INVALID"
+    # service registry app (plugins/service-registry, docs/service-registry.md): answered by the plugin
+    SERVICE_NAME_INVALID = "SERVICE_NAME_INVALID"
+    SERVICE_INSTANCE_INVALID = "SERVICE_INSTANCE_INVALID"
+    SERVICE_ADDRESS_INVALID = "SERVICE_ADDRESS_INVALID"
+    SERVICE_VERSION_INVALID = "SERVICE_VERSION_INVALID"
+    SERVICE_TAGS_INVALID = "SERVICE_TAGS_INVALID"
+    SERVICE_WEIGHT_INVALID = "SERVICE_WEIGHT_INVALID"
+    SERVICE_METADATA_INVALID = "SERVICE_METADATA_INVALID"
+    SERVICE_TTL_OUT_OF_RANGE = "SERVICE_TTL_OUT_OF_RANGE"
+    SERVICE_HEALTH_INVALID = "SERVICE_HEALTH_INVALID"
+    SERVICE_RECORD_TOO_LARGE = "SERVICE_RECORD_TOO_LARGE"
+    SERVICE_TOKEN_INVALID = "SERVICE_TOKEN_INVALID"
+    SERVICE_LIMIT_INVALID = "SERVICE_LIMIT_INVALID"
+    SERVICE_STALE_TOKEN = "SERVICE_STALE_TOKEN"  # not the current registration's fencing token
+    SERVICE_NOT_FOUND = "SERVICE_NOT_FOUND"
+    SERVICE_CONFLICT = "SERVICE_CONFLICT"  # the instance changed under too many attempts in a row
     # cluster
     ETCD_UNREACHABLE = "ETCD_UNREACHABLE"
     ETCD_AUTH_FAILED = "ETCD_AUTH_FAILED"  # etcd refused the configured user/password or certificate

@@ -2,7 +2,7 @@
 # The README's run command: set up this machine, start one node on the
 # embedded default (SQLite + blob directory under ./aspen-data, or
 # $ASPEN_DATA_DIR) on 127.0.0.1:7420 (or $ASPEN_LISTEN), and install the
-# example plugins (echo, kv-counter) built from source. Unsigned plugins are
+# example plugins (echo, kv-counter, service-registry) built from source. Unsigned plugins are
 # allowed: this is the local-development setup. The node's admin token
 # ($data_dir/admin.token) is recorded for its URL in the credentials file
 # (aspen token login), so `aspen …` in another terminal just works. Extra
@@ -29,10 +29,10 @@ for _ in $(seq 1 100); do
     sleep 0.2
 done
 
-for plugin in echo kv-counter; do
+for plugin in echo kv-counter service-registry; do
     if ! .venv/bin/aspen plugin info "$plugin" >/dev/null 2>&1; then
         .venv/bin/aspen plugin install "plugins/$plugin/plugin.wasm" --manifest "plugins/$plugin/plugin.json"
     fi
 done
-echo "aspen node serving on $ASPEN_URL with plugins: echo, kv-counter (try: .venv/bin/aspen plugin list)"
+echo "aspen node serving on $ASPEN_URL with plugins: echo, kv-counter, service-registry (try: .venv/bin/aspen plugin list)"
 wait "$node"

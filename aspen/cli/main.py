@@ -20,6 +20,7 @@ from aspen.cli import (
     node,
     plugin,
     queue,
+    service,
     status,
     token,
 )
@@ -72,4 +73,5 @@ app.add_typer(coord.counter, name="counter")
 app.add_typer(coord.sequence, name="sequence")
 app.add_typer(coord.ratelimit, name="ratelimit")
 app.add_typer(queue.app, name="queue")
+app.add_typer(service.app, name="service")
 app.command("status")(status.status)

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from aspen.clock import now_ms
 from aspen.errors import AspenError, ErrorCode
 from aspen.plugins.gate import PluginGate
+from aspen.plugins.lease_owner import lease_arg, leases_of, require_owned
 from aspen.plugins.loop_bridge import CallContext, HostEnv, run_on_loop
 from aspen.plugins.rules import HOST_API_VERSION
 from aspen.storage.limits import check_limit, check_ops_count
@@ -187,7 +188,9 @@ def _kv_put(ctx: CallContext, args: dict[str, Any]) -> dict[str, Any]:
     env.gate.require("kv_write")
     key = env.gate.check_key(args.get("key"), "write")
     value = bytes_arg(args, "value")
-    return {"revision": run_on_loop(ctx, _kv(env).put(key, value))}
+    lease = lease_arg(args)
+    require_owned(ctx, [lease])
+    return {"revision": run_on_loop(ctx, _kv(env).put(key, value, lease=lease))}
 
 
 @host_function("aspen_kv_delete")
@@ -237,7 +240,7 @@ def _op_list(args: dict[str, Any], name: str) -> list[dict[str, Any]]:
 def _write_op(gate: PluginGate, o: dict[str, Any]) -> PutOp | DeleteOp:
     kind = o.get("op")
     if kind == "put":
-        return PutOp(gate.check_key(o.get("key"), "write"), bytes_arg(o, "value"))
+        return PutOp(gate.check_key(o.get("key"), "write"), bytes_arg(o, "value"), lease=lease_arg(o))
     if kind == "delete":
         if o.get("prefix", False):
             return DeleteOp(gate.check_scan(o.get("key"), op="delete"), prefix=True)
@@ -252,6 +255,7 @@ def _kv_batch(ctx: CallContext, args: dict[str, Any]) -> dict[str, Any]:
     raw = _op_list(args, "ops")
     check_ops_count(raw)
     ops = [_write_op(env.gate, o) for o in raw]  # every key checked before any write
+    require_owned(ctx, leases_of(ops))
     return {"revision": run_on_loop(ctx, _kv(env).batch_write(ops))}
 
 
@@ -323,6 +327,7 @@ def _kv_transaction(ctx: CallContext, args: dict[str, Any]) -> dict[str, Any]:
         [_txn_op(env.gate, o) for o in success],
         [_txn_op(env.gate, o) for o in failure],
     )
+    require_owned(ctx, leases_of(txn[1] + txn[2]))
     return _txn_json(run_on_loop(ctx, _kv(env).transaction(*txn)))
 
 
@@ -413,3 +418,7 @@ def _verify(ctx: CallContext, args: dict[str, Any]) -> dict[str, Any]:
     except InvalidSignature:
         return {"valid": False}
     return {"valid": True}
+
+
+# Functions kept in their own modules register into the same table on import.
+from aspen.plugins import host_leases  # noqa: F401

@@ -46,6 +46,10 @@ pub const host = struct {
     pub extern "extism:host/user" fn aspen_verify(p: u64) u64;
     pub extern "extism:host/user" fn aspen_host_api_version(p: u64) u64;
     pub extern "extism:host/user" fn aspen_host_capabilities(p: u64) u64;
+    // leases (permission "leases"; helpers in the leases section below)
+    pub extern "extism:host/user" fn aspen_lease_grant(p: u64) u64;
+    pub extern "extism:host/user" fn aspen_lease_keepalive(p: u64) u64;
+    pub extern "extism:host/user" fn aspen_lease_revoke(p: u64) u64;
 };
 
 var arena_state = std.heap.ArenaAllocator.init(std.heap.wasm_allocator);
@@ -190,6 +194,37 @@ pub fn kvDelete(key: []const u8) !bool {
 pub fn kvCas(key: []const u8, expected: ?[]const u8, new: []const u8) !bool {
     const v = try call("aspen_kv_cas", .{ .key = key, .expected = expected, .new = new });
     return (field(v, "succeeded") orelse return error.BadHostReply).bool;
+}
+
+// --- leases (permission "leases") ----------------------------------------
+// A plugin only sees leases it granted: any other id is LEASE_NOT_FOUND.
+
+fn intField(v: Value, name: []const u8) !i64 {
+    const f = field(v, name) orelse return error.BadHostReply;
+    return switch (f) {
+        .integer => |i| i,
+        else => error.BadHostReply,
+    };
+}
+
+/// Grant a lease of `ttl` seconds; returns its id.
+pub fn leaseGrant(ttl: i64) !i64 {
+    return intField(try call("aspen_lease_grant", .{ .ttl = ttl }), "lease_id");
+}
+
+/// Renew a lease to its granted TTL; returns that TTL.
+pub fn leaseKeepalive(lease_id: i64) !i64 {
+    return intField(try call("aspen_lease_keepalive", .{ .lease_id = lease_id }), "ttl");
+}
+
+/// Revoke a lease: the keys attached to it are deleted.
+pub fn leaseRevoke(lease_id: i64) !void {
+    _ = try call("aspen_lease_revoke", .{ .lease_id = lease_id });
+}
+
+/// Put `key` attached to `lease_id` (deleted when the lease ends); returns the revision.
+pub fn kvPutLease(key: []const u8, value: []const u8, lease_id: i64) !i64 {
+    return intField(try call("aspen_kv_put", .{ .key = key, .value = value, .lease = lease_id }), "revision");
 }
 
 // --- exports --------------------------------------------------------------

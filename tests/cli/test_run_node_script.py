@@ -97,9 +97,9 @@ async def test_run_node_script_serves_the_example_plugins_and_stops_on_sigterm(t
     )
     out = Output(script.stdout)
     try:
-        # setup.sh + node start + two plugin installs, on a busy machine
+        # setup.sh + node start + three plugin installs, on a busy machine
         line = await asyncio.to_thread(out.until, "aspen node serving on", 240)
-        assert f"http://127.0.0.1:{port}" in line and "echo, kv-counter" in line
+        assert f"http://127.0.0.1:{port}" in line and "echo, kv-counter, service-registry" in line
         (node_pid,) = children(script.pid)
         assert alive(node_pid)
 

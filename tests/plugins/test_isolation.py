@@ -178,6 +178,9 @@ GATED = {
     "aspen_node_info": ({}, "cluster_info"),
     "aspen_sign": ({"data": "x"}, "signing"),
     "aspen_verify": ({"data": "x", "public_key": "00" * 32, "signature": "00" * 64}, "signing"),
+    "aspen_lease_grant": ({"ttl": 30}, "leases"),
+    "aspen_lease_keepalive": ({"lease_id": 1}, "leases"),
+    "aspen_lease_revoke": ({"lease_id": 1}, "leases"),
 }
 
 
