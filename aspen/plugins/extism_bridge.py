@@ -19,6 +19,7 @@ import extism
 import msgspec
 
 from aspen.errors import AspenError, ErrorCode
+from aspen.plugins import hook_functions  # noqa: F401 -- registers the aspen_hook_* host functions
 from aspen.plugins.host_functions import IMPLEMENTATIONS, Impl
 from aspen.plugins.log_throttle import LogThrottle
 from aspen.plugins.loop_bridge import CallContext

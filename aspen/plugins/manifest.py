@@ -33,7 +33,7 @@ _SEMVER = re.compile(
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?"
 )
 
-PERMISSIONS = ("kv_read", "kv_write", "blob_read", "blob_write", "cluster_info", "randomness", "signing")
+PERMISSIONS = ("kv_read", "kv_write", "blob_read", "blob_write", "cluster_info", "randomness", "signing", "hooks")
 
 
 class PluginPermissions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -46,6 +46,7 @@ class PluginPermissions(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     cluster_info: bool = False
     randomness: bool = False
     signing: bool = False
+    hooks: bool = False  # subscribe to hook events (aspen.plugins.hook_functions)
 
     def granted(self) -> frozenset[str]:
         return frozenset(p for p in PERMISSIONS if getattr(self, p))
