@@ -160,6 +160,9 @@ pub fn callByName(name: []const u8, args_json: []const u8) ![]u8 {
     inline for (comptime std.meta.declarations(host)) |decl| {
         if (std.mem.eql(u8, decl, name)) return callRaw(&@field(host, decl), args_json);
     }
+    inline for (comptime std.meta.declarations(hook_host)) |decl| {
+        if (std.mem.eql(u8, decl, name)) return callRaw(&@field(hook_host, decl), args_json);
+    }
     return error.UnknownHostFunction;
 }
 
