@@ -71,6 +71,8 @@ class ErrorCode(StrEnum):
     PLUGIN_NOT_FOUND = "PLUGIN_NOT_FOUND"
     PLUGIN_LOAD_FAILED = "PLUGIN_LOAD_FAILED"
     PLUGIN_CALLBACK_FAILED = "PLUGIN_CALLBACK_FAILED"  # plugin_on_timer / on_hook_event answered {"ok": false}
+    HOOK_PATTERN_INVALID = "HOOK_PATTERN_INVALID"  # a hook subscription pattern (aspen.hooks.topics)
+    PLUGIN_TOO_MANY_SUBSCRIPTIONS = "PLUGIN_TOO_MANY_SUBSCRIPTIONS"  # more than 16 hook patterns
     PLUGIN_FAILED = "PLUGIN_FAILED"  # a process plugin in a crash loop: no longer restarted (details: stderr)
     INVALID_MANIFEST = "INVALID_MANIFEST"
     PLUGIN_LEASE_TTL_OUT_OF_RANGE = "PLUGIN_LEASE_TTL_OUT_OF_RANGE"  # aspen_lease_grant's ttl (details: min, max)

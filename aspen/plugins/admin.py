@@ -18,6 +18,7 @@ from aspen.clock import now_ms
 from aspen.errors import AspenError, ErrorCode
 from aspen.plugins import bundle
 from aspen.plugins import requests as r
+from aspen.plugins.hook_subscribers import plugin_subscriptions
 from aspen.plugins.lifecycle import PluginStatus
 from aspen.plugins.manifest import MAX_WASM_BYTES, PluginManifest, is_semver, semver_key
 from aspen.plugins.reconciler import PluginReconciler
@@ -222,6 +223,7 @@ class PluginAdmin:
             target = stored if name == body.name else await self.store.require(name)
             await self.store.delete(target)
             await self.store.release(None, [target.record.manifest, *target.record.history])
+            await plugin_subscriptions(self.rec.kv).forget(name)
             removed.append(name)
         after = self.rec.poke()
         for name in removed:

@@ -12,7 +12,8 @@ set by ``aspen node start --allow-unsigned-plugins``), ``drain_seconds``
 (30), ``resync_seconds`` (30), ``health_seconds`` (10), and the caps no
 manifest's ``limits`` may exceed: ``max_memory_mib`` (16), ``max_timeout_ms``
 (5000), ``max_input_bytes`` and ``max_output_bytes`` (4 MiB),
-``max_instances`` (8).
+``max_instances`` (8); ``hook_queue_events`` (1000) and ``hook_queue_bytes``
+(16 MiB) bound each plugin's queue of hook events.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from aspen.errors import AspenError, ErrorCode
 from aspen.jobs.builtin import job_sandbox
 from aspen.plugins import requests as r
 from aspen.plugins.admin import PluginAdmin
+from aspen.plugins.hook_subscribers import HookService
 from aspen.plugins.loader import PROCESS, RUNTIME_KINDS
 from aspen.plugins.manifest import NodePluginLimits
 from aspen.plugins.process_runtime import ProcessKind
@@ -76,14 +78,19 @@ class LifecycleHandler:
     priority = 150  # above the core store handlers' 0-99: runs under the request deadline
     request_types = frozenset(REQUESTS)
 
-    def __init__(self, reconciler: PluginReconciler) -> None:
+    def __init__(self, reconciler: PluginReconciler, hooks: HookService | None = None) -> None:
         self.reconciler = reconciler
         self.admin = PluginAdmin(reconciler)
+        self.hooks = hooks
 
     async def start(self) -> None:
         await self.reconciler.start()
+        if self.hooks is not None:
+            self.hooks.start()
 
     async def stop(self) -> None:
+        if self.hooks is not None:
+            await self.hooks.stop()
         await self.reconciler.stop()
 
     async def handle(self, request: Request, ctx: RequestContext) -> Response:
@@ -162,4 +169,5 @@ def create(node: Any) -> LifecycleHandler:
         kinds={**RUNTIME_KINDS, PROCESS: process_kind(node)},
     )
     node.plugins = reconciler
-    return LifecycleHandler(reconciler)
+    hooks = HookService(node.kv, node.node_id, reconciler, section, getattr(node, "metrics", None))
+    return LifecycleHandler(reconciler, hooks)

@@ -42,6 +42,7 @@ PERMISSIONS = (
     "randomness",
     "signing",
     "leases",
+    "hooks",
 )
 
 
@@ -56,6 +57,7 @@ class PluginPermissions(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     randomness: bool = False
     signing: bool = False
     leases: bool = False  # aspen_lease_* and puts with "lease" (aspen.plugins.host_leases)
+    hooks: bool = False  # subscribe to hook events (aspen.plugins.hook_functions)
 
     def granted(self) -> frozenset[str]:
         return frozenset(p for p in PERMISSIONS if getattr(self, p))

@@ -135,7 +135,12 @@ pub fn fieldStr(obj: Value, name: []const u8) ?[]const u8 {
 /// Returns the `ok` member of the reply; on `{"error": …}` records it in
 /// `last_error_code`/`last_error_message` and returns `error.HostError`.
 pub fn call(comptime name: []const u8, args: anytype) !Value {
-    const answer = try parse(try callRaw(&@field(host, name), try stringify(args)));
+    return callFn(&@field(host, name), args);
+}
+
+/// `call` for a host function given by pointer (e.g. one of `hook_host`).
+pub fn callFn(f: *const fn (u64) callconv(.c) u64, args: anytype) !Value {
+    const answer = try parse(try callRaw(f, try stringify(args)));
     if (field(answer, "error")) |e| {
         last_error_code = fieldStr(e, "code") orelse "INTERNAL";
         last_error_message = fieldStr(e, "message") orelse "";
@@ -158,6 +163,9 @@ pub fn callRaw(f: *const fn (u64) callconv(.c) u64, args_json: []const u8) ![]u8
 pub fn callByName(name: []const u8, args_json: []const u8) ![]u8 {
     inline for (comptime std.meta.declarations(host)) |decl| {
         if (std.mem.eql(u8, decl, name)) return callRaw(&@field(host, decl), args_json);
+    }
+    inline for (comptime std.meta.declarations(hook_host)) |decl| {
+        if (std.mem.eql(u8, decl, name)) return callRaw(&@field(hook_host, decl), args_json);
     }
     return error.UnknownHostFunction;
 }
@@ -286,4 +294,49 @@ fn runHandler(comptime handler: fn (Request) anyerror![]const u8) ![]const u8 {
     const msg = try parse(try input());
     const type_name = fieldStr(msg, "type") orelse return error.MissingType;
     return handler(.{ .type = type_name, .body = field(msg, "body") orelse .null });
+}
+
+// --- hooks (docs/plugin-abi.md §3, hook events) ------------------------------
+
+/// The hook host functions (permission `hooks`).
+pub const hook_host = struct {
+    pub extern "extism:host/user" fn aspen_hook_subscribe(p: u64) u64;
+    pub extern "extism:host/user" fn aspen_hook_unsubscribe(p: u64) u64;
+    pub extern "extism:host/user" fn aspen_hook_list(p: u64) u64;
+};
+
+/// Subscribe to the topics matching `pattern` (`*` one token, `>` the rest);
+/// idempotent, so `plugin_init` may call it on every load.
+pub fn hookSubscribe(pattern: []const u8) !void {
+    _ = try callFn(&hook_host.aspen_hook_subscribe, .{ .pattern = pattern });
+}
+
+pub fn hookUnsubscribe(pattern: []const u8) !bool {
+    const v = try callFn(&hook_host.aspen_hook_unsubscribe, .{ .pattern = pattern });
+    return (field(v, "removed") orelse return error.BadHostReply).bool;
+}
+
+/// A delivered hook event: `topic` and its `event` object (for KV topics
+/// `key`, `revision`, `version` and, with `kv_read`, `value`/`value_b64`).
+pub const HookEvent = struct {
+    topic: []const u8,
+    event: Value,
+};
+
+/// Body of a `plugin_on_hook_event` export: answers `{"ok": true}`, or
+/// `{"ok": false, "error"}` when `handler` fails (the node retries, then skips).
+pub fn exportHookEvent(comptime handler: fn (HookEvent) anyerror!void) i32 {
+    defer _ = arena_state.reset(.retain_capacity);
+    const out = if (runHookEvent(handler)) |_|
+        stringify(.{ .ok = true })
+    else |err|
+        stringify(.{ .ok = false, .@"error" = if (err == error.HostError) last_error_code else @errorName(err) });
+    output(out catch return fail("out of memory"));
+    return 0;
+}
+
+fn runHookEvent(comptime handler: fn (HookEvent) anyerror!void) !void {
+    const msg = try parse(try input());
+    const topic = fieldStr(msg, "topic") orelse return error.MissingTopic;
+    return handler(.{ .topic = topic, .event = field(msg, "event") orelse .null });
 }
