@@ -72,6 +72,8 @@ class ErrorCode(StrEnum):
     PLUGIN_LOAD_FAILED = "PLUGIN_LOAD_FAILED"
     PLUGIN_CALLBACK_FAILED = "PLUGIN_CALLBACK_FAILED"  # plugin_on_timer / on_hook_event answered {"ok": false}
     PLUGIN_FAILED = "PLUGIN_FAILED"  # a process plugin in a crash loop: no longer restarted (details: stderr)
+    PLUGIN_TOO_MANY_TIMERS = "PLUGIN_TOO_MANY_TIMERS"  # more than 16 live timers (details: max)
+    PLUGIN_TIMER_INVALID = "PLUGIN_TIMER_INVALID"  # a timer name or interval out of range (details: field)
     INVALID_MANIFEST = "INVALID_MANIFEST"
     # plugin lifecycle: install-time validation (one code per rule)
     PLUGIN_NAME_INVALID = "PLUGIN_NAME_INVALID"

@@ -16,7 +16,7 @@ import msgspec
 
 from aspen.clock import now_ms
 from aspen.errors import AspenError, ErrorCode
-from aspen.plugins import bundle
+from aspen.plugins import bundle, timers
 from aspen.plugins import requests as r
 from aspen.plugins.lifecycle import PluginStatus
 from aspen.plugins.manifest import MAX_WASM_BYTES, PluginManifest, is_semver, semver_key
@@ -221,6 +221,7 @@ class PluginAdmin:
         for name in [*(reversed(users) if body.cascade else ()), body.name]:
             target = stored if name == body.name else await self.store.require(name)
             await self.store.delete(target)
+            await timers.forget(self.rec.kv, name)
             await self.store.release(None, [target.record.manifest, *target.record.history])
             removed.append(name)
         after = self.rec.poke()

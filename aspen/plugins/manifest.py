@@ -33,7 +33,7 @@ _SEMVER = re.compile(
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?"
 )
 
-PERMISSIONS = ("kv_read", "kv_write", "blob_read", "blob_write", "cluster_info", "randomness", "signing")
+PERMISSIONS = ("kv_read", "kv_write", "blob_read", "blob_write", "cluster_info", "randomness", "signing", "timers")
 
 
 class PluginPermissions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -46,6 +46,7 @@ class PluginPermissions(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     cluster_info: bool = False
     randomness: bool = False
     signing: bool = False
+    timers: bool = False  # aspen_schedule_timer and friends (aspen.plugins.timers)
 
     def granted(self) -> frozenset[str]:
         return frozenset(p for p in PERMISSIONS if getattr(self, p))
