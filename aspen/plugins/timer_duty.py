@@ -38,6 +38,7 @@ from aspen.storage.protocol import KeyValueStore
 log = logging.getLogger("aspen.plugins.timers")
 
 DUTY_NAME = "plugin-timers"
+FINISH_SECONDS = 5.0  # how long a leader that stops waits for the callbacks it started
 TimerId = tuple[str, str]  # (plugin, timer name)
 
 
@@ -86,6 +87,9 @@ class TimerScheduler:
                         await changed.wait()
         finally:
             closed = True
+            if in_flight:  # let running callbacks end, so their next fire times are written
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait(list(in_flight.values()), timeout=FINISH_SECONDS)
             tasks = [watch, *in_flight.values()]
             while not all(t.done() for t in tasks):  # a store watch may swallow one cancellation
                 for t in tasks:
