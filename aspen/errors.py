@@ -74,6 +74,8 @@ class ErrorCode(StrEnum):
     HOOK_PATTERN_INVALID = "HOOK_PATTERN_INVALID"  # a hook subscription pattern (aspen.hooks.topics)
     PLUGIN_TOO_MANY_SUBSCRIPTIONS = "PLUGIN_TOO_MANY_SUBSCRIPTIONS"  # more than 16 hook patterns
     PLUGIN_FAILED = "PLUGIN_FAILED"  # a process plugin in a crash loop: no longer restarted (details: stderr)
+    PLUGIN_TOO_MANY_TIMERS = "PLUGIN_TOO_MANY_TIMERS"  # more than 16 live timers (details: max)
+    PLUGIN_TIMER_INVALID = "PLUGIN_TIMER_INVALID"  # a timer name or interval out of range (details: field)
     INVALID_MANIFEST = "INVALID_MANIFEST"
     PLUGIN_LEASE_TTL_OUT_OF_RANGE = "PLUGIN_LEASE_TTL_OUT_OF_RANGE"  # aspen_lease_grant's ttl (details: min, max)
     PLUGIN_TOO_MANY_LEASES = "PLUGIN_TOO_MANY_LEASES"  # a plugin's live leases (details: plugin, limit)

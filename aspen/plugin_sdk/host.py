@@ -75,3 +75,14 @@ class Host:
 
     async def sign(self, data: bytes | str) -> dict[str, str]:
         return await self.call("sign", _bytes_arg("data", data))
+
+    async def schedule_timer(self, name: str, interval_ms: int, repeating: bool = False) -> int:
+        """Schedule (or replace) timer ``name``; returns when it first fires. Needs ``timers``."""
+        args = {"name": name, "interval_ms": interval_ms, "repeating": repeating}
+        return (await self.call("schedule_timer", args))["next_fire_ms"]
+
+    async def cancel_timer(self, name: str) -> bool:
+        return (await self.call("cancel_timer", {"name": name}))["cancelled"]
+
+    async def list_timers(self) -> list[dict[str, Any]]:
+        return (await self.call("list_timers"))["timers"]

@@ -16,7 +16,7 @@ import msgspec
 
 from aspen.clock import now_ms
 from aspen.errors import AspenError, ErrorCode
-from aspen.plugins import bundle
+from aspen.plugins import bundle, timers
 from aspen.plugins import requests as r
 from aspen.plugins.hook_subscribers import plugin_subscriptions
 from aspen.plugins.lifecycle import PluginStatus
@@ -222,6 +222,7 @@ class PluginAdmin:
         for name in [*(reversed(users) if body.cascade else ()), body.name]:
             target = stored if name == body.name else await self.store.require(name)
             await self.store.delete(target)
+            await timers.forget(self.rec.kv, name)
             await self.store.release(None, [target.record.manifest, *target.record.history])
             await plugin_subscriptions(self.rec.kv).forget(name)
             removed.append(name)

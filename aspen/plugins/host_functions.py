@@ -421,4 +421,4 @@ def _verify(ctx: CallContext, args: dict[str, Any]) -> dict[str, Any]:
 
 
 # Functions kept in their own modules register into the same table on import.
-from aspen.plugins import hook_functions, host_leases  # noqa: F401
+from aspen.plugins import hook_functions, host_leases, timer_functions  # noqa: F401

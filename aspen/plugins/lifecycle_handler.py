@@ -33,6 +33,7 @@ from aspen.plugins.loader import PROCESS, RUNTIME_KINDS
 from aspen.plugins.manifest import NodePluginLimits
 from aspen.plugins.process_runtime import ProcessKind
 from aspen.plugins.reconciler import PluginReconciler
+from aspen.plugins.timer_duty import TimerScheduler
 from aspen.rpc.catalog import CORE_REQUESTS, parse_body, to_body
 from aspen.rpc.handler import Request, RequestContext, Response
 
@@ -82,13 +83,16 @@ class LifecycleHandler:
         self.reconciler = reconciler
         self.admin = PluginAdmin(reconciler)
         self.hooks = hooks
+        self.timers = TimerScheduler(reconciler.kv, reconciler, reconciler.node_id)
 
     async def start(self) -> None:
         await self.reconciler.start()
+        self.timers.start()
         if self.hooks is not None:
             self.hooks.start()
 
     async def stop(self) -> None:
+        await self.timers.stop()  # first: another node takes the timers while this one drains
         if self.hooks is not None:
             await self.hooks.stop()
         await self.reconciler.stop()

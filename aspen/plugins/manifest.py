@@ -43,6 +43,7 @@ PERMISSIONS = (
     "signing",
     "leases",
     "hooks",
+    "timers",
 )
 
 
@@ -58,6 +59,7 @@ class PluginPermissions(msgspec.Struct, frozen=True, forbid_unknown_fields=True)
     signing: bool = False
     leases: bool = False  # aspen_lease_* and puts with "lease" (aspen.plugins.host_leases)
     hooks: bool = False  # subscribe to hook events (aspen.plugins.hook_functions)
+    timers: bool = False  # aspen_schedule_timer and friends (aspen.plugins.timers)
 
     def granted(self) -> frozenset[str]:
         return frozenset(p for p in PERMISSIONS if getattr(self, p))

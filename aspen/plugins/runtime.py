@@ -186,8 +186,10 @@ class PluginRuntime:
         first = self._new_instance()
         self._exports = {
             export: bool(first.function_exists(export))
-            for export in ("plugin_info", "handle_request", "plugin_init", "plugin_health", "plugin_shutdown",
-                           "plugin_on_timer", "plugin_on_hook_event")
+            for export in (
+                "plugin_info", "handle_request", "plugin_init", "plugin_health", "plugin_shutdown",
+                "plugin_on_timer", "plugin_on_hook_event",  # the callbacks (aspen.plugins.handler.CALLBACKS)
+            )
         }  # fmt: skip
         self._spare: queue.SimpleQueue[extism.Plugin] = queue.SimpleQueue()
         self._spare.put(first)  # the first worker adopts it

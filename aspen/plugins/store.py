@@ -172,15 +172,26 @@ def push_history(record: InstalledPlugin) -> tuple[tuple[PluginManifest, ...], l
     return history[-MAX_HISTORY:], dropped
 
 
-async def watch_changes(kv: KeyValueStore, revision: int, dirty: asyncio.Event, closed: Callable[[], bool]) -> None:
-    """Set ``dirty`` on every change to a manifest or the trust store after
-    ``revision``; a watch that ends (COMPACTED, a closed or failing store)
+def _installs(key: str) -> bool:
+    return key.startswith((MANIFESTS_PREFIX, TRUST_PREFIX))
+
+
+async def watch_changes(
+    kv: KeyValueStore,
+    revision: int,
+    dirty: asyncio.Event,
+    closed: Callable[[], bool],
+    relevant: Callable[[str], bool] = _installs,
+) -> None:
+    """Set ``dirty`` on every change after ``revision`` to a key under
+    ``__plugins:`` that is ``relevant`` (default: a manifest or the trust
+    store); a watch that ends (COMPACTED, a closed or failing store)
     resyncs and re-watches until ``closed()``."""
     while True:
         try:
             async for event in kv.watch(PLUGINS_PREFIX, start_revision=revision + 1):
                 revision = event.revision
-                if event.kv.key.startswith((MANIFESTS_PREFIX, TRUST_PREFIX)):
+                if relevant(event.kv.key):
                     dirty.set()
         except asyncio.CancelledError:
             raise

@@ -340,3 +340,87 @@ fn runHookEvent(comptime handler: fn (HookEvent) anyerror!void) !void {
     const topic = fieldStr(msg, "topic") orelse return error.MissingTopic;
     return handler(.{ .topic = topic, .event = field(msg, "event") orelse .null });
 }
+
+// --- timers (docs/plugin-abi.md §3, "Timers"; permission `timers`) ----------
+
+/// The timer host functions, apart from `host` (so `callByName` does not
+/// import them into every plugin that uses it).
+pub const timer_host = struct {
+    pub extern "extism:host/user" fn aspen_schedule_timer(p: u64) u64;
+    pub extern "extism:host/user" fn aspen_cancel_timer(p: u64) u64;
+    pub extern "extism:host/user" fn aspen_list_timers(p: u64) u64;
+};
+
+/// Like `call`, for a function of `timer_host`.
+pub fn timerCall(comptime name: []const u8, args: anytype) !Value {
+    const answer = try parse(try callRaw(&@field(timer_host, name), try stringify(args)));
+    if (field(answer, "error")) |e| {
+        last_error_code = fieldStr(e, "code") orelse "INTERNAL";
+        last_error_message = fieldStr(e, "message") orelse "";
+        return error.HostError;
+    }
+    return field(answer, "ok") orelse .null;
+}
+
+/// Call a `timer_host` function chosen at run time with raw JSON bytes.
+pub fn timerCallByName(name: []const u8, args_json: []const u8) ![]u8 {
+    inline for (comptime std.meta.declarations(timer_host)) |decl| {
+        if (std.mem.eql(u8, decl, name)) return callRaw(&@field(timer_host, decl), args_json);
+    }
+    return error.UnknownHostFunction;
+}
+
+/// Schedule (or replace) timer `name`; returns when it first fires (wall-clock ms).
+pub fn scheduleTimer(name: []const u8, interval_ms: i64, repeating: bool) !i64 {
+    const v = try timerCall("aspen_schedule_timer", .{ .name = name, .interval_ms = interval_ms, .repeating = repeating });
+    return (field(v, "next_fire_ms") orelse return error.BadHostReply).integer;
+}
+
+/// Cancel timer `name`; true when there was one.
+pub fn cancelTimer(name: []const u8) !bool {
+    const v = try timerCall("aspen_cancel_timer", .{ .name = name });
+    return (field(v, "cancelled") orelse return error.BadHostReply).bool;
+}
+
+/// Whether the plugin has a timer called `name`.
+pub fn hasTimer(name: []const u8) !bool {
+    const v = try timerCall("aspen_list_timers", empty);
+    const list = field(v, "timers") orelse return error.BadHostReply;
+    if (list != .array) return error.BadHostReply;
+    for (list.array.items) |t| {
+        if (std.mem.eql(u8, fieldStr(t, "name") orelse "", name)) return true;
+    }
+    return false;
+}
+
+/// What `plugin_on_timer` receives.
+pub const TimerEvent = struct {
+    name: []const u8,
+    scheduled_ms: i64,
+    fired_ms: i64,
+};
+
+/// Body of a `plugin_on_timer` export: runs `handler`, answers `{"ok": true}`,
+/// or `{"ok": false, "error"}` with the host's code or the Zig error's name.
+pub fn exportTimer(comptime handler: fn (TimerEvent) anyerror!void) i32 {
+    defer _ = arena_state.reset(.retain_capacity);
+    runTimer(handler) catch |err| {
+        const why = if (err == error.HostError) last_error_code else @errorName(err);
+        output(stringify(.{ .ok = false, .@"error" = why }) catch return fail("out of memory"));
+        return 0;
+    };
+    output("{\"ok\":true}");
+    return 0;
+}
+
+fn runTimer(comptime handler: fn (TimerEvent) anyerror!void) !void {
+    const msg = try parse(try input());
+    const scheduled = field(msg, "scheduled_ms") orelse return error.BadTimerEvent;
+    const fired = field(msg, "fired_ms") orelse return error.BadTimerEvent;
+    if (scheduled != .integer or fired != .integer) return error.BadTimerEvent;
+    try handler(.{
+        .name = fieldStr(msg, "name") orelse return error.BadTimerEvent,
+        .scheduled_ms = scheduled.integer,
+        .fired_ms = fired.integer,
+    });
+}

@@ -29,6 +29,9 @@ fn handle(req: aspen.Request) ![]const u8 {
     const args = if (std.mem.eql(u8, req.type, "HostCallRaw"))
         aspen.fieldStr(req.body, "raw") orelse return aspen.replyError("BAD_REQUEST", "raw")
     else if (aspen.field(req.body, "args")) |a| try aspen.stringify(a) else "{}";
-    const raw = try aspen.callByName(function, args);
+    const raw = aspen.callByName(function, args) catch |err| switch (err) {
+        error.UnknownHostFunction => try aspen.timerCallByName(function, args),
+        else => return err,
+    };
     return std.fmt.allocPrint(aspen.arena(), "{{\"type\":\"HostReply\",\"body\":{s}}}", .{raw});
 }

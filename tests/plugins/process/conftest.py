@@ -84,7 +84,7 @@ async def launch(sandbox, host_env):
              peer_limits: PeerLimits | None = None) -> tuple[ProcessSupervisor, str]:  # fmt: skip
         tag = f"--aspen-test={uuid.uuid4().hex}"
         if program == "echo":
-            spec = ProcessSpec("echo-process", ("Ping", "Echo", "EchoRead"), ("/usr/bin/python3", "plugin.py", tag),
+            spec = ProcessSpec("echo-process", ("Ping", "Echo", "EchoRead", "EchoTimer"), ("/usr/bin/python3", "plugin.py", tag),
                                str(ECHO), env={"PYTHONPATH": f"{REPO}:{SITE}", **(env or {})})  # fmt: skip
         else:
             spec = ProcessSpec(name or "hostile", HOSTILE_HANDLES, ("/usr/bin/python3", "hostile.py", tag),
