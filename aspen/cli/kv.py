@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +22,7 @@ from aspen.cli.common import (
     show_bytes,
 )
 from aspen.errors import ErrorCode
+from aspen.storage.records import WatchEvent
 
 app = typer.Typer(help="Read and write keys.", no_args_is_help=True)
 
@@ -140,15 +142,27 @@ def watch(
     json: JsonOpt = False,
 ) -> None:
     """Print changes under PREFIX as they happen (Ctrl-C stops)."""
+
+    def show(event: WatchEvent) -> None:
+        if json:
+            print_json(event)
+        else:
+            value = "" if event.type == "delete" else " = " + show_bytes(event.kv.value)
+            console.print(literal(f"{event.revision} {event.type} {event.kv.key}{value}"))
+
+    follow(url, prefix, show, from_revision=from_revision, count=count)
+
+
+def follow(
+    url: str | None, prefix: str, show: Callable[[WatchEvent], None], *,
+    from_revision: int | None = None, count: int | None = None,
+) -> None:  # fmt: skip
+    """Show each change under ``prefix`` as it happens, until ``count`` or Ctrl-C."""
     seen = 0
     with connect(url) as client:
         try:
             for event in client.watch(prefix, from_revision):
-                if json:
-                    print_json(event)
-                else:
-                    value = "" if event.type == "delete" else " = " + show_bytes(event.kv.value)
-                    console.print(literal(f"{event.revision} {event.type} {event.kv.key}{value}"))
+                show(event)
                 sys.stdout.flush()
                 seen += 1
                 if count is not None and seen >= count:

@@ -12,8 +12,10 @@ from typing import Annotated, Any
 import typer
 
 from aspen.cli.common import JsonOpt, UrlOpt, connect, console, literal, print_json, reports_errors
+from aspen.cli.kv import follow
 from aspen.client import SyncClient
 from aspen.errors import AspenError, ErrorCode
+from aspen.storage.records import WatchEvent
 
 app = typer.Typer(help="The service registry: instances on a TTL, discovery, watches.", no_args_is_help=True)
 PREFIX = "__service:"
@@ -168,24 +170,18 @@ def watch(
 ) -> None:  # fmt: skip
     """Follow SERVICE's instances: '+ INSTANCE ADDRESS HEALTH' when one registers or changes, '- INSTANCE' when it goes (deregistered or expired). Ctrl-C stops."""
     prefix = f"{PREFIX}{service}:"
-    seen = 0
-    with connect(url) as client:
-        try:
-            for event in client.watch(prefix):
-                instance = event.kv.key[len(prefix) :]
-                record = _record(event.kv.value) if event.type == "put" else {}
-                if json:
-                    print_json({"revision": event.revision, "type": event.type, "instance": instance, **record})
-                elif event.type == "put":
-                    console.print(literal(f"+ {instance} {record.get('address', '?')} {record.get('health', '?')}"))
-                else:
-                    console.print(literal(f"- {instance}"))
-                sys.stdout.flush()
-                seen += 1
-                if count is not None and seen >= count:
-                    break
-        except KeyboardInterrupt:
-            pass
+
+    def show(event: WatchEvent) -> None:
+        instance = event.kv.key[len(prefix) :]
+        record = _record(event.kv.value) if event.type == "put" else {}
+        if json:
+            print_json({"revision": event.revision, "type": event.type, "instance": instance, **record})
+        elif event.type == "put":
+            console.print(literal(f"+ {instance} {record.get('address', '?')} {record.get('health', '?')}"))
+        else:
+            console.print(literal(f"- {instance}"))
+
+    follow(url, prefix, show, count=count)
 
 
 def _record(value: bytes) -> dict[str, Any]:

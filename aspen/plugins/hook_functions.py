@@ -11,7 +11,7 @@ from typing import Any
 
 from aspen.hooks.topics import check_pattern
 from aspen.plugins.hook_subscribers import plugin_subscriptions
-from aspen.plugins.host_functions import _kv, host_function
+from aspen.plugins.host_functions import env_kv, host_function
 from aspen.plugins.loop_bridge import CallContext, run_on_loop
 
 
@@ -20,7 +20,7 @@ def _subscribe(ctx: CallContext, args: dict[str, Any]) -> dict[str, Any]:
     env = ctx.env
     env.gate.require("hooks")
     pattern = check_pattern(args.get("pattern"))
-    patterns = run_on_loop(ctx, plugin_subscriptions(_kv(env)).subscribe(env.plugin, pattern))
+    patterns = run_on_loop(ctx, plugin_subscriptions(env_kv(env)).subscribe(env.plugin, pattern))
     return {"patterns": list(patterns)}
 
 
@@ -29,14 +29,14 @@ def _unsubscribe(ctx: CallContext, args: dict[str, Any]) -> dict[str, Any]:
     env = ctx.env
     env.gate.require("hooks")
     pattern = check_pattern(args.get("pattern"))
-    return {"removed": run_on_loop(ctx, plugin_subscriptions(_kv(env)).unsubscribe(env.plugin, pattern))}
+    return {"removed": run_on_loop(ctx, plugin_subscriptions(env_kv(env)).unsubscribe(env.plugin, pattern))}
 
 
 @host_function("aspen_hook_list")
 def _list(ctx: CallContext, args: dict[str, Any]) -> dict[str, Any]:
     env = ctx.env
     env.gate.require("hooks")
-    store = plugin_subscriptions(_kv(env))
+    store = plugin_subscriptions(env_kv(env))
     subs = run_on_loop(ctx, store.get(env.plugin))
     cursor = run_on_loop(ctx, store.cursor(env.plugin))
     return {

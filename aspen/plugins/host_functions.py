@@ -112,7 +112,8 @@ def kv_json(kv: KeyValue | None) -> dict[str, Any] | None:
     return put_bytes(out, "value", kv.value)
 
 
-def _kv(env: HostEnv) -> KeyValueStore:
+def env_kv(env: HostEnv) -> KeyValueStore:
+    """The store a host function acts on (``UNAVAILABLE`` on a node without one)."""
     if env.kv is None:
         raise AspenError(ErrorCode.UNAVAILABLE, "this node has no KV store for plugins")
     return env.kv
@@ -179,7 +180,7 @@ def _kv_get(ctx: CallContext, args: dict[str, Any]) -> dict[str, Any]:
     env = ctx.env
     env.gate.require("kv_read")
     key = env.gate.check_key(args.get("key"), "read")
-    return {"kv": kv_json(run_on_loop(ctx, _kv(env).get(key)))}
+    return {"kv": kv_json(run_on_loop(ctx, env_kv(env).get(key)))}
 
 
 @host_function("aspen_kv_put")
@@ -190,7 +191,7 @@ def _kv_put(ctx: CallContext, args: dict[str, Any]) -> dict[str, Any]:
     value = bytes_arg(args, "value")
     lease = lease_arg(args)
     require_owned(ctx, [lease])
-    return {"revision": run_on_loop(ctx, _kv(env).put(key, value, lease=lease))}
+    return {"revision": run_on_loop(ctx, env_kv(env).put(key, value, lease=lease))}
 
 
 @host_function("aspen_kv_delete")
@@ -198,7 +199,7 @@ def _kv_delete(ctx: CallContext, args: dict[str, Any]) -> dict[str, Any]:
     env = ctx.env
     env.gate.require("kv_write")
     key = env.gate.check_key(args.get("key"), "delete")
-    return {"deleted": run_on_loop(ctx, _kv(env).delete(key))}
+    return {"deleted": run_on_loop(ctx, env_kv(env).delete(key))}
 
 
 @host_function("aspen_kv_scan")
@@ -208,7 +209,7 @@ def _kv_scan(ctx: CallContext, args: dict[str, Any]) -> dict[str, Any]:
     continuation = args.get("continuation")
     prefix = env.gate.check_scan(args.get("prefix"), continuation)
     limit = check_limit(_int_arg(args, "limit", DEFAULT_SCAN_LIMIT))
-    page = run_on_loop(ctx, _kv(env).scan(prefix, limit=limit, continuation=continuation))
+    page = run_on_loop(ctx, env_kv(env).scan(prefix, limit=limit, continuation=continuation))
     return {
         "entries": [kv_json(kv) for kv in page.entries],
         "is_truncated": page.is_truncated,
@@ -226,7 +227,7 @@ def _kv_cas(ctx: CallContext, args: dict[str, Any]) -> dict[str, Any]:
     key = env.gate.check_key(args.get("key"), "cas")
     expected = bytes_arg(args, "expected", required=False)
     new = bytes_arg(args, "new")
-    result = run_on_loop(ctx, _kv(env).compare_and_swap(key, expected, new))
+    result = run_on_loop(ctx, env_kv(env).compare_and_swap(key, expected, new))
     return {"succeeded": result.succeeded, "kv": kv_json(result.actual), "revision": result.revision}
 
 
@@ -256,7 +257,7 @@ def _kv_batch(ctx: CallContext, args: dict[str, Any]) -> dict[str, Any]:
     check_ops_count(raw)
     ops = [_write_op(env.gate, o) for o in raw]  # every key checked before any write
     require_owned(ctx, leases_of(ops))
-    return {"revision": run_on_loop(ctx, _kv(env).batch_write(ops))}
+    return {"revision": run_on_loop(ctx, env_kv(env).batch_write(ops))}
 
 
 _COMPARE_INT_TARGETS = ("version", "create_revision", "mod_revision")
@@ -328,7 +329,7 @@ def _kv_transaction(ctx: CallContext, args: dict[str, Any]) -> dict[str, Any]:
         [_txn_op(env.gate, o) for o in failure],
     )
     require_owned(ctx, leases_of(txn[1] + txn[2]))
-    return _txn_json(run_on_loop(ctx, _kv(env).transaction(*txn)))
+    return _txn_json(run_on_loop(ctx, env_kv(env).transaction(*txn)))
 
 
 def _hash_arg(args: dict[str, Any]) -> str:

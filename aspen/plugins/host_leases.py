@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from aspen.errors import AspenError, ErrorCode
-from aspen.plugins.host_functions import host_function
+from aspen.plugins.host_functions import env_kv, host_function
 from aspen.plugins.lease_owner import marker_key, marker_prefix, not_found, require_owned
 from aspen.plugins.loop_bridge import CallContext, run_on_loop
 from aspen.storage.limits import check_lease_id
@@ -24,12 +24,6 @@ from aspen.storage.protocol import KeyValueStore
 MIN_TTL = 1
 MAX_TTL = 86_400
 MAX_LEASES_PER_PLUGIN = 1000
-
-
-def _kv(ctx: CallContext) -> KeyValueStore:
-    if ctx.env.kv is None:
-        raise AspenError(ErrorCode.UNAVAILABLE, "this node has no KV store for plugins")
-    return ctx.env.kv
 
 
 def _ttl(args: dict[str, Any]) -> int:
@@ -73,20 +67,20 @@ async def _grant(kv: KeyValueStore, plugin: str, ttl: int) -> dict[str, Any]:
 def _lease_grant(ctx: CallContext, args: dict[str, Any]) -> dict[str, Any]:
     ctx.env.gate.require("leases")
     ttl = _ttl(args)
-    return run_on_loop(ctx, _grant(_kv(ctx), ctx.env.plugin, ttl))
+    return run_on_loop(ctx, _grant(env_kv(ctx.env), ctx.env.plugin, ttl))
 
 
 @host_function("aspen_lease_keepalive")
 def _lease_keepalive(ctx: CallContext, args: dict[str, Any]) -> dict[str, Any]:
     lease_id = _owned_id(ctx, args)
-    return {"ttl": run_on_loop(ctx, _kv(ctx).lease_keepalive(lease_id)).granted_ttl}
+    return {"ttl": run_on_loop(ctx, env_kv(ctx.env).lease_keepalive(lease_id)).granted_ttl}
 
 
 @host_function("aspen_lease_revoke")
 def _lease_revoke(ctx: CallContext, args: dict[str, Any]) -> dict[str, Any]:
     lease_id = _owned_id(ctx, args)
     try:
-        run_on_loop(ctx, _kv(ctx).lease_revoke(lease_id))
+        run_on_loop(ctx, env_kv(ctx.env).lease_revoke(lease_id))
     except AspenError as exc:
         if exc.code == ErrorCode.LEASE_NOT_FOUND:
             raise not_found(lease_id) from None  # expired since the check: the same answer

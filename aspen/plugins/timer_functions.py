@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from aspen.plugins import timers
-from aspen.plugins.host_functions import _kv, host_function
+from aspen.plugins.host_functions import env_kv, host_function
 from aspen.plugins.loop_bridge import CallContext, run_on_loop
 
 
@@ -22,7 +22,7 @@ def _schedule_timer(ctx: CallContext, args: dict[str, Any]) -> dict[str, Any]:
     name = timers.check_name(args.get("name"))
     interval = timers.check_interval(args.get("interval_ms"))
     repeating = timers.check_repeating(args.get("repeating", False))
-    timer = run_on_loop(ctx, timers.schedule(_kv(env), env.plugin, name, interval, repeating))
+    timer = run_on_loop(ctx, timers.schedule(env_kv(env), env.plugin, name, interval, repeating))
     return {"next_fire_ms": timer.next_fire_ms}
 
 
@@ -31,12 +31,12 @@ def _cancel_timer(ctx: CallContext, args: dict[str, Any]) -> dict[str, Any]:
     env = ctx.env
     env.gate.require("timers")
     name = timers.check_name(args.get("name"))
-    return {"cancelled": run_on_loop(ctx, timers.cancel(_kv(env), env.plugin, name))}
+    return {"cancelled": run_on_loop(ctx, timers.cancel(env_kv(env), env.plugin, name))}
 
 
 @host_function("aspen_list_timers")
 def _list_timers(ctx: CallContext, args: dict[str, Any]) -> dict[str, Any]:
     env = ctx.env
     env.gate.require("timers")
-    ts = run_on_loop(ctx, timers.listed(_kv(env), env.plugin))
+    ts = run_on_loop(ctx, timers.listed(env_kv(env), env.plugin))
     return {"timers": [timers.timer_json(n, t) for n, t in sorted(ts.timers.items())]}
