@@ -56,10 +56,25 @@ def instances(node: NodeProcess, service: str, *filters: str) -> list[str]:
 
 
 def test_cli_round_trip(node):
-    register = ["service", "register", "shop", "a", "--address", "10.0.0.1:80", "--version", "2.1.0"]
+    # TTLs well past the test's length: on a loaded machine its ~25 CLI runs can take more than the default 30 s
+    register = ["service", "register", "shop", "a", "--address", "10.0.0.1:80", "--version", "2.1.0", "--ttl", "600"]
     token = int(aspen(node, *register, "--tag", "eu", "--tag", "prod", "--meta", "zone=b", "--weight", "5").stdout)
-    aspen(node, "service", "register", "shop", "b", "--address", "10.0.0.2:80", "--version", "1.9.0", "--tag", "eu")
-    aspen(node, "service", "register", "mail", "m", "--address", "smtp:25", "--health", "unknown")
+    aspen(
+        node,
+        "service",
+        "register",
+        "shop",
+        "b",
+        "--address",
+        "10.0.0.2:80",
+        "--version",
+        "1.9.0",
+        "--tag",
+        "eu",
+        "--ttl",
+        "600",
+    )
+    aspen(node, "service", "register", "mail", "m", "--address", "smtp:25", "--health", "unknown", "--ttl", "600")
     assert instances(node, "shop") == ["a", "b"]
     assert instances(node, "shop", "--tag", "prod") == ["a"]
     assert instances(node, "shop", "--tag", "eu", "--tag", "prod") == ["a"]
@@ -72,7 +87,7 @@ def test_cli_round_trip(node):
     assert (got["metadata"], got["weight"], got["fencing_token"]) == ({"zone": "b"}, 5, token)
     line = aspen(node, "service", "discover", "shop", "--tag", "prod").stdout
     assert line.split()[:4] == ["a", "10.0.0.1:80", "healthy", "2.1.0"]
-    assert "alive for 30s" in aspen(node, "service", "heartbeat", "shop", "a", str(token)).stdout
+    assert "alive for 600s" in aspen(node, "service", "heartbeat", "shop", "a", str(token)).stdout
     aspen(node, "service", "set-health", "shop", "a", str(token), "unhealthy")
     assert instances(node, "shop", "--health", "unhealthy") == ["a"]
     stale = aspen(node, "service", "heartbeat", "shop", "a", str(token - 1), ok=False)
