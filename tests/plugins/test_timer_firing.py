@@ -79,8 +79,8 @@ async def install(nodes: list[Node], built, version: str = "0.1.0", *, upgrade: 
     manifest, wasm = plugin_files(built, "hostile/ticker")
     manifest = msgspec.structs.replace(manifest, version=version)
     result = await nodes[0].admin.install(r.PluginInstall(manifest=manifest, wasm=wasm), upgrade=upgrade)
-    for n in nodes:
-        status = await n.rec.settle("ticker", result.generation, 15)
+    for n in nodes:  # the other store object sees the write only at its resync (30 s): ask for a pass now
+        status = await n.rec.settle("ticker", result.generation, 15, after=n.rec.poke())
         assert status.version == version, status
 
 
