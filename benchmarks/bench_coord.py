@@ -6,13 +6,13 @@ cluster, through the same client, in the same run.
 - lock, uncontended: one task, acquire + release in a loop.
   aspen: ``Locks.acquire`` (lease grant, one transaction: put our key and
   read the contenders; wait for the predecessor's delete) and
-  ``Locks.release_holding`` (delete our key, which hands the lock on, then
-  revoke the lease; ``release`` by token, as the RPC does, reads the
-  contenders first and revokes).
+  ``Locks.release_holding`` (revoke the lease, which deletes our key and so
+  hands the lock on; ``release`` by token, as the RPC does, reads the
+  contenders first and revokes) — three round trips.
   etcd: the recipe ``etcdctl lock`` runs (clientv3/concurrency: a session
   lease, a transaction that puts ``{name}/{lease}`` if absent and reads the
   owner, wait for the older keys' deletes, delete on unlock, revoke the
-  session) — the same four round trips.
+  session) — four round trips.
 - lock, 16-way contended: ``--workers`` tasks on one lock; completed
   acquire+release cycles per second in total.
 - counter: ``--workers`` tasks incrementing one counter (``Counters.add``)

@@ -197,13 +197,17 @@ class Locks:
             raise
 
     async def release_holding(self, lock: LockState) -> None:
-        """Release what :meth:`acquire` returned without a lookup: delete our
-        key (that hands the lock on), then drop its lease (the lease carries
-        this holding alone, so neither step can free another's)."""
-        if not await self.kv.delete(f"{self.prefix(lock.name)}{lock.lease_id}"):
-            await revoke_quietly(self.kv, lock.lease_id)
-            raise not_held(lock.name, lock.token)
-        await revoke_quietly(self.kv, lock.lease_id)
+        """Release what :meth:`acquire` returned without a lookup: revoke its
+        lease, which deletes our key in the same step and so hands the lock
+        on. The lease carries this holding alone, so this cannot free
+        another's; one round trip where the etcd recipe spends two (delete,
+        then revoke)."""
+        try:
+            await self.kv.lease_revoke(lock.lease_id)
+        except AspenError as exc:
+            if exc.code == ErrorCode.LEASE_NOT_FOUND:
+                raise not_held(lock.name, lock.token) from None
+            raise
 
     async def status(self, name: str) -> LockState | None:
         kvs, _ = await self._contenders(self.prefix(name))

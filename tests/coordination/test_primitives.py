@@ -268,9 +268,16 @@ async def test_release_holding_frees_the_lock_without_a_lookup(any_kv):
     counting = CountingStore(any_kv)
     locks = Locks(counting)
     held = await locks.acquire("rh")
+    waiter = asyncio.create_task(Locks(any_kv).acquire("rh", holder="next", timeout=10))
+    while len((await any_kv.scan(Locks.prefix("rh"))).entries) < 2:  # the waiter has joined the line
+        await asyncio.sleep(0.01)
     before = counting.calls
     await locks.release_holding(held)
-    assert counting.calls - before == 2 and await locks.status("rh") is None  # delete, revoke
+    assert counting.calls - before == 1  # the revoke deletes the key with the lease
+    nxt = await asyncio.wait_for(waiter, 10)  # the revoke's delete hands the lock on
+    assert nxt.holder == "next" and nxt.token > held.token
+    await locks.release_holding(nxt)
+    assert await locks.status("rh") is None
     with pytest.raises(AspenError) as exc:
         await locks.release_holding(held)
     assert code(exc) == ErrorCode.LOCK_NOT_HELD
