@@ -3,33 +3,72 @@ its own module."""
 
 from __future__ import annotations
 
+import functools
+import importlib
 import os
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
-from aspen.cli import app as app_cli
-from aspen.cli import (
-    blob,
-    cluster,
-    coord,
-    dev,
-    federation,
-    job,
-    kv,
-    node,
-    plugin,
-    queue,
-    service,
-    status,
-    token,
-)
+# command name -> (module, attribute): a sub-app, or a function for a single command
+COMMANDS: dict[str, tuple[str, str]] = {
+    "node": ("aspen.cli.node", "app"),
+    "kv": ("aspen.cli.kv", "app"),
+    "blob": ("aspen.cli.blob", "app"),
+    "job": ("aspen.cli.job", "app"),
+    "plugin": ("aspen.cli.plugin", "app"),
+    "cluster": ("aspen.cli.cluster", "app"),
+    "dev": ("aspen.cli.dev", "app"),
+    "token": ("aspen.cli.token", "app"),
+    "app": ("aspen.cli.app", "app"),
+    "federation": ("aspen.cli.federation", "app"),
+    "lock": ("aspen.cli.coord", "lock"),
+    "rwlock": ("aspen.cli.coord", "rwlock"),
+    "semaphore": ("aspen.cli.coord", "semaphore"),
+    "election": ("aspen.cli.coord", "election"),
+    "barrier": ("aspen.cli.coord", "barrier"),
+    "counter": ("aspen.cli.coord", "counter"),
+    "sequence": ("aspen.cli.coord", "sequence"),
+    "ratelimit": ("aspen.cli.coord", "ratelimit"),
+    "queue": ("aspen.cli.queue", "app"),
+    "service": ("aspen.cli.service", "app"),
+    "status": ("aspen.cli.status", "status"),
+}
+
+
+@functools.cache
+def _command(name: str) -> TyperGroup | TyperCommand:
+    """Import and build one command group only: building all of them (over a hundred
+    commands' parameters, and every group's imports) doubled the start-up of each
+    ``aspen`` invocation."""
+    module, attr = COMMANDS[name]
+    target = getattr(importlib.import_module(module), attr)
+    holder = typer.Typer(add_completion=False)
+    holder.callback()(lambda: None)  # a group even when it holds one command
+    if isinstance(target, typer.Typer):
+        holder.add_typer(target, name=name)
+    else:
+        holder.command(name)(target)
+    return typer.main.get_command(holder).commands[name]  # type: ignore[attr-defined]
+
+
+class LazyGroup(TyperGroup):
+    """The root group: lists every command, builds only the one that runs."""
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> TyperGroup | TyperCommand | None:
+        return _command(cmd_name) if cmd_name in COMMANDS else None
+
 
 app = typer.Typer(
     name="aspen",
     help="Aspen: a plugin-extensible platform for distributed applications.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=LazyGroup,
 )
 
 
@@ -52,26 +91,3 @@ def main(
     for name, value in given:
         if value:
             os.environ[name] = value
-
-
-app.add_typer(node.app, name="node")
-app.add_typer(kv.app, name="kv")
-app.add_typer(blob.app, name="blob")
-app.add_typer(job.app, name="job")
-app.add_typer(plugin.app, name="plugin")
-app.add_typer(cluster.app, name="cluster")
-app.add_typer(dev.app, name="dev")
-app.add_typer(token.app, name="token")
-app.add_typer(app_cli.app, name="app")
-app.add_typer(federation.app, name="federation")
-app.add_typer(coord.lock, name="lock")
-app.add_typer(coord.rwlock, name="rwlock")
-app.add_typer(coord.semaphore, name="semaphore")
-app.add_typer(coord.election, name="election")
-app.add_typer(coord.barrier, name="barrier")
-app.add_typer(coord.counter, name="counter")
-app.add_typer(coord.sequence, name="sequence")
-app.add_typer(coord.ratelimit, name="ratelimit")
-app.add_typer(queue.app, name="queue")
-app.add_typer(service.app, name="service")
-app.command("status")(status.status)
