@@ -190,14 +190,15 @@ async def test_upgrade_keeps_timers_disable_pauses_them_remove_deletes_them(clus
     await until(lambda: fired_after(upgraded), what="a firing of the upgraded version")
 
     await a.admin.disable(r.PluginDisable(name="ticker"))
-    await b.rec.settle("ticker", 0, 10)
+    await b.rec.settle("ticker", 0, 10, after=b.rec.poke())  # it sees the other store's write only at its resync
     await asyncio.sleep(0.5)  # a callback started before the disable may still end
     paused = len(await firings(a.kv, "tick"))
     await asyncio.sleep(2.5)
     assert len(await firings(a.kv, "tick")) == paused  # a disabled plugin's timers do not fire
     assert await a.kv.get(timers_key("ticker")) is not None  # … but are kept
     enabled = now_ms()
-    await a.admin.enable(r.PluginEnable(name="ticker"))
+    resumed = await a.admin.enable(r.PluginEnable(name="ticker"))
+    await b.rec.settle("ticker", resumed.generation, 10, after=b.rec.poke())  # b may lead the duty
     await until(lambda: fired_after(enabled), what="the timers to resume")
 
     await a.admin.remove(r.PluginRemove(name="ticker"))
