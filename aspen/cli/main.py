@@ -15,6 +15,7 @@ from aspen.cli import (
     coord,
     dev,
     federation,
+    hook,
     job,
     kv,
     node,
@@ -74,4 +75,5 @@ app.add_typer(coord.sequence, name="sequence")
 app.add_typer(coord.ratelimit, name="ratelimit")
 app.add_typer(queue.app, name="queue")
 app.add_typer(service.app, name="service")
+app.add_typer(hook.app, name="hook")
 app.command("status")(status.status)

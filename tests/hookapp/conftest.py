@@ -1,0 +1,105 @@
+"""A real node (SQLite or etcd) that may reach webhooks on 127.0.0.1, a
+webhook receiver that records every POST, and token and polling helpers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from aspen.client import SyncClient
+from tests.etcd_fixtures import etcd_cluster, open_wiped_store  # noqa: F401
+from tests.node.node_process import NodeProcess
+
+
+def until(condition, timeout: float = 30.0, what: str = ""):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"not in time: {what}"
+        time.sleep(0.05)
+
+
+class Receiver:
+    """Records each POST (headers, body); answers ``status``."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.posts: list[tuple[dict[str, str], bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                receiver.posts.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(receiver.status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def events(self) -> list[dict]:
+        return [json.loads(body) for _, body in self.posts]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def home():
+    """A data dir the job sandbox's uid 65534 can reach (pytest's tmp_path is 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="aspen-hookapp-", dir="/tmp"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+CONFIG = '[hooks]\nwebhook_allow = ["127.0.0.1/32"]\nmax_hooks_per_owner = 3\n'
+
+
+@pytest.fixture(params=["sqlite", pytest.param("etcd", marks=pytest.mark.etcd)])
+def node(request, home) -> Iterator[NodeProcess]:
+    """One node on each KV backend; etcd's store is wiped first."""
+    (home / "aspen.toml").write_text(CONFIG)
+    extra = ["--config", str(home / "aspen.toml")]
+    if request.param == "etcd":
+        cluster = request.getfixturevalue("etcd_cluster")
+        import asyncio
+
+        asyncio.run(_wipe(cluster))
+        extra += ["--etcd", ",".join(cluster.endpoints)]
+    with NodeProcess(home / "data", *extra) as proc:
+        yield proc
+
+
+async def _wipe(cluster) -> None:
+    store = await open_wiped_store(cluster)
+    await store.close()
+
+
+def mint(node: NodeProcess, *rights: tuple[str, str], subject: str) -> str:
+    with SyncClient(node.url) as admin:
+        body = {"rights": [{"operation": o, "resource": r} for o, r in rights], "subject": subject, "ttl_seconds": 3600}
+        return admin.call("TokenCreate", body)["token"]

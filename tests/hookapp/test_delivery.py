@@ -1,0 +1,126 @@
+"""The hooks app through real nodes, on SQLite and on etcd: a KV write under
+a hook's prefix submits its job exactly once; a failing webhook is retried
+with backoff and ends in the job system's dead-letter state, every POST
+signed; a hook never shows a value its owner cannot read, nor anything once
+the owner's token is revoked."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+
+from aspen.client import SyncClient
+from aspen.errors import AspenError
+from tests.hookapp.conftest import mint, until
+from tests.lifecycle.test_two_nodes import run
+
+
+def tagged(client: SyncClient, name: str, **filters) -> list[dict]:
+    jobs = client.call("JobList", {"limit": 1000, **filters})["jobs"]
+    full = [client.call("JobStatus", {"id": j["id"]})["job"] for j in jobs]
+    return [j for j in full if f"hook:{name}" in j["tags"]]
+
+
+def test_a_write_under_the_prefix_runs_the_job_once(node, home):
+    env = {**os.environ, "XDG_CONFIG_HOME": str(home / "config")}
+    added = run(
+        "hook", "add", "notify", "--prefix", "orders/", "--job", 'shell:echo "event=$ASPEN_HOOK_EVENT"',
+        "--url", node.url, env=env,
+    )  # fmt: skip
+    assert "signing key (shown once):" in added.stdout
+    with SyncClient(node.url) as c:
+        c.write_key("other/1", b"x")
+        c.write_key("orders/1", b"first")
+        first = until(lambda: (j := tagged(c, "notify")) and j, what="the hook's job")
+        c.write_key("orders/2", b"second")  # delivered after the first, in order: a duplicate would show by now
+        jobs = until(lambda: (j := tagged(c, "notify")) and len(j) >= 2 and j, what="the second job")
+        assert len(jobs) == 2 and first[0]["id"] in {j["id"] for j in jobs}
+        assert {j["type"] for j in jobs} == {"shell"} and len({j["submitter"] for j in jobs}) == 1  # the owner's
+        done = until(
+            lambda: all(c.call("JobStatus", {"id": j["id"]})["job"]["state"] == "succeeded" for j in jobs) and jobs,
+            what="the jobs to succeed",
+        )
+        logs = sorted(c.call("JobLogs", {"id": j["id"]})["data"] for j in done)
+        events = [
+            json.loads(line.split("event=", 1)[1]) for log in logs for line in log.splitlines() if "event=" in line
+        ]
+        assert sorted(e["event"]["key"] for e in events) == ["orders/1", "orders/2"]
+        assert {e["event"]["value"] for e in events} == {"first", "second"}  # the admin may read them
+        assert all(e["topic"] == "hooks.kv.write_committed" and e["hook"] == "notify" for e in events)
+        metrics = until(lambda: (m := c.call("HookMetrics", {"name": "notify"})["hooks"][0])["delivered"] == 2 and m)
+        assert metrics["failed"] == 0
+        listed = run("hook", "list", "--url", node.url, env=env).stdout
+        assert "notify" in listed and "orders/" in listed and "shell:" in listed
+        run("hook", "remove", "notify", "--url", node.url, env=env)
+        assert c.call("HookList", {})["hooks"] == []
+
+
+def test_a_failing_webhook_is_retried_then_dead_lettered(node, receiver):
+    receiver.status = 500
+    with SyncClient(node.url) as c:
+        added = c.call(
+            "HookAdd",
+            {
+                "name": "billing", "prefix": "bill/", "action": {"kind": "webhook", "target": receiver.url},
+                "mode": "job", "retries": 2, "backoff_ms": 50, "timeout_ms": 2000,
+            },
+        )  # fmt: skip
+        key = added["signing_key"]
+        c.write_key("bill/7", b"42")
+        dead = until(lambda: (j := tagged(c, "billing", state="dead")) and j, what="the dead-lettered job")
+        assert len(dead) == 1 and dead[0]["type"] == "hook.action" and dead[0]["attempts"] == 3
+        assert dead[0]["error_code"] == "HOOK_DELIVERY_FAILED"
+        assert len(receiver.posts) == 3
+        ids = {h["x-aspen-event-id"] for h, _ in receiver.posts}
+        assert len(ids) == 1  # one event, retried: receivers deduplicate on the id
+        for headers, body in receiver.posts:
+            mac = hmac.new(bytes.fromhex(key), headers["x-aspen-timestamp"].encode() + b"." + body, hashlib.sha256)
+            assert headers["x-aspen-signature"] == "sha256=" + mac.hexdigest()
+        assert receiver.events()[0]["event"]["key"] == "bill/7"
+        # The job system's redrive: once the receiver works, a retry delivers it.
+        receiver.status = 204
+        c.call("JobRetry", {"id": dead[0]["id"]})
+        until(lambda: c.call("JobStatus", {"id": dead[0]["id"]})["job"]["state"] == "succeeded")
+        assert len(receiver.posts) == 4
+        trigger = c.call("HookTrigger", {"name": "billing"})
+        assert trigger["result"] == {"status": 204} and receiver.events()[-1]["event"]["synthetic"] is True
+
+
+def test_a_hook_never_shows_what_its_owner_cannot_read(node, receiver):
+    owner = mint(node, ("hook", "*"), ("kv:watch", "orders/"), ("kv:read", "orders/public/"), subject="watcher")
+    with SyncClient(node.url) as admin, SyncClient(node.url, token=owner) as c:
+        c.call("HookAdd", {"name": "peek", "prefix": "orders/", "action": {"kind": "webhook", "target": receiver.url}})
+        assert admin.call("HookAdd", {
+            "name": "sentinel", "prefix": "orders/", "action": {"kind": "webhook", "target": receiver.url},
+        })  # fmt: skip
+        admin.write_key("orders/secret/1", b"hidden")
+        admin.write_key("orders/public/1", b"shown")
+        admin.write_key("elsewhere/1", b"no")
+        got = until(lambda: (e := [x for x in receiver.events() if x["hook"] == "peek"]) and len(e) >= 2 and e)
+        by_key = {e["event"]["key"]: e["event"] for e in got}
+        assert set(by_key) == {"orders/secret/1", "orders/public/1"}
+        assert "value" not in by_key["orders/secret/1"] and "value_b64" not in by_key["orders/secret/1"]
+        assert by_key["orders/public/1"]["value"] == "shown"
+        assert b"hidden" not in b"".join(body for h, body in receiver.posts if json.loads(body)["hook"] == "peek")
+
+        admin.call("TokenRevoke", {"token": owner})
+        until(lambda: _refused(c), what="the revocation to reach the node")
+        admin.write_key("orders/public/2", b"after")
+        until(lambda: any(e["event"]["key"] == "orders/public/2" for e in receiver.events() if e["hook"] == "sentinel"))
+        assert until(lambda: admin.call("HookMetrics", {"name": "sentinel"})["hooks"][0]["delivered"] >= 3)
+        assert not [e for e in receiver.events() if e["hook"] == "peek" and e["event"]["key"] == "orders/public/2"]
+        try:
+            admin.call("HookTrigger", {"name": "peek"})
+            raise AssertionError("a revoked owner's hook still acts")
+        except AspenError as exc:
+            assert exc.code == "TOKEN_REVOKED"
+
+
+def _refused(client: SyncClient) -> bool:
+    try:
+        client.call("HookList", {})
+    except AspenError as exc:
+        return exc.code == "TOKEN_REVOKED"
+    return False
