@@ -25,6 +25,7 @@ from aspen.hookapp.delivery import DEFAULT_CONCURRENCY, HookAppService, event_id
 from aspen.hookapp.records import HookAdd, HookRecord, HookSecret, check_add, check_name, job_target
 from aspen.hookapp.store import MAX_HOOKS, MAX_HOOKS_PER_OWNER, HookStore
 from aspen.hookapp.webhook import check_target
+from aspen.hooks.topics import KV_DELETE, KV_WRITE, matches
 from aspen.rpc.access import Need, needs_for
 from aspen.rpc.handler import Request, RequestContext, Response
 
@@ -130,6 +131,12 @@ class HookHandler:
                 f"the token may neither read nor watch {req.prefix!r}: a hook sees only what its owner may",
                 prefix=req.prefix,
             )
+        admin = self._is_admin(ctx)
+        if not admin and not any(matches(req.pattern, t) for t in (KV_WRITE, KV_DELETE)):
+            raise AspenError(
+                ErrorCode.UNAUTHORIZED,
+                f"{req.pattern!r} matches no KV topic: plugin, job and cluster topics need cluster:admin",
+            )
         await self._check_action(req, principal)
         record = HookRecord(
             name=req.name,
@@ -138,7 +145,7 @@ class HookHandler:
             action=req.action,
             mode=req.mode,
             owner=principal.subject,
-            admin=self._is_admin(ctx),
+            admin=admin,
             timeout_ms=req.timeout_ms,
             retries=req.retries,
             backoff_ms=req.backoff_ms,

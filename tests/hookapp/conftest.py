@@ -3,6 +3,7 @@ webhook receiver that records every POST, and token and polling helpers."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import tempfile
@@ -86,15 +87,13 @@ def node(request, home) -> Iterator[NodeProcess]:
     extra = ["--config", str(home / "aspen.toml")]
     if request.param == "etcd":
         cluster = request.getfixturevalue("etcd_cluster")
-        import asyncio
-
-        asyncio.run(_wipe(cluster))
+        asyncio.run(wipe(cluster))
         extra += ["--etcd", ",".join(cluster.endpoints)]
     with NodeProcess(home / "data", *extra) as proc:
         yield proc
 
 
-async def _wipe(cluster) -> None:
+async def wipe(cluster) -> None:
     store = await open_wiped_store(cluster)
     await store.close()
 

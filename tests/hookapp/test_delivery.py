@@ -6,15 +6,19 @@ the owner's token is revoked."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import os
 
+import pytest
+
 from aspen.client import SyncClient
 from aspen.errors import AspenError
-from tests.hookapp.conftest import mint, until
+from tests.hookapp.conftest import CONFIG, etcd_cluster, mint, until, wipe  # noqa: F401
 from tests.lifecycle.test_two_nodes import run
+from tests.node.node_process import NodeProcess
 
 
 def tagged(client: SyncClient, name: str, **filters) -> list[dict]:
@@ -68,22 +72,28 @@ def test_a_failing_webhook_is_retried_then_dead_lettered(node, receiver):
             },
         )  # fmt: skip
         key = added["signing_key"]
+        direct = {"name": "direct", "prefix": "bill/", "action": {"kind": "webhook", "target": receiver.url}}
+        c.call("HookAdd", direct)
         c.write_key("bill/7", b"42")
         dead = until(lambda: (j := tagged(c, "billing", state="dead")) and j, what="the dead-lettered job")
         assert len(dead) == 1 and dead[0]["type"] == "hook.action" and dead[0]["attempts"] == 3
         assert dead[0]["error_code"] == "HOOK_DELIVERY_FAILED"
-        assert len(receiver.posts) == 3
-        ids = {h["x-aspen-event-id"] for h, _ in receiver.posts}
-        assert len(ids) == 1  # one event, retried: receivers deduplicate on the id
-        for headers, body in receiver.posts:
+        posts = [(h, b) for h, b in receiver.posts if json.loads(b)["hook"] == "billing"]
+        assert len(posts) == 3
+        assert len({h["x-aspen-event-id"] for h, _ in posts}) == 1  # one event, retried: receivers deduplicate on it
+        for headers, body in posts:
             mac = hmac.new(bytes.fromhex(key), headers["x-aspen-timestamp"].encode() + b"." + body, hashlib.sha256)
             assert headers["x-aspen-signature"] == "sha256=" + mac.hexdigest()
-        assert receiver.events()[0]["event"]["key"] == "bill/7"
+        assert json.loads(posts[0][1])["event"]["key"] == "bill/7"
+        # Direct mode: the dispatcher's few quick retries, then counted failed (no job, no dead letter).
+        failed = until(lambda: (m := c.call("HookMetrics", {"name": "direct"})["hooks"][0])["failed"] == 1 and m)
+        assert failed["delivered"] == 0 and not tagged(c, "direct")
+        assert len([e for e in receiver.events() if e["hook"] == "direct"]) == 4
         # The job system's redrive: once the receiver works, a retry delivers it.
         receiver.status = 204
         c.call("JobRetry", {"id": dead[0]["id"]})
         until(lambda: c.call("JobStatus", {"id": dead[0]["id"]})["job"]["state"] == "succeeded")
-        assert len(receiver.posts) == 4
+        assert len([e for e in receiver.events() if e["hook"] == "billing"]) == 4
         trigger = c.call("HookTrigger", {"name": "billing"})
         assert trigger["result"] == {"status": 204} and receiver.events()[-1]["event"]["synthetic"] is True
 
@@ -124,3 +134,21 @@ def _refused(client: SyncClient) -> bool:
     except AspenError as exc:
         return exc.code == "TOKEN_REVOKED"
     return False
+
+
+@pytest.mark.etcd
+def test_two_nodes_deliver_each_event_once_and_hand_over(home, receiver, etcd_cluster):  # noqa: F811
+    asyncio.run(wipe(etcd_cluster))
+    (home / "aspen.toml").write_text(CONFIG)
+    common = ("--config", str(home / "aspen.toml"), "--etcd", ",".join(etcd_cluster.endpoints))
+    a, b = NodeProcess(home / "a", *common), NodeProcess(home / "b", *common)
+    with a, b, SyncClient(a.url) as ca, SyncClient(b.url) as cb:
+        ca.call("HookAdd", {"name": "fan", "prefix": "fan/", "action": {"kind": "webhook", "target": receiver.url}})
+        for i in range(10):
+            (ca if i % 2 else cb).write_key(f"fan/{i}", b"v")
+        got = until(lambda: (e := receiver.events()) and len(e) >= 10 and e, what="ten events")
+        assert sorted(e["event"]["key"] for e in got) == sorted(f"fan/{i}" for i in range(10))  # once each
+        a.terminate()  # whichever node delivered, b delivers now (a resigned as it stopped)
+        cb.write_key("fan/after", b"v")
+        until(lambda: any(e["event"]["key"] == "fan/after" for e in receiver.events()), what="delivery after a stopped")
+    assert len({e["id"] for e in receiver.events()}) == 11

@@ -6,11 +6,14 @@ Each gets its stable code."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from aspen.client import SyncClient
+from aspen.plugins.build import REPO
 from tests.auth.conftest import code_of, rpc
-from tests.hookapp.conftest import mint
+from tests.hookapp.conftest import mint, until
 from tests.node.node_process import NodeProcess
 
 TYPES = ("HookAdd", "HookList", "HookRemove", "HookMetrics", "HookTrigger")
@@ -21,7 +24,7 @@ EXTERNAL = "http://93.184.215.14/hook"  # a global address, so allowed; never co
 def node(tmp_path_factory):
     root = tmp_path_factory.mktemp("hookapp")
     (root / "aspen.toml").write_text("[hooks]\nmax_hooks_per_owner = 2\n")
-    with NodeProcess(root / "data", "--config", str(root / "aspen.toml")) as proc:
+    with NodeProcess(root / "data", "--config", str(root / "aspen.toml"), "--allow-unsigned-plugins") as proc:
         yield proc
 
 
@@ -129,6 +132,23 @@ def test_actions_the_owner_may_not_take(node, alice):
     assert add(node, alice, name="j", prefix="orders/", action=shell) == "UNAUTHORIZED"  # no job:submit shell
     admin_only = {"kind": "call", "target": "ClusterStatus"}
     assert add(node, alice, name="c", prefix="orders/", action=admin_only) == "UNAUTHORIZED"
+    assert add(node, alice, name="c", prefix="orders/", pattern="hooks.job.>") == "UNAUTHORIZED"  # admin's topics
+
+
+def test_a_call_action_sends_the_event_as_its_owner(node):
+    wasm = (REPO / "plugins" / "echo" / "plugin.wasm").read_bytes()
+    manifest = json.loads((REPO / "plugins" / "echo" / "plugin.json").read_text())
+    carol = mint(node, ("hook", "*"), ("kv:read", "calls/"), subject="carol")
+    with SyncClient(node.url) as admin, SyncClient(node.url, token=carol) as c:
+        admin.call("PluginInstall", {"manifest": manifest, "wasm": wasm})
+        echo = {"kind": "call", "target": "Echo"}
+        assert add(node, carol, name="echo", prefix="calls/", action=echo) == "UNAUTHORIZED"  # no plugin:call echo
+        dave = mint(node, ("hook", "*"), ("kv:read", "calls/"), ("plugin:call", "echo"), subject="dave")
+        assert add(node, dave, name="echo", prefix="calls/", action=echo) is None
+        assert c.call("HookList", {})["hooks"] == []
+        assert rpc(node, "HookTrigger", {"name": "echo"}, token=dave).json()["body"]["result"]["response"] != "Error"
+        admin.write_key("calls/1", b"hi")
+        until(lambda: rpc(node, "HookMetrics", {"name": "echo"}, token=dave).json()["body"]["hooks"][0]["delivered"])
 
 
 def test_quota_duplicates_and_other_owners(node, alice):
