@@ -5,29 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
 from aspen.client import SyncClient
 from tests.etcd_fixtures import etcd_cluster, open_wiped_store  # noqa: F401
+from tests.hooks.test_plugin_hooks import home, until  # noqa: F401 -- a sandbox-reachable dir, polling
 from tests.node.node_process import NodeProcess
-
-
-def until(condition, timeout: float = 30.0, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"not in time: {what}"
-        time.sleep(0.05)
 
 
 class Receiver:
@@ -68,20 +55,11 @@ def receiver() -> Iterator[Receiver]:
     r.close()
 
 
-@pytest.fixture
-def home():
-    """A data dir the job sandbox's uid 65534 can reach (pytest's tmp_path is 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="aspen-hookapp-", dir="/tmp"))
-    path.chmod(0o711)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
 CONFIG = '[hooks]\nwebhook_allow = ["127.0.0.1/32"]\nmax_hooks_per_owner = 3\n'
 
 
 @pytest.fixture(params=["sqlite", pytest.param("etcd", marks=pytest.mark.etcd)])
-def node(request, home) -> Iterator[NodeProcess]:
+def node(request, home) -> Iterator[NodeProcess]:  # noqa: F811 -- the imported fixture
     """One node on each KV backend; etcd's store is wiped first."""
     (home / "aspen.toml").write_text(CONFIG)
     extra = ["--config", str(home / "aspen.toml")]

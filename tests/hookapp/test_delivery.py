@@ -55,6 +55,12 @@ def test_a_write_under_the_prefix_runs_the_job_once(node, home):
         assert all(e["topic"] == "hooks.kv.write_committed" and e["hook"] == "notify" for e in events)
         metrics = until(lambda: (m := c.call("HookMetrics", {"name": "notify"})["hooks"][0])["delivered"] == 2 and m)
         assert metrics["failed"] == 0
+        assert run("hook", "metrics", "--url", node.url, env=env).stdout.split() == [
+            "notify", "delivered", "2", "failed", "0", "dropped", "0",
+        ]  # fmt: skip
+        triggered = json.loads(run("hook", "trigger", "notify", "--json", "--url", node.url, env=env).stdout)
+        synthetic = c.call("JobStatus", {"id": triggered["result"]["job_id"]})["job"]
+        assert "aspen-hook-trigger" in synthetic["payload"]["env"]["ASPEN_HOOK_EVENT"]
         listed = run("hook", "list", "--url", node.url, env=env).stdout
         assert "notify" in listed and "orders/" in listed and "shell:" in listed
         run("hook", "remove", "notify", "--url", node.url, env=env)
