@@ -25,6 +25,7 @@ import msgspec
 from aspen.errors import AspenError, ErrorCode
 from aspen.hookapp.records import (
     RECORDS_PREFIX,
+    RESERVED_MARK,
     SECRET_PREFIX,
     HookRecord,
     HookSecret,
@@ -38,7 +39,6 @@ from aspen.jobs.store import JobStore
 from aspen.jobs.worker import JobContext
 from aspen.rpc.access import needs_for
 from aspen.rpc.handler import Request, RequestContext
-from aspen.storage.keyspace import is_secret
 
 ACTION_JOB_TYPE = "hook.action"
 MAX_ENV_EVENT_BYTES = 64 * 1024  # an environment string's practical limit is 128 KiB
@@ -55,7 +55,7 @@ def owner(node: Any, secret: HookSecret) -> Any:
 
 
 def may_read(node: Any, principal: Any, key: str) -> bool:
-    if is_secret(key) or key.startswith("__"):
+    if key.startswith(RESERVED_MARK):
         return False
     return node.auth.verifier.allows(principal, needs_for("ReadKey", {"key": key}, None)[0], "ReadKey")
 

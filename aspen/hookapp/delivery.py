@@ -20,11 +20,12 @@ from aspen.coordination.duty import ClusterDuty
 from aspen.errors import AspenError
 from aspen.hookapp.actions import deliver, may_read, owner
 from aspen.hookapp.records import RECORDS_PREFIX, SECRET_PREFIX, HookRecord, HookSecret, decode
-from aspen.hookapp.store import MAX_HOOKS, cursors
+from aspen.hookapp.store import cursors
 from aspen.hooks.dispatcher import HookDispatcher, Subscriber
 from aspen.hooks.topics import HookEvent, matches
 from aspen.plugins.host_functions import put_bytes
 from aspen.rpc.access import needs_for
+from aspen.storage.pages import scan_all
 
 DUTY = "hooks-app"
 DEFAULT_CONCURRENCY = 8
@@ -38,7 +39,7 @@ def event_id(hook: str, topic: str, key: str, revision: int) -> str:
 
 def payload_of(node: Any, record: HookRecord, secret: HookSecret, hook: HookEvent) -> dict[str, Any] | None:
     """What the action gets, or None when the owner may not see this event now."""
-    if not matches(record.pattern, hook.topic):
+    if not matches(record.pattern, hook.topic) or (hook.is_kv and not hook.key.startswith(record.prefix)):
         return None
     try:
         principal = owner(node, secret)
@@ -46,8 +47,6 @@ def payload_of(node: Any, record: HookRecord, secret: HookSecret, hook: HookEven
         return None  # revoked or expired: the hook delivers nothing more
     event = dict(hook.event)
     if hook.is_kv:
-        if not hook.key.startswith(record.prefix):
-            return None
         readable = may_read(node, principal, hook.key)
         watch = needs_for("WatchCreate", {"prefix": hook.key}, None)[0]
         if not readable and not node.auth.verifier.allows(principal, watch, "WatchCreate"):
@@ -97,11 +96,10 @@ class HookSubscribers:
         return key.startswith(RECORDS_PREFIX)
 
     async def load(self) -> dict[str, Subscriber]:
-        records = await self.node.kv.scan(RECORDS_PREFIX, limit=MAX_HOOKS + 1)
-        secrets = await self.node.kv.scan(SECRET_PREFIX, limit=MAX_HOOKS + 1)
-        by_name = {e.key[len(SECRET_PREFIX) :]: decode(e.value, HookSecret) for e in secrets.entries}
+        kv = self.node.kv
+        by_name = {e.key[len(SECRET_PREFIX) :]: decode(e.value, HookSecret) async for e in scan_all(kv, SECRET_PREFIX)}
         out: dict[str, Subscriber] = {}
-        for entry in records.entries:
+        async for entry in scan_all(kv, RECORDS_PREFIX):
             record = decode(entry.value, HookRecord)
             secret = by_name.get(record.name)
             if secret is not None:

@@ -24,6 +24,7 @@ from aspen.storage.keyspace import reserved_prefix_of
 RECORDS_PREFIX = "__hooks:records:"
 CURSOR_PREFIX = "__hooks:cursor:"
 SECRET_PREFIX = "__hooks:secret:"
+RESERVED_MARK = "__"  # what every reserved key starts with: no hook sees such a key's value
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,62}$")
 MAX_PREFIX_BYTES = 512
 MAX_TARGET_BYTES = 2048
@@ -87,7 +88,7 @@ def check_add(req: HookAdd) -> HookAdd:
     prefix = req.prefix
     if len(prefix.encode("utf-8", "surrogatepass")) > MAX_PREFIX_BYTES or "\0" in prefix:
         raise AspenError(ErrorCode.HOOK_PREFIX_DENIED, f"a hook prefix is at most {MAX_PREFIX_BYTES} bytes, no NUL")
-    if reserved_prefix_of(prefix, as_prefix=True) is not None and prefix != "":
+    if prefix.startswith(RESERVED_MARK) or (prefix and reserved_prefix_of(prefix, as_prefix=True) is not None):
         raise AspenError(ErrorCode.HOOK_PREFIX_DENIED, f"{prefix!r} is reserved key space", prefix=prefix)
     if not 1 <= req.timeout_ms <= MAX_TIMEOUT_MS:
         raise AspenError(ErrorCode.HOOK_ACTION_INVALID, f"timeout_ms must be 1..{MAX_TIMEOUT_MS}")

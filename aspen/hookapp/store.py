@@ -14,6 +14,7 @@ from aspen.errors import AspenError, ErrorCode
 from aspen.hookapp.records import CURSOR_PREFIX, RECORDS_PREFIX, SECRET_PREFIX, HookRecord, HookSecret, decode
 from aspen.hooks.subscriptions import Cursor, SubscriptionStore
 from aspen.jobs.job_records import unchanged
+from aspen.storage.pages import scan_all
 from aspen.storage.protocol import KeyValueStore
 from aspen.storage.records import Compare, DeleteOp, PutOp
 
@@ -83,8 +84,7 @@ class HookStore:
         return decode(kv.value, HookSecret)
 
     async def all(self) -> list[HookRecord]:
-        page = await self.kv.scan(RECORDS_PREFIX, limit=self.max_hooks + 1)
-        return [decode(e.value, HookRecord) for e in page.entries]
+        return [decode(e.value, HookRecord) async for e in scan_all(self.kv, RECORDS_PREFIX)]
 
     async def cursor(self, name: str) -> Cursor:
         return await self.cursors.cursor(name)

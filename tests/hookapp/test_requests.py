@@ -49,9 +49,10 @@ def test_no_token_and_no_rights(node):
 
 
 def test_a_prefix_beyond_the_owner_or_reserved(node, alice):
-    for prefix in ("payments/", "", "order", "__hooks:", "__", "_"):
+    for prefix in ("payments/", "", "order", "__hooks:", "__", "_", "__mine/"):
         assert add(node, alice, name="p", prefix=prefix) == "HOOK_PREFIX_DENIED", prefix
-    assert add(node, node.token, name="p", prefix="__jobs:") == "HOOK_PREFIX_DENIED"  # even for the admin
+    for prefix in ("__jobs:", "__mine/"):  # even for the admin: what starts with __ is never a hook's
+        assert add(node, node.token, name="p", prefix=prefix) == "HOOK_PREFIX_DENIED", prefix
     assert add(node, alice, name="p", prefix="o" * 600) == "HOOK_PREFIX_DENIED"
 
 
