@@ -10,8 +10,9 @@ Targets on loopback, private, link-local, multicast or reserved addresses
 are refused (``HOOK_WEBHOOK_FORBIDDEN``) unless ``[hooks] webhook_allow``
 lists them (networks or addresses): a hook must not reach the node's own
 services or its cloud's metadata endpoint. The check is made at add and
-again on the resolved addresses before every POST, so DNS cannot turn an
-allowed name into a forbidden address later.
+again on the resolved addresses before every POST, which connects to the
+address checked (the ``Host`` header and TLS name stay the URL's), so DNS
+cannot turn an allowed name into a forbidden address later.
 """
 
 from __future__ import annotations
@@ -83,8 +84,9 @@ def _forbidden(address: str, allowed: Iterable[Network]) -> bool:
     return not ip.is_global or ip.is_multicast
 
 
-async def check_target(url: str, allowed: tuple[Network, ...]) -> None:
-    """The URL's form, then every address its host resolves to."""
+async def check_target(url: str, allowed: tuple[Network, ...]) -> str:
+    """The URL's form, then every address its host resolves to; returns the
+    first, which the POST then connects to (a second lookup could answer otherwise)."""
     host, port = check_url(url)
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -98,6 +100,7 @@ async def check_target(url: str, allowed: tuple[Network, ...]) -> None:
                 "[hooks] webhook_allow",
                 host=host,
             )
+    return str(infos[0][4][0])
 
 
 def sign(key_hex: str, timestamp: str, body: bytes) -> str:
@@ -107,9 +110,11 @@ def sign(key_hex: str, timestamp: str, body: bytes) -> str:
 
 async def post(url: str, body: bytes, key_hex: str, event_id: str, timeout: float, allowed: tuple[Network, ...]) -> int:
     """One signed POST; ``HOOK_DELIVERY_FAILED`` unless the answer is 2xx."""
-    await check_target(url, allowed)
+    address = await check_target(url, allowed)
+    target = httpx.URL(url)
     timestamp = str(int(time.time()))
     headers = {
+        "host": target.netloc.decode("ascii"),
         "content-type": "application/json",
         SIGNATURE_HEADER: sign(key_hex, timestamp, body),
         TIMESTAMP_HEADER: timestamp,
@@ -118,7 +123,13 @@ async def post(url: str, body: bytes, key_hex: str, event_id: str, timeout: floa
     try:  # the answer's status is all that counts: its body is never read
         async with (
             httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False) as client,
-            client.stream("POST", url, content=body, headers=headers) as response,
+            client.stream(
+                "POST",
+                target.copy_with(host=address.split("%", 1)[0]),
+                content=body,
+                headers=headers,
+                extensions={"sni_hostname": target.host},  # TLS checks the certificate against the name
+            ) as response,
         ):
             pass
     except httpx.HTTPError as exc:
