@@ -102,9 +102,7 @@ async def act(node: Any, record: HookRecord, secret: HookSecret, payload: dict[s
             return {"job_id": await submit_job(node, record, spec)}
         if kind == "webhook":
             body = msgspec.json.encode(payload)
-            status = await post(
-                target, body, secret.signing_key, payload["id"], record.timeout_ms / 1000, webhook_allow(node)
-            )
+            status = await post(target, body, secret.signing_key, payload["id"], webhook_allow(node))
             return {"status": status}
         handler = node.registry.snapshot().handler_for(target)
         node.auth.verifier.authorize(principal, target, needs_for(target, payload, handler))

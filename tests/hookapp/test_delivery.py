@@ -104,6 +104,27 @@ def test_a_failing_webhook_is_retried_then_dead_lettered(node, receiver):
         assert trigger["result"] == {"status": 204} and receiver.events()[-1]["event"]["synthetic"] is True
 
 
+def test_a_webhook_that_does_not_answer_times_out(node, receiver):
+    if "--etcd" in node.extra:
+        pytest.skip("the timeout is the delivering node's, whatever the store")
+    receiver.delay = 3.0
+    with SyncClient(node.url) as c:
+        hook = {
+            "name": "slow",
+            "prefix": "s/",
+            "action": {"kind": "webhook", "target": receiver.url},
+            "timeout_ms": 200,
+        }
+        c.call("HookAdd", hook)
+        c.write_key("s/1", b"x")
+        until(lambda: c.call("HookMetrics", {"name": "slow"})["hooks"][0]["failed"] == 1, timeout=10)
+        try:
+            c.call("HookTrigger", {"name": "slow"})
+            raise AssertionError("a trigger outlived the hook's timeout")
+        except AspenError as exc:
+            assert exc.code == "TIMEOUT"
+
+
 def test_a_hook_never_shows_what_its_owner_cannot_read(node, receiver):
     owner = mint(node, ("hook", "*"), ("kv:watch", "orders/"), ("kv:read", "orders/public/"), subject="watcher")
     with SyncClient(node.url) as admin, SyncClient(node.url, token=owner) as c:
