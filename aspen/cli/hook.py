@@ -83,7 +83,9 @@ def metrics(name: Annotated[str | None, typer.Argument()] = None, url: UrlOpt = 
         print_json(hooks)
         return
     for h in hooks:
-        out.print(literal(f"{h['name']}\tdelivered {h['delivered']}\tfailed {h['failed']}\tdropped {h['dropped']}"))
+        counts = f"delivered {h['delivered']}\tfailed {h['failed']}\tdropped {h['dropped']}"
+        token = "" if h["owner_token"] == "valid" else f"\towner token: {h['owner_token']}"
+        out.print(literal(f"{h['name']}\t{counts}{token}"))
 
 
 @app.command()

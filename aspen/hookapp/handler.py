@@ -20,7 +20,7 @@ import msgspec
 
 from aspen.clock import now_ms
 from aspen.errors import AspenError, ErrorCode
-from aspen.hookapp.actions import act, webhook_allow
+from aspen.hookapp.actions import act, owner, webhook_allow
 from aspen.hookapp.delivery import DEFAULT_CONCURRENCY, HookAppService, event_id
 from aspen.hookapp.records import HookAdd, HookRecord, HookSecret, check_add, check_name, job_target
 from aspen.hookapp.store import MAX_HOOKS, MAX_HOOKS_PER_OWNER, HookStore
@@ -194,10 +194,16 @@ class HookHandler:
         if req.name is not None:
             hooks = [await self._visible(req.name, ctx)]
         else:
-            hooks = [h for h in await self.store.all() if h.owner == ctx.caller or self._is_admin(ctx)]
+            admin = self._is_admin(ctx)
+            hooks = [h for h in await self.store.all() if admin or h.owner == ctx.caller]
         out = []
         for h in hooks:
             c = await self.store.cursor(h.name)
+            try:  # why a hook may have gone quiet: its owner's token no longer verifies
+                owner(self.node, await self.store.secret(h.name))
+                verdict = "valid"
+            except AspenError as exc:
+                verdict = exc.code
             out.append(
                 {
                     "name": h.name,
@@ -205,6 +211,7 @@ class HookHandler:
                     "failed": c.failed,
                     "dropped": c.dropped,
                     "revision": c.revision,
+                    "owner_token": verdict,
                 }
             )
         return "HookMetricsResult", {"hooks": out}

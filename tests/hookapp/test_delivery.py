@@ -148,6 +148,8 @@ def test_a_hook_never_shows_what_its_owner_cannot_read(node, receiver):
         until(lambda: any(e["event"]["key"] == "orders/public/2" for e in receiver.events() if e["hook"] == "sentinel"))
         assert until(lambda: admin.call("HookMetrics", {"name": "sentinel"})["hooks"][0]["delivered"] >= 3)
         assert not [e for e in receiver.events() if e["hook"] == "peek" and e["event"]["key"] == "orders/public/2"]
+        assert admin.call("HookMetrics", {"name": "peek"})["hooks"][0]["owner_token"] == "TOKEN_REVOKED"
+        assert admin.call("HookMetrics", {"name": "sentinel"})["hooks"][0]["owner_token"] == "valid"
         try:
             admin.call("HookTrigger", {"name": "peek"})
             raise AssertionError("a revoked owner's hook still acts")
