@@ -25,7 +25,6 @@ import msgspec
 from aspen.errors import AspenError, ErrorCode
 from aspen.hookapp.records import (
     RECORDS_PREFIX,
-    RESERVED_MARK,
     SECRET_PREFIX,
     HookRecord,
     HookSecret,
@@ -55,8 +54,6 @@ def owner(node: Any, secret: HookSecret) -> Any:
 
 
 def may_read(node: Any, principal: Any, key: str) -> bool:
-    if key.startswith(RESERVED_MARK):
-        return False
     return node.auth.verifier.allows(principal, needs_for("ReadKey", {"key": key}, None)[0], "ReadKey")
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from aspen.coordination.duty import ClusterDuty
 from aspen.errors import AspenError
 from aspen.hookapp.actions import deliver, may_read, owner
-from aspen.hookapp.records import RECORDS_PREFIX, SECRET_PREFIX, HookRecord, HookSecret, decode
+from aspen.hookapp.records import RECORDS_PREFIX, RESERVED_MARK, SECRET_PREFIX, HookRecord, HookSecret, decode
 from aspen.hookapp.store import cursors
 from aspen.hooks.dispatcher import HookDispatcher, Subscriber
 from aspen.hooks.topics import HookEvent, matches
@@ -39,8 +39,10 @@ def event_id(hook: str, topic: str, key: str, revision: int) -> str:
 
 def payload_of(node: Any, record: HookRecord, secret: HookSecret, hook: HookEvent) -> dict[str, Any] | None:
     """What the action gets, or None when the owner may not see this event now."""
-    if not matches(record.pattern, hook.topic) or (hook.is_kv and not hook.key.startswith(record.prefix)):
+    if not matches(record.pattern, hook.topic):
         return None
+    if hook.is_kv and (hook.key.startswith(RESERVED_MARK) or not hook.key.startswith(record.prefix)):
+        return None  # keys under __ (system state, plugins' namespaces) are never a hook's
     try:
         principal = owner(node, secret)
     except AspenError:

@@ -24,7 +24,7 @@ from aspen.storage.keyspace import reserved_prefix_of
 RECORDS_PREFIX = "__hooks:records:"
 CURSOR_PREFIX = "__hooks:cursor:"
 SECRET_PREFIX = "__hooks:secret:"
-RESERVED_MARK = "__"  # what every reserved key starts with: no hook sees such a key's value
+RESERVED_MARK = "__"  # system state and plugins' namespaces: no hook sees keys starting so
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,62}$")
 MAX_PREFIX_BYTES = 512
 MAX_TARGET_BYTES = 2048

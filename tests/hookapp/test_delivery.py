@@ -132,10 +132,19 @@ def test_a_hook_never_shows_what_its_owner_cannot_read(node, receiver):
         assert admin.call("HookAdd", {
             "name": "sentinel", "prefix": "orders/", "action": {"kind": "webhook", "target": receiver.url},
         })  # fmt: skip
+        everything = {"name": "everything", "action": {"kind": "webhook", "target": receiver.url}}
+        admin.call("HookAdd", everything)  # prefix "": every key the admin may read, but none under __
+        admin.write_key("__plugin:someone:state", b"theirs")
         admin.write_key("orders/secret/1", b"hidden")
         admin.write_key("orders/public/1", b"shown")
         admin.write_key("elsewhere/1", b"no")
         got = until(lambda: (e := [x for x in receiver.events() if x["hook"] == "peek"]) and len(e) >= 2 and e)
+
+        def keys_of(hook: str) -> list[str]:
+            return [e["event"]["key"] for e in receiver.events() if e["hook"] == hook]
+
+        seen = until(lambda: keys_of("everything")[-1:] == ["elsewhere/1"] and keys_of("everything"))  # in order
+        assert seen == ["orders/secret/1", "orders/public/1", "elsewhere/1"]
         by_key = {e["event"]["key"]: e["event"] for e in got}
         assert set(by_key) == {"orders/secret/1", "orders/public/1"}
         assert "value" not in by_key["orders/secret/1"] and "value_b64" not in by_key["orders/secret/1"]
