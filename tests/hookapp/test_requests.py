@@ -148,8 +148,15 @@ def test_a_call_action_sends_the_event_as_its_owner(node):
         assert add(node, dave, name="echo", prefix="calls/", action=echo) is None
         assert c.call("HookList", {})["hooks"] == []
         assert rpc(node, "HookTrigger", {"name": "echo"}, token=dave).json()["body"]["result"]["response"] != "Error"
+        as_job = {"name": "echo-job", "prefix": "calls/", "action": echo, "mode": "job"}
+        admin.call("HookAdd", as_job)  # the admin may call anything: a call through the job system
         admin.write_key("calls/1", b"hi")
         until(lambda: rpc(node, "HookMetrics", {"name": "echo"}, token=dave).json()["body"]["hooks"][0]["delivered"])
+        jobs = until(
+            lambda: [j for j in admin.call("JobList", {"state": "succeeded"})["jobs"] if j["type"] == "hook.action"]
+        )
+        done = admin.call("JobStatus", {"id": jobs[0]["id"]})
+        assert done["job"]["payload"]["hook"] == "echo-job" and done["result"] == {"response": "Echo"}
 
 
 def test_quota_duplicates_and_other_owners(node, alice):
