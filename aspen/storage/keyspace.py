@@ -20,7 +20,7 @@ RESERVED_PREFIXES: tuple[str, ...] = (
 
 
 # Secrets the cluster shares through the store (the token root key, the
-# federation key): no request ever reads or writes them, whatever its token
+# federation key, each hook's owner token and signing key): no request ever reads or writes them, whatever its token
 # says; prefix reads (scans, ranges, watches) that cover them leave them out.
 SECRET_PREFIXES: tuple[str, ...] = ("__auth:secret:", "__federation:secret:", "__hooks:secret:")
 
