@@ -34,6 +34,12 @@ def test_a_write_under_the_prefix_runs_the_job_once(node, home):
         "--url", node.url, env=env,
     )  # fmt: skip
     assert "signing key (shown once):" in added.stdout
+    both = run(
+        "hook", "add", "x", "--job", "shell:true", "--webhook", "http://a/", "--url", node.url, env=env, ok=False
+    )
+    assert both.returncode == 1 and "INVALID_ARGUMENT" in both.stderr
+    taken = run("hook", "add", "notify", "--job", "shell:true", "--url", node.url, env=env, ok=False)
+    assert taken.returncode == 1 and "HOOK_EXISTS" in taken.stderr
     with SyncClient(node.url) as c:
         c.write_key("other/1", b"x")
         c.write_key("orders/1", b"first")
