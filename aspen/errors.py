@@ -174,6 +174,16 @@ class ErrorCode(StrEnum):
     SERVICE_STALE_TOKEN = "SERVICE_STALE_TOKEN"  # not the current registration's fencing token
     SERVICE_NOT_FOUND = "SERVICE_NOT_FOUND"
     SERVICE_CONFLICT = "SERVICE_CONFLICT"  # the instance changed under too many attempts in a row
+    # hooks app (aspen.hookapp, docs/hooks-app.md)
+    HOOK_NAME_INVALID = "HOOK_NAME_INVALID"
+    HOOK_PREFIX_DENIED = "HOOK_PREFIX_DENIED"  # reserved, too long, or beyond what the owner may watch or read
+    HOOK_ACTION_INVALID = "HOOK_ACTION_INVALID"  # a target, timeout, retries or backoff out of range
+    HOOK_WEBHOOK_INVALID = "HOOK_WEBHOOK_INVALID"  # not an http(s) URL with a host, or it does not resolve
+    HOOK_WEBHOOK_FORBIDDEN = "HOOK_WEBHOOK_FORBIDDEN"  # loopback/private/link-local, not in [hooks] webhook_allow
+    HOOK_EXISTS = "HOOK_EXISTS"
+    HOOK_NOT_FOUND = "HOOK_NOT_FOUND"  # also another owner's hook, to a caller without cluster:admin
+    HOOK_QUOTA_EXCEEDED = "HOOK_QUOTA_EXCEEDED"  # details: quota (max_hooks, max_hooks_per_owner), limit
+    HOOK_DELIVERY_FAILED = "HOOK_DELIVERY_FAILED"  # a webhook's transport failed or it answered other than 2xx
     # cluster
     ETCD_UNREACHABLE = "ETCD_UNREACHABLE"
     ETCD_AUTH_FAILED = "ETCD_AUTH_FAILED"  # etcd refused the configured user/password or certificate

@@ -39,6 +39,7 @@ OPERATIONS = (
     "job:admin",
     "plugin:call",
     "plugin:admin",
+    "hook",
     "cluster:admin",
     "token:delegate",
 )

@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ratelimit": ("aspen.cli.coord", "ratelimit"),
     "queue": ("aspen.cli.queue", "app"),
     "service": ("aspen.cli.service", "app"),
+    "hook": ("aspen.cli.hook", "app"),
     "status": ("aspen.cli.status", "status"),
 }
 

@@ -52,7 +52,7 @@ MAX_ENV_VALUE_BYTES = 4096
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
-_REQUEST_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
+REQUEST_TYPE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
 _APP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX128 = re.compile(r"[0-9a-f]{128}")
@@ -88,7 +88,7 @@ def _if(broken: bool, message: str, **details: object) -> Broken:
 
 def _handle_names(m: PluginManifest, _: NodePluginLimits) -> Broken:
     for t in m.handles:
-        if not _REQUEST_TYPE.fullmatch(t):
+        if not REQUEST_TYPE_RE.fullmatch(t):
             return f"request type {t!r} must match [A-Za-z][A-Za-z0-9_]*", {}
     return _if(len(set(m.handles)) != len(m.handles), "handles lists a request type twice")
 

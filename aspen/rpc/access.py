@@ -212,6 +212,12 @@ ACCESS: dict[str, Rule] = {
     "JobRetry": _fixed(Need("job:read", ANY)),
     "JobStats": _fixed(Need("job:read", ANY)),
     "JobWorkers": _fixed(Need("job:admin", ANY)),
+    # hooks app (aspen/hookapp/): each hook is its owner's; the handler checks the prefix and the action
+    "HookAdd": _named("hook"),
+    "HookList": _named("hook"),
+    "HookRemove": _named("hook"),
+    "HookMetrics": _named("hook"),
+    "HookTrigger": _named("hook"),
     # cluster
     "ClusterStatus": _fixed(ADMIN),
     # tokens

@@ -15,13 +15,14 @@ RESERVED_PREFIXES: tuple[str, ...] = (
     "__federation:",
     "__auth:",
     "__coord:",  # aspen.coordination: locks, counters, queues …
+    "__hooks:",  # aspen.hookapp: the hooks users add
 )
 
 
 # Secrets the cluster shares through the store (the token root key, the
-# federation key): no request ever reads or writes them, whatever its token
+# federation key, each hook's owner token and signing key): no request ever reads or writes them, whatever its token
 # says; prefix reads (scans, ranges, watches) that cover them leave them out.
-SECRET_PREFIXES: tuple[str, ...] = ("__auth:secret:", "__federation:secret:")
+SECRET_PREFIXES: tuple[str, ...] = ("__auth:secret:", "__federation:secret:", "__hooks:secret:")
 
 
 def is_secret(key: str) -> bool:

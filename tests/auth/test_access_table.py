@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aspen.auth.requests import TOKEN_REQUESTS
 from aspen.coordination.requests import COORD_REQUESTS
+from aspen.hookapp.handler import HOOK_REQUESTS
 from aspen.jobs.handler import REQUEST_TYPES as JOB_REQUESTS
 from aspen.node.config import load_config
 from aspen.node.server import open_node
@@ -25,7 +26,15 @@ async def test_every_core_request_type_has_an_entry(tmp_path):
         }
     finally:
         await node.close()
-    catalogs = {*CORE_REQUESTS, *LIFECYCLE_REQUESTS, *JOB_REQUESTS, *TOKEN_REQUESTS, *COORD_REQUESTS, "ClusterStatus"}
+    catalogs = {
+        *CORE_REQUESTS,
+        *LIFECYCLE_REQUESTS,
+        *JOB_REQUESTS,
+        *TOKEN_REQUESTS,
+        *COORD_REQUESTS,
+        *HOOK_REQUESTS,
+        "ClusterStatus",
+    }
     assert served <= catalogs | set(ACCESS), "a core handler serves a type missing from its catalog"
     missing = (served | catalogs) - set(ACCESS)
     assert not missing, f"request types without an authorisation entry: {sorted(missing)}"
