@@ -1,6 +1,8 @@
-"""Reusable etcd fixtures: one 3-member etcd cluster per test session,
-started by the tests themselves on loopback (free ports, temporary data
-dirs) and torn down at the end; each test gets a wiped store.
+"""Reusable etcd fixtures: a 3-member etcd cluster started by the tests
+themselves on loopback (free ports, temporary data dirs), one per test
+package that imports it (``package`` scope: it goes when that package's last
+test is done, so idle clusters of earlier packages do not pile up until the
+session ends); each test gets a wiped store.
 
 Import the fixtures into a conftest to use them::
 
@@ -18,7 +20,7 @@ from aspen.cluster.etcd_launcher import EtcdCluster, find_etcd
 from aspen.storage.etcd import EtcdKeyValueStore
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def etcd_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
     find_etcd()  # raises a clear error (not a skip) when etcd is missing: run scripts/setup.sh
     cluster = EtcdCluster(tmp_path_factory.mktemp("etcd"), size=3)
@@ -26,7 +28,7 @@ def etcd_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdClust
         cluster.start(timeout=60)
         yield cluster
     finally:
-        cluster.stop()
+        cluster.stop(timeout=0.5)  # a graceful stop takes ~6 s; nothing of a test cluster outlives it
 
 
 async def wipe(store: EtcdKeyValueStore) -> None:

