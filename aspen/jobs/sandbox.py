@@ -15,7 +15,8 @@ execs, each narrowing what follows:
    (a setuid binary gains nothing), binds the system paths read-only, gives
    private ``/proc`` and ``/dev`` and size-bounded tmpfs ``/tmp`` and
    ``/work`` (the only writable places), and remounts ``/`` and ``/dev``
-   read-only. No network: only a loopback that is down.
+   read-only. No network: only the namespace's own loopback (a process
+   plugin's ``allowed_hosts`` reach out through a proxy socket, never a route).
 
 The environment is built from nothing (see :func:`job_env`). Mode ``"none"``
 runs the command on the host, as the node's user, with only the rlimits:
