@@ -4,7 +4,6 @@ each refusal with its own code, and what a pattern matches."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import msgspec
 import pytest
@@ -12,20 +11,11 @@ import pytest
 from aspen.errors import AspenError, ErrorCode
 from aspen.plugins import bundle
 from aspen.plugins.process.egress_hosts import MAX_ALLOWED_HOSTS, MAX_PATTERN_BYTES, parse_pattern, reachable
-from aspen.plugins.rules import FILE, check_manifest, parse_manifest
+from aspen.plugins.rules import parse_manifest
+from tests.plugins.test_bundle import ECHO, MANIFEST, code_of
 
-ECHO = Path(__file__).resolve().parents[2] / "plugins" / "echo-process"
 RAW = json.loads((ECHO / "plugin.json").read_bytes())
-MANIFEST = parse_manifest(json.dumps(RAW))
 INVALID = ErrorCode.PLUGIN_ALLOWED_HOSTS_INVALID
-
-
-def code_of(**changes) -> str | None:
-    try:
-        check_manifest(msgspec.structs.replace(MANIFEST, **changes), at=FILE)
-    except AspenError as exc:
-        return exc.code
-    return None
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,6 @@ import shutil
 import socket
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import urlsplit
@@ -77,17 +76,25 @@ class EgressProxy:
         self.name = name
         self.patterns = tuple(parse_pattern(p) for p in allowed_hosts)
         self.limits = limits or EgressLimits()
-        self.directory = Path(tempfile.gettempdir()) / "aspen-egress" / f"{name}-{uuid.uuid4().hex[:12]}"
-        self.socket_path = str(self.directory / "proxy.sock")
+        self.directory: Path | None = None  # made by start(): private, its name unguessable
         self.open = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def socket_path(self) -> str:
+        assert self.directory is not None, "started"
+        return str(self.directory / "proxy.sock")
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
     async def start(self) -> None:
-        self.directory.parent.mkdir(mode=0o711, parents=True, exist_ok=True)
-        self.directory.mkdir(mode=0o711)
+        self.directory = Path(tempfile.mkdtemp(prefix=f"aspen-egress-{self.name}-"))
+        self.directory.chmod(0o711)  # the sandbox's uid may pass, not list: the socket's name is not shown
         self._server = await asyncio.start_unix_server(self._accept, self.socket_path)
-        os.chmod(self.socket_path, 0o666)  # the sandbox's uid connects; the directory's name is not listable
+        os.chmod(self.socket_path, 0o666)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -96,7 +103,9 @@ class EgressProxy:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.to_thread(shutil.rmtree, self.directory, True)
+        if self.directory is not None:
+            await asyncio.to_thread(shutil.rmtree, self.directory, True)
+            self.directory = None
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

@@ -324,8 +324,11 @@ class ProcessSupervisor:
         workdir = os.path.normpath(os.path.join(spec.directory, spec.cwd))
         command, ro_binds, proxy_env = spec.command, (), {}
         if self.egress is not None:
-            if not os.path.exists(self.egress.socket_path):
-                await self.egress.start()
+            if not self.egress.running:
+                try:
+                    await self.egress.start()
+                except OSError as exc:
+                    raise _Permanent(AspenError(ErrorCode.PLUGIN_LOAD_FAILED, f"no egress proxy: {exc}")) from None
             command = ("python3", "-I", FORWARDER, self.egress.socket_path, str(EGRESS_PORT), "--", *command)
             ro_binds = (str(self.egress.directory), os.path.dirname(FORWARDER))
             proxy_env = proxy_variables()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
@@ -96,6 +95,15 @@ async def test_connection_quota_and_cleanup(launch, servers):
     await until(lambda: plugin.egress.open == 0, what="the proxy's connections to close")
     assert (await call(plugin, "Tunnel", target=f"127.0.0.1:{port}"))["status"] == 200
     directory = plugin.egress.directory
-    assert directory.is_dir()
+    assert directory.is_dir() and (directory.stat().st_mode & 0o777) == 0o711
     await plugin.stop()
-    assert not Path(directory).exists()
+    assert not directory.exists()
+
+
+async def test_an_idle_connection_is_closed(launch, servers):
+    port, _ = servers
+    idle = EgressLimits(idle_seconds=0.3)
+    plugin = await launch("egress", allowed_hosts=(f"127.0.0.1:{port}",), egress=idle)
+    assert (await call(plugin, "Hold", target=f"127.0.0.1:{port}", count=1))["statuses"] == [[200, None]]
+    assert plugin.egress.open == 1
+    await until(lambda: plugin.egress.open == 0, what="the idle tunnel to close")
