@@ -3,6 +3,7 @@ hosts its manifest allows through the node's egress proxy, and nothing else."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -24,17 +25,25 @@ class _Hello(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def servers():
+@contextlib.contextmanager
+def hello_servers():
     """Two real HTTP servers on the host's loopback: the allowed one, and one
-    standing for the node's own ports (etcd, admin)."""
+    standing for the node's own ports (etcd, admin). Yields their ports."""
     started = [ThreadingHTTPServer(("127.0.0.1", 0), _Hello) for _ in range(2)]
     for server in started:
         threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield [s.server_port for s in started]
-    for server in started:
-        server.shutdown()
-        server.server_close()
+    try:
+        yield [s.server_port for s in started]
+    finally:
+        for server in started:
+            server.shutdown()
+            server.server_close()
+
+
+@pytest.fixture
+def servers():
+    with hello_servers() as ports:
+        yield ports
 
 
 async def call(plugin, type: str, **body) -> dict:
