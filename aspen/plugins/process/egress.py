@@ -138,7 +138,7 @@ class EgressProxy:
             host, port, pattern, first = self._judge(event)
             upstream = await self._connect(host, port, pattern)
         except _Refused as exc:
-            log.info("plugin %s: egress refused: %s", self.name, exc.message)
+            log.debug("plugin %s: egress refused: %s", self.name, exc.message)  # the plugin has the message
             writer.write(_answer(exc.status, exc.code, exc.message))
             await writer.drain()
             return

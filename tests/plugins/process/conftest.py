@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[3]
 PROGRAMS = Path(__file__).parent / "programs"
 SITE = sysconfig.get_paths()["purelib"]  # msgspec, for SDK plugins
 ECHO = REPO / "plugins" / "echo-process"
-EGRESS_HANDLES = ("Fetch", "Tunnel", "Direct", "Hold", "Release")
+EGRESS_HANDLES = ("Fetch", "Tunnel", "Direct", "Hold", "Release", "Raw")
 HOSTILE_HANDLES = ("Echo", "Crash", "Hang", "Huge", "Garbage", "Flood", "HostCall", "RawHost", "Stderr", "BadShape")
 FAST = RestartPolicy(backoff_base=0.05, backoff_max=0.2, startup_timeout=20.0, health_interval=0, stop_grace=2.0)
 

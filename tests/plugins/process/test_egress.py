@@ -75,6 +75,11 @@ async def test_other_ports_hosts_and_names_are_refused(launch, servers):
     malformed = {"status": 400, "code": "BAD_REQUEST"}
     assert await call(plugin, "Tunnel", target="127.0.0.1") == malformed  # CONNECT names a port
     assert await call(plugin, "Tunnel", target="bad_name!:443") == malformed
+    assert await call(plugin, "Raw", data="GET / HTTP/1.1\r\nHost: x\r\n\r\n") == malformed  # not a proxy request
+    assert await call(plugin, "Raw", data="GET https://x.example.com/ HTTP/1.1\r\nHost: x\r\n\r\n") == malformed
+    assert await call(plugin, "Raw", data="\x00\xffgarbage\r\n\r\n") == malformed
+    assert await call(plugin, "Raw", data="GET http://a/ HTTP/1.1\r\nX: " + "a" * 100, times=200) == malformed
+    assert await call(plugin, "Raw", data="GET http://user@127.0.0.1/ HTTP/1.1\r\nHost: a\r\n\r\n") == malformed
     assert plugin.restarts == 0
 
 

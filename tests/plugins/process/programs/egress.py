@@ -10,7 +10,7 @@ import urllib.request
 
 from aspen.plugin_sdk import Plugin, Request, reply
 
-plugin = Plugin("egress", "0.1.0", handles=["Fetch", "Tunnel", "Direct", "Hold", "Release"])
+plugin = Plugin("egress", "0.1.0", handles=["Fetch", "Tunnel", "Direct", "Hold", "Release", "Raw"])
 held: list[socket.socket] = []
 
 
@@ -26,9 +26,14 @@ def fetch(url: str) -> dict:
 
 def connect(target: str) -> tuple[socket.socket, int, str | None]:
     """A CONNECT through the proxy: the socket, the status and X-Aspen-Error."""
+    return send(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+
+
+def send(data: bytes) -> tuple[socket.socket, int, str | None]:
+    """``data`` to the proxy; the socket, the status and X-Aspen-Error of its answer."""
     proxy = os.environ.get("HTTP_PROXY", "http://127.0.0.1:3128").rsplit(":", 1)[1]
     sock = socket.create_connection(("127.0.0.1", int(proxy)), timeout=10)
-    sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+    sock.sendall(data)
     head = b""
     while b"\r\n\r\n" not in head:
         chunk = sock.recv(4096)
@@ -87,6 +92,14 @@ async def on_direct(req: Request) -> dict:
 @plugin.handler("Hold")
 async def on_hold(req: Request) -> dict:
     return reply("Held", await asyncio.to_thread(hold, req.body["target"], req.body["count"]))
+
+
+@plugin.handler("Raw")
+async def on_raw(req: Request) -> dict:
+    data = req.body["data"].encode() * req.body.get("times", 1)
+    sock, status, code = await asyncio.to_thread(send, data)
+    sock.close()
+    return reply("Raw", {"status": status, "code": code})
 
 
 @plugin.handler("Release")
