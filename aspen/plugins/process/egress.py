@@ -96,6 +96,15 @@ class EgressProxy:
         self._server = await asyncio.start_unix_server(self._accept, self.socket_path)
         os.chmod(self.socket_path, 0o666)
 
+    async def behind(self, command: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, str]]:
+        """``command`` started behind the in-sandbox forwarder: the argv, the
+        paths the sandbox must show read-only, the proxy variables (starts the
+        proxy the first time)."""
+        if not self.running:
+            await self.start()
+        argv = ("python3", "-I", FORWARDER, self.socket_path, str(EGRESS_PORT), "--", *command)
+        return argv, (str(self.directory), os.path.dirname(FORWARDER)), proxy_variables()
+
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()

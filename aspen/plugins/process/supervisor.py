@@ -33,7 +33,7 @@ from aspen.errors import AspenError, ErrorCode
 from aspen.jobs.limits import JobLimits
 from aspen.jobs.sandbox import SANDBOX_WORKDIR, Sandbox, job_env
 from aspen.plugins.process.connection import Peer, PeerLimits, Serve
-from aspen.plugins.process.egress import EGRESS_PORT, FORWARDER, EgressLimits, EgressProxy, proxy_variables
+from aspen.plugins.process.egress import EgressLimits, EgressProxy
 from aspen.plugins.process.process_tree import descendants, running, signal_group
 from aspen.plugins.process.protocol import EMPTY, FloodMeter, raw
 
@@ -324,14 +324,10 @@ class ProcessSupervisor:
         workdir = os.path.normpath(os.path.join(spec.directory, spec.cwd))
         command, ro_binds, proxy_env = spec.command, (), {}
         if self.egress is not None:
-            if not self.egress.running:
-                try:
-                    await self.egress.start()
-                except OSError as exc:
-                    raise _Permanent(AspenError(ErrorCode.PLUGIN_LOAD_FAILED, f"no egress proxy: {exc}")) from None
-            command = ("python3", "-I", FORWARDER, self.egress.socket_path, str(EGRESS_PORT), "--", *command)
-            ro_binds = (str(self.egress.directory), os.path.dirname(FORWARDER))
-            proxy_env = proxy_variables()
+            try:
+                command, ro_binds, proxy_env = await self.egress.behind(command)
+            except OSError as exc:
+                raise _Permanent(AspenError(ErrorCode.PLUGIN_LOAD_FAILED, f"no egress proxy: {exc}")) from None
         try:
             argv = self.sandbox.command(command, cwd=workdir, limits=self.limits, ro_binds=ro_binds)
         except AspenError as exc:  # no bubblewrap: a restart cannot fix it
