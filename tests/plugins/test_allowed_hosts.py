@@ -95,7 +95,16 @@ def test_what_a_pattern_matches():
     assert not wild.matches("evilexample.com", 8443) and not wild.matches("a.example.com", 443)
     assert ip.matches("10.0.0.1", 5) and not ip.matches("10.0.0.2", 5)
     # names reach only global addresses; an IP literal pattern reaches exactly its own
-    for address in ("127.0.0.1", "10.1.2.3", "169.254.169.254", "::1", "fe80::1", "::ffff:127.0.0.1", "100.64.0.1"):
+    for address in (
+        "127.0.0.1",
+        "10.1.2.3",
+        "169.254.169.254",
+        "::1",
+        "fe80::1",
+        "::ffff:127.0.0.1",
+        "100.64.0.1",
+        "224.0.0.1",
+    ):
         assert not reachable(address, exact), address
     assert reachable("93.184.215.14", exact) and reachable("2606:2800::1", exact)
     assert reachable("10.0.0.1", ip) and not reachable("10.0.0.2", ip)

@@ -7,7 +7,7 @@ wildcard ``*.example.com`` (any name below it, not ``example.com`` itself),
 an IPv4 literal or a bracketed IPv6 literal (``[2001:db8::1]:8443``). Without
 a port it allows 80 and 443, the web's; with one, only that port. A name
 pattern never reaches a loopback, private, link-local or otherwise
-non-global address (so a DNS answer cannot point a plugin at the node's own
+non-global or multicast address (:func:`aspen.addresses.internal`: so a DNS answer cannot point a plugin at the node's own
 etcd or admin port); only an IP literal pattern reaches exactly that address.
 """
 
@@ -16,6 +16,8 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import NamedTuple
+
+from aspen.addresses import internal
 
 MAX_ALLOWED_HOSTS = 32
 MAX_PATTERN_BYTES = 262  # "*." + a 253-byte name + ":65535"
@@ -110,7 +112,6 @@ def problem(patterns: tuple[str, ...]) -> str | None:
 
 def reachable(address: str, pattern: HostPattern) -> bool:
     """May a connection allowed by ``pattern`` go to the resolved ``address``?"""
-    ip = ipaddress.ip_address(address.split("%")[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return (pattern.ip and str(ip) == pattern.host) or ip.is_global
+    if pattern.ip:  # an IP literal pattern is matched only by that literal, which resolves to itself
+        return str(ipaddress.ip_address(address.split("%", 1)[0])) == pattern.host
+    return not internal(address)
