@@ -79,6 +79,11 @@ class ErrorCode(StrEnum):
     INVALID_MANIFEST = "INVALID_MANIFEST"
     PLUGIN_LEASE_TTL_OUT_OF_RANGE = "PLUGIN_LEASE_TTL_OUT_OF_RANGE"  # aspen_lease_grant's ttl (details: min, max)
     PLUGIN_TOO_MANY_LEASES = "PLUGIN_TOO_MANY_LEASES"  # a plugin's live leases (details: plugin, limit)
+    # a process plugin's network, answered by its egress proxy (aspen.plugins.process.egress)
+    PLUGIN_EGRESS_DENIED = "PLUGIN_EGRESS_DENIED"  # 403: the host:port is not in allowed_hosts
+    PLUGIN_EGRESS_ADDRESS_REFUSED = "PLUGIN_EGRESS_ADDRESS_REFUSED"  # 403: a name resolved to a non-global address
+    PLUGIN_EGRESS_TOO_MANY_CONNECTIONS = "PLUGIN_EGRESS_TOO_MANY_CONNECTIONS"  # 429: the plugin's open connections
+    PLUGIN_EGRESS_UNREACHABLE = "PLUGIN_EGRESS_UNREACHABLE"  # 502: cannot resolve or connect
     # plugin lifecycle: install-time validation (one code per rule)
     PLUGIN_NAME_INVALID = "PLUGIN_NAME_INVALID"
     PLUGIN_NAME_TOO_LONG = "PLUGIN_NAME_TOO_LONG"
@@ -90,6 +95,8 @@ class ErrorCode(StrEnum):
     PLUGIN_COMMAND_INVALID = "PLUGIN_COMMAND_INVALID"  # a process plugin's argv (docs/plugin-process.md)
     PLUGIN_ENV_INVALID = "PLUGIN_ENV_INVALID"
     PLUGIN_CWD_INVALID = "PLUGIN_CWD_INVALID"
+    PLUGIN_ALLOWED_HOSTS_INVALID = "PLUGIN_ALLOWED_HOSTS_INVALID"  # a malformed pattern, or on a WASM manifest
+    PLUGIN_TOO_MANY_ALLOWED_HOSTS = "PLUGIN_TOO_MANY_ALLOWED_HOSTS"  # more than 32 allowed_hosts patterns
     PLUGIN_BUNDLE_INVALID = "PLUGIN_BUNDLE_INVALID"  # a process plugin's files: a link, '..', an absolute name
     PLUGIN_PREFIX_OVERLAP = "PLUGIN_PREFIX_OVERLAP"
     PLUGIN_HANDLES_OVERLAP = "PLUGIN_HANDLES_OVERLAP"  # a request type another installed plugin handles

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from aspen.addresses import internal
 from aspen.errors import AspenError, ErrorCode
 
 SIGNATURE_HEADER = "X-Aspen-Signature"
@@ -79,9 +80,7 @@ def _forbidden(address: str, allowed: Iterable[Network]) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    if any(ip in net for net in allowed):
-        return False
-    return not ip.is_global or ip.is_multicast
+    return internal(address) and not any(ip in net for net in allowed)
 
 
 async def check_target(url: str, allowed: tuple[Network, ...]) -> str:

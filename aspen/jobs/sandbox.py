@@ -15,7 +15,8 @@ execs, each narrowing what follows:
    (a setuid binary gains nothing), binds the system paths read-only, gives
    private ``/proc`` and ``/dev`` and size-bounded tmpfs ``/tmp`` and
    ``/work`` (the only writable places), and remounts ``/`` and ``/dev``
-   read-only. No network: only a loopback that is down.
+   read-only. No network: only the namespace's own loopback (a process
+   plugin's ``allowed_hosts`` reach out through a proxy socket, never a route).
 
 The environment is built from nothing (see :func:`job_env`). Mode ``"none"``
 runs the command on the host, as the node's user, with only the rlimits:
@@ -105,11 +106,13 @@ class Sandbox:
         limits: JobLimits,
         cgroup_procs: str | None = None,
         binds: Sequence[str] = (),
+        ro_binds: Sequence[str] = (),
         dev_binds: Sequence[str] = (),
     ) -> list[str]:
         """The argv that runs ``command`` in the sandbox, in ``cwd`` (relative
         to the work dir; inside the sandbox the work dir is ``/work``).
-        ``binds``: host paths shown writable at the same place; ``dev_binds``:
+        ``binds``: host paths shown writable at the same place, ``ro_binds``
+        read-only (besides the sandbox's own); ``dev_binds``:
         device nodes to show if they exist (``/dev/kvm``)."""
         self.check()
         argv = [self.prlimit, *prlimit_args(limits), "--"]  # type: ignore[list-item]
@@ -117,13 +120,15 @@ class Sandbox:
             argv = [
                 self.setpriv, f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups", "--",
                 *argv,
-                *self._bwrap(limits, cwd, binds, dev_binds),
+                *self._bwrap(limits, cwd, binds, ro_binds, dev_binds),
             ]  # fmt: skip
         if cgroup_procs is not None:
             argv = ["/bin/sh", "-c", _ENTER_CGROUP, cgroup_procs, *argv]
         return [*argv, *command]  # type: ignore[list-item]
 
-    def _bwrap(self, limits: JobLimits, cwd: str, binds: Sequence[str], dev_binds: Sequence[str]) -> list[str]:
+    def _bwrap(
+        self, limits: JobLimits, cwd: str, binds: Sequence[str], ro_binds: Sequence[str], dev_binds: Sequence[str]
+    ) -> list[str]:
         disk = str(limits.disk_mb * MiB)
         argv = [
             self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns",
@@ -141,7 +146,7 @@ class Sandbox:
             "--size", disk, "--tmpfs", "/tmp",
             "--size", disk, "--tmpfs", SANDBOX_WORKDIR,
         ]  # fmt: skip
-        for path in self.ro_binds:  # after the tmpfs mounts, which would hide them
+        for path in (*self.ro_binds, *ro_binds):  # after the tmpfs mounts, which would hide them
             argv += ["--ro-bind", path, path]
         for path in binds:
             argv += ["--bind", path, path]

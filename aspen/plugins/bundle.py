@@ -43,13 +43,14 @@ class Bundle(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     env: dict[str, str] = {}
     cwd: str = "."
     format: int = FORMAT
+    allowed_hosts: tuple[str, ...] = ()  # in the bundle, so its hash (and a signature) covers them
 
     def launch(self) -> tuple[object, ...]:
-        return (self.command, sorted(self.env.items()), self.cwd, sorted(self.handles))
+        return (self.command, sorted(self.env.items()), self.cwd, sorted(self.handles), self.allowed_hosts)
 
 
 def launch_of(m: PluginManifest) -> tuple[object, ...]:
-    return (m.command, sorted(m.env.items()), m.cwd, sorted(m.handles))
+    return (m.command, sorted(m.env.items()), m.cwd, sorted(m.handles), m.allowed_hosts)
 
 
 def bad_path(path: str) -> str | None:
@@ -90,7 +91,12 @@ def pack(directory: Path, m: PluginManifest) -> bytes:
                 raise _invalid(f"a bundle holds at most {MAX_FILES} files of {MAX_WASM_BYTES} bytes in all")
             files[rel] = BundleFile(full.read_bytes(), bool(st.st_mode & stat.S_IXUSR))
     bundle = Bundle(
-        m.command, tuple(sorted(m.handles)), dict(sorted(files.items())), dict(sorted(m.env.items())), m.cwd
+        m.command,
+        tuple(sorted(m.handles)),
+        dict(sorted(files.items())),
+        dict(sorted(m.env.items())),
+        m.cwd,
+        allowed_hosts=m.allowed_hosts,
     )
     return msgspec.msgpack.encode(bundle)
 
@@ -119,7 +125,7 @@ def check(data: bytes, m: PluginManifest) -> Bundle:
     if bundle.launch() != launch_of(m):
         raise AspenError(
             ErrorCode.PLUGIN_HASH_MISMATCH,
-            f"plugin '{m.name}': the manifest's command, env, cwd or handles are not the bundle's",
+            f"plugin '{m.name}': the manifest's command, env, cwd, handles or allowed_hosts are not the bundle's",
             plugin=m.name,
         )
     return bundle

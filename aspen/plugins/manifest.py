@@ -153,6 +153,7 @@ class PluginManifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     command: tuple[str, ...] = ()  # process: the argv, no shell
     env: dict[str, str] = {}  # process: added to the sandbox's fixed environment
     cwd: str = "."  # process: the working directory, relative to the bundle
+    allowed_hosts: tuple[str, ...] = ()  # process: host[:port] patterns its egress proxy allows (else no network)
 
 
 def is_semver(text: str) -> bool:

@@ -82,7 +82,9 @@ class ProcessRuntime:
         sdk = sdk_paths()
         python_path = ":".join(str(Path(p).parent) for p in sdk)
         extra = {**bundle.env, "PYTHONPATH": ":".join(filter(None, (bundle.env.get("PYTHONPATH"), python_path)))}
-        spec = ProcessSpec(name, bundle.handles, tuple(command), str(directory), bundle.cwd, extra)
+        spec = ProcessSpec(
+            name, bundle.handles, tuple(command), str(directory), bundle.cwd, extra, bundle.allowed_hosts
+        )
         base = kind.sandbox
         sandbox = Sandbox(base.mode, uid=base.uid, gid=base.gid, ro_binds=(*base.ro_binds, str(directory), *sdk))
         serve = GatedHostCalls(env, timeout=limits.timeout_ms / 1000)

@@ -38,6 +38,8 @@ from aspen.plugins.manifest import (
     semver_key,
 )
 from aspen.plugins.namespace import MAX_KV_PREFIXES, validate_prefixes
+from aspen.plugins.process.egress_hosts import DEFAULT_PORTS, MAX_ALLOWED_HOSTS, MAX_PATTERN_BYTES
+from aspen.plugins.process.egress_hosts import problem as allowed_hosts_problem
 from aspen.rpc.nesting import check_depth
 
 HOST_API_VERSION = "1.0.0"
@@ -176,6 +178,13 @@ def _env(m: PluginManifest, _: NodePluginLimits) -> Broken:
     return None
 
 
+def _allowed_hosts(m: PluginManifest, _: NodePluginLimits) -> Broken:
+    if m.runtime != "process":  # a WASM plugin has no network at all (no Extism HTTP is wired)
+        return _if(bool(m.allowed_hosts), 'allowed_hosts is for runtime "process"')
+    broken = allowed_hosts_problem(m.allowed_hosts)
+    return None if broken is None else (broken, {})
+
+
 C = ErrorCode
 RULES: tuple[Rule, ...] = (
     Rule("name", C.PLUGIN_NAME_INVALID, "made of `[A-Za-z0-9_-]`, not empty",
@@ -238,6 +247,12 @@ RULES: tuple[Rule, ...] = (
          _env),
     Rule("cwd", C.PLUGIN_CWD_INVALID, "`.` or a relative path inside the bundle (no `..`, not absolute)",
          lambda m, _: _if(m.cwd != "." and bad_path(m.cwd) is not None, f"cwd: {bad_path(m.cwd)}")),
+    Rule("allowed_hosts", C.PLUGIN_TOO_MANY_ALLOWED_HOSTS, f"at most {MAX_ALLOWED_HOSTS}",
+         lambda m, _: _if(len(m.allowed_hosts) > MAX_ALLOWED_HOSTS,
+                          f"{len(m.allowed_hosts)} allowed_hosts, at most {MAX_ALLOWED_HOSTS}")),
+    Rule("allowed_hosts", C.PLUGIN_ALLOWED_HOSTS_INVALID,
+         f"process only: each `host[:port]` of ≤ {MAX_PATTERN_BYTES} bytes, lowercase: a DNS name, `*.suffix`, an IPv4 "
+         f"or `[IPv6]` literal; no port: {' and '.join(map(str, DEFAULT_PORTS))}", _allowed_hosts),
 )  # fmt: skip
 
 

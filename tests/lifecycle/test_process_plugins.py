@@ -26,7 +26,8 @@ from aspen.plugins.rules import parse_manifest
 from aspen.plugins.signing import read_key, sign_wasm
 from tests.lifecycle.test_two_nodes import run
 from tests.node.node_process import NodeProcess
-from tests.plugins.process.conftest import alive
+from tests.plugins.process.conftest import EGRESS_HANDLES, PROGRAMS, alive
+from tests.plugins.process.test_egress import hello_servers
 
 REPO = Path(__file__).resolve().parents[2]
 ECHO = REPO / "plugins" / "echo-process"
@@ -206,3 +207,30 @@ def test_a_crash_looping_process_plugin_is_failed_with_its_stderr_in_info(node, 
     status = json.loads(run("plugin", "info", "crashy", "--json", "--url", node.url, env=env).stdout)["status"]
     assert status["state"] == "failed" and "crashy: no config file" in status["stderr"]
     assert not list((node.data_dir / "plugin-bundles").iterdir())  # a version that failed leaves no files
+
+
+def test_allowed_hosts_reach_through_the_installed_plugin_and_nothing_else(node, home):
+    """The manifest's allowed_hosts travel in the signed bundle to the node's
+    egress proxy: the installed plugin fetches from the allowed server only."""
+    env = {**os.environ, "XDG_CONFIG_HOME": str(home / "config")}
+    key = home / "signing.key"
+    run("plugin", "keygen", "--output", str(key), env=env)
+    run("plugin", "trust", "add", "--key-file", str(key), "--url", node.url, env=env)
+    with hello_servers() as (port, other):
+        plugin = home / "egress"
+        plugin.mkdir()
+        shutil.copy(PROGRAMS / "egress.py", plugin / "egress.py")
+        manifest = {"name": "egress", "version": "1.0.0", "handles": list(EGRESS_HANDLES), "runtime": "process",
+                    "command": ["python3", "egress.py"], "allowed_hosts": [f"127.0.0.1:{port}"]}  # fmt: skip
+        (plugin / "plugin.json").write_text(json.dumps(manifest))
+        run("plugin", "install", str(plugin), "--sign-key", str(key), "--url", node.url, env=env)
+        with SyncClient(node.url) as client:
+            assert client.call("Fetch", {"url": f"http://127.0.0.1:{port}/x"}) == {
+                "status": 200,
+                "body": f"hello from {port}/x",
+            }
+            denied = client.call("Fetch", {"url": f"http://127.0.0.1:{other}/"})
+            assert denied == {"status": 403, "code": "PLUGIN_EGRESS_DENIED"}
+            node_port = int(node.url.rsplit(":", 1)[1])
+            assert client.call("Tunnel", {"target": f"127.0.0.1:{node_port}"})["code"] == "PLUGIN_EGRESS_DENIED"
+        run("plugin", "remove", "egress", "--url", node.url, env=env)

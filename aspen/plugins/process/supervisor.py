@@ -1,8 +1,10 @@
 """Starting, watching, restarting and stopping one plugin process.
 
 The process runs in the job sandbox (:class:`~aspen.jobs.sandbox.Sandbox`:
-unprivileged uid, rlimits, bubblewrap, no network unless the sandbox was
-built with it) in its own process group. A run is: spawn, handshake
+unprivileged uid, rlimits, bubblewrap, no network) in its own process group;
+with ``allowed_hosts`` an :class:`~aspen.plugins.process.egress.EgressProxy`
+lives as long as the supervisor and the process starts behind the in-sandbox
+forwarder, with the proxy variables in its environment. A run is: spawn, handshake
 (``plugin_info`` must name the manifest's plugin and handles, then ``init``
 must answer ``{"ok": true}``), serve until something goes wrong — the process
 exits, the :class:`~aspen.plugins.process.connection.Peer` reports a flood
@@ -31,6 +33,7 @@ from aspen.errors import AspenError, ErrorCode
 from aspen.jobs.limits import JobLimits
 from aspen.jobs.sandbox import SANDBOX_WORKDIR, Sandbox, job_env
 from aspen.plugins.process.connection import Peer, PeerLimits, Serve
+from aspen.plugins.process.egress import EgressLimits, EgressProxy
 from aspen.plugins.process.process_tree import descendants, running, signal_group
 from aspen.plugins.process.protocol import EMPTY, FloodMeter, raw
 
@@ -51,6 +54,7 @@ class ProcessSpec(msgspec.Struct, frozen=True):
     directory: str
     cwd: str = "."
     env: dict[str, str] = {}
+    allowed_hosts: tuple[str, ...] = ()  # host[:port] patterns (aspen.plugins.process.egress_hosts)
 
 
 class _Reply(msgspec.Struct):
@@ -165,6 +169,7 @@ class ProcessSupervisor:
         limits: JobLimits | None = None,
         policy: RestartPolicy | None = None,
         peer_limits: PeerLimits | None = None,
+        egress: EgressLimits | None = None,
     ) -> None:
         self.spec = spec
         self.serve = serve
@@ -181,6 +186,8 @@ class ProcessSupervisor:
         self._ready = asyncio.Event()  # set while RUNNING, and once FAILED or STOPPED
         self._run: _Run | None = None
         self._task: asyncio.Task[None] | None = None
+        active = spec.allowed_hosts and sandbox.active  # without the sandbox there is no namespace to guard
+        self.egress = EgressProxy(spec.name, spec.allowed_hosts, egress) if active else None
 
     # --- the public surface --------------------------------------------------------
 
@@ -247,6 +254,8 @@ class ProcessSupervisor:
                 await self._graceful(run)
             await self._reap(run, tree)
         self._run = None
+        if self.egress is not None:
+            await self.egress.stop()
         self.state = State.STOPPED
         self._ready.set()
 
@@ -313,12 +322,18 @@ class ProcessSupervisor:
     async def _spawn(self, run: _Run) -> None:
         spec = self.spec
         workdir = os.path.normpath(os.path.join(spec.directory, spec.cwd))
+        command, ro_binds, proxy_env = spec.command, (), {}
+        if self.egress is not None:
+            try:
+                command, ro_binds, proxy_env = await self.egress.behind(command)
+            except OSError as exc:
+                raise _Permanent(AspenError(ErrorCode.PLUGIN_LOAD_FAILED, f"no egress proxy: {exc}")) from None
         try:
-            argv = self.sandbox.command(spec.command, cwd=workdir, limits=self.limits)
+            argv = self.sandbox.command(command, cwd=workdir, limits=self.limits, ro_binds=ro_binds)
         except AspenError as exc:  # no bubblewrap: a restart cannot fix it
             raise _Permanent(exc) from None
         if self.sandbox.active:  # bwrap enters workdir itself (an absolute cwd replaces /work)
-            run_in, env = "/", job_env(spec.env, HOME=SANDBOX_WORKDIR)
+            run_in, env = "/", job_env({**spec.env, **proxy_env}, HOME=SANDBOX_WORKDIR)
         else:
             run_in, env = workdir, job_env(spec.env, HOME=workdir)
         loop = asyncio.get_running_loop()

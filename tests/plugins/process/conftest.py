@@ -20,6 +20,7 @@ from aspen.plugins.gate import PluginGate
 from aspen.plugins.host_functions import HostEnv
 from aspen.plugins.namespace import default_prefix
 from aspen.plugins.process.connection import PeerLimits
+from aspen.plugins.process.egress import EgressLimits
 from aspen.plugins.process.host_calls import GatedHostCalls
 from aspen.plugins.process.supervisor import ProcessSpec, ProcessSupervisor, RestartPolicy
 
@@ -27,6 +28,7 @@ REPO = Path(__file__).resolve().parents[3]
 PROGRAMS = Path(__file__).parent / "programs"
 SITE = sysconfig.get_paths()["purelib"]  # msgspec, for SDK plugins
 ECHO = REPO / "plugins" / "echo-process"
+EGRESS_HANDLES = ("Fetch", "Tunnel", "Direct", "Hold", "Release", "Raw")
 HOSTILE_HANDLES = ("Echo", "Crash", "Hang", "Huge", "Garbage", "Flood", "HostCall", "RawHost", "Stderr", "BadShape")
 FAST = RestartPolicy(backoff_base=0.05, backoff_max=0.2, startup_timeout=20.0, health_interval=0, stop_grace=2.0)
 
@@ -81,16 +83,20 @@ async def launch(sandbox, host_env):
 
     def make(program: str = "hostile", *, name: str | None = None, env: dict[str, str] | None = None,
              permissions: frozenset[str] = frozenset({"kv_read", "kv_write"}), policy: RestartPolicy = FAST,
-             peer_limits: PeerLimits | None = None) -> tuple[ProcessSupervisor, str]:  # fmt: skip
+             peer_limits: PeerLimits | None = None, allowed_hosts: tuple[str, ...] = (),
+             egress: EgressLimits | None = None) -> tuple[ProcessSupervisor, str]:  # fmt: skip
         tag = f"--aspen-test={uuid.uuid4().hex}"
-        if program == "echo":
+        if program == "egress":
+            spec = ProcessSpec("egress", EGRESS_HANDLES, ("python3", "egress.py", tag), str(PROGRAMS),
+                               env={"PYTHONPATH": f"{REPO}:{SITE}"}, allowed_hosts=allowed_hosts)  # fmt: skip
+        elif program == "echo":
             spec = ProcessSpec("echo-process", ("Ping", "Echo", "EchoRead", "EchoTimer"), ("/usr/bin/python3", "plugin.py", tag),
                                str(ECHO), env={"PYTHONPATH": f"{REPO}:{SITE}", **(env or {})})  # fmt: skip
         else:
             spec = ProcessSpec(name or "hostile", HOSTILE_HANDLES, ("/usr/bin/python3", "hostile.py", tag),
                                str(PROGRAMS), env=env or {})  # fmt: skip
         serve = GatedHostCalls(host_env(spec.name, permissions), timeout=5.0)
-        sup = ProcessSupervisor(spec, serve, sandbox=sandbox, policy=policy, peer_limits=peer_limits)
+        sup = ProcessSupervisor(spec, serve, sandbox=sandbox, policy=policy, peer_limits=peer_limits, egress=egress)
         started.append((sup, tag))
         return sup, tag
 
