@@ -2,5 +2,5 @@
 cursors are revisions, and both backends must resume from them. The real-node
 tests share the fixtures of real_nodes.py."""
 
-from tests.hooks.real_nodes import home, wasm_built  # noqa: F401
+from tests.hooks.real_nodes import wasm_built  # noqa: F401
 from tests.storage.conftest import etcd_cluster, kv  # noqa: F401

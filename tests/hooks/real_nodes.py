@@ -1,11 +1,10 @@
-"""Helpers for the hook and timer tests on real node processes: a data dir
-the plugin sandbox can reach, a node config, a CLI install, a poll."""
+"""Helpers for the hook and timer tests on real node processes: the shipped
+WASM plugins built, a node config, a CLI install, a poll (the data dir the
+plugin sandbox can reach is the ``home`` fixture of tests/conftest.py)."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -16,15 +15,6 @@ from tests.lifecycle.test_two_nodes import run
 from tests.node.node_process import NodeProcess
 
 PLUGINS = REPO / "plugins"
-
-
-@pytest.fixture
-def home():
-    """A data dir the sandbox's uid 65534 can reach (pytest's tmp_path is 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="aspen-hooks-", dir="/tmp"))
-    path.chmod(0o711)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

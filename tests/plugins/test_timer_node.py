@@ -10,7 +10,7 @@ import json
 
 from aspen.client import SyncClient
 from aspen.clock import now_ms
-from tests.hooks.real_nodes import PLUGINS, config, home, install, until  # noqa: F401
+from tests.hooks.real_nodes import PLUGINS, config, install, until
 from tests.node.node_process import NodeProcess
 
 FIRED = "__plugin:echo-process:fired:tick"
@@ -21,7 +21,7 @@ def fired(client: SyncClient) -> int:
     return int(got.value) if got.was_found else 0
 
 
-def test_a_process_plugin_timer_keeps_firing_across_a_sigkill(home):  # noqa: F811
+def test_a_process_plugin_timer_keeps_firing_across_a_sigkill(home):
     cfg = config(home, "solo")
     node = NodeProcess(home / "data", "--config", cfg, "--allow-unsigned-plugins")
     with node, SyncClient(node.url) as c:
@@ -38,7 +38,7 @@ def entry(expires_at_ms: int) -> bytes:
     return json.dumps({"expires_at_ms": expires_at_ms}).encode()
 
 
-def test_scheduled_cleanup_deletes_expired_entries_and_keeps_live_ones(home, built):  # noqa: F811
+def test_scheduled_cleanup_deletes_expired_entries_and_keeps_live_ones(home, built):
     node = NodeProcess(home / "data", "--config", config(home, "solo"), "--allow-unsigned-plugins")
     with node, SyncClient(node.url) as c:
         install(node, built / "scheduled-cleanup", home)
