@@ -16,7 +16,7 @@ a separate process follows the same prefix on the node's ``/v1/watch``
 "After the ack" can be negative: the commit precedes the reply, and an
 event may be delivered before the writer has read its reply. Each run
 prints p50/p99 of both and their ratio; the summary gives median and range
-over ``--runs``. All clocks are the host's CLOCK_REALTIME.
+over ``--runs``, after ``--warmup`` unreported ones. All clocks are the host's CLOCK_REALTIME.
 
 Run: ``python benchmarks/bench_hooks.py [--rate 1000] [--seconds 3] [--runs 5]``.
 """
@@ -147,6 +147,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1000, help="writes per second")
     parser.add_argument("--seconds", type=float, default=3.0, help="per run")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1, help="runs first, not reported")
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="aspen-bench-hooks-", dir="/tmp"))
@@ -160,9 +161,11 @@ def main() -> None:
             print(f"{'run':>3} {'writes/s':>8} {'rtt p50/p99':>13} {'hook p50/p99':>13} {'watch p50/p99':>14}"
                   f" {'p50 ratio':>9} {'p99 ratio':>9} {'from send: hook / watch p50':>28}")  # fmt: skip
             results, seen = [], 0
-            for run in range(args.runs):
+            for run in range(-args.warmup, args.runs):
                 res = one_run(node, client, run, args.rate, args.seconds, seen)
                 seen = res["seen"]
+                if run < 0:
+                    continue
                 results.append(res)
                 h50, h99, w50, w99 = (pct(res[k], p) for k in ("hook", "watch") for p in (0.5, 0.99))
                 print(f"{run:>3} {res['achieved']:8.0f} {pct(res['rtt'], 0.5):6.2f}/{pct(res['rtt'], 0.99):<6.2f}"
