@@ -16,7 +16,8 @@ a separate process follows the same prefix on the node's ``/v1/watch``
 "After the ack" can be negative: the commit precedes the reply, and an
 event may be delivered before the writer has read its reply. Each run
 prints p50/p99 of both and their ratio; the summary gives median and range
-over ``--runs``, after ``--warmup`` unreported ones. All clocks are the host's CLOCK_REALTIME.
+over ``--runs``, after ``--warmup`` unreported ones. All clocks are the
+host's CLOCK_REALTIME.
 
 Run: ``python benchmarks/bench_hooks.py [--rate 1000] [--seconds 3] [--runs 5]``.
 """
@@ -40,7 +41,6 @@ import aiohttp
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-os.environ.setdefault("ASPEN_CREDENTIALS", tempfile.mkstemp(prefix="aspen-bench-creds-", suffix=".json")[1])
 
 from aspen.client import Client, SyncClient
 from tests.hooks.real_nodes import config, install
@@ -152,6 +152,7 @@ def main() -> None:
 
     home = Path(tempfile.mkdtemp(prefix="aspen-bench-hooks-", dir="/tmp"))
     home.chmod(0o711)  # the plugin sandbox's uid reaches its bundle
+    os.environ.setdefault("ASPEN_CREDENTIALS", str(home / "credentials.json"))  # where the node's token is found
     node = NodeProcess(home / "data", "--config", config(home, "bench", "hook_queue_events = 100000\n"),
                        "--allow-unsigned-plugins")  # fmt: skip
     try:
