@@ -6,7 +6,9 @@ event loop."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +28,15 @@ def pytest_configure(config):
 
 def pytest_asyncio_loop_factories(config, item):
     return {"aspen": new_event_loop}
+
+
+@pytest.fixture
+def home():
+    """A data dir the plugin sandbox's uid 65534 can reach (pytest's tmp_path is 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="aspen-home-", dir="/tmp"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

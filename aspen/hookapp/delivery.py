@@ -13,7 +13,6 @@ cluster summaries) need ``cluster:admin``. Direct deliveries run at most
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 from typing import Any
 
@@ -114,20 +113,10 @@ class HookAppService:
     """The node's part: stand for the duty; deliver while holding it."""
 
     def __init__(self, node: Any, concurrency: int = DEFAULT_CONCURRENCY) -> None:
-        self.kv = node.kv
-        self.dispatcher = HookDispatcher(node.kv, [HookSubscribers(node, asyncio.Semaphore(concurrency))])
-        self.duty = ClusterDuty(node.kv, DUTY, node.node_id, self._work)
-
-    async def _work(self) -> None:
-        """Watch the whole key space only once there is a hook: until then
-        a cluster without hooks pays for a watch of ``__hooks:records:`` alone."""
-        revision = await self.kv.current_revision()
-        if not (await self.kv.scan(RECORDS_PREFIX, limit=1)).entries:
-            async with contextlib.aclosing(self.kv.watch(RECORDS_PREFIX, revision + 1)) as changes:
-                async for change in changes:
-                    if change.type == "put":
-                        break
-        await self.dispatcher.run()
+        subscribers = HookSubscribers(node, asyncio.Semaphore(concurrency))
+        # the whole key space is watched only once there is a hook
+        self.dispatcher = HookDispatcher(node.kv, [subscribers], idle_prefix=RECORDS_PREFIX)
+        self.duty = ClusterDuty(node.kv, DUTY, node.node_id, self.dispatcher.run)
 
     def start(self) -> None:
         self.duty.start()

@@ -2,8 +2,9 @@
 one lane (a bounded queue and a task) per subscriber.
 
 The dispatcher runs as a :class:`~aspen.coordination.duty.ClusterDuty`, so
-one node of a cluster delivers. It watches every key from the lowest
-subscriber cursor, turns each change into its topic
+one node of a cluster delivers. Until a subscriber record exists (under
+``idle_prefix``) it watches that prefix alone; then every key from the
+lowest subscriber cursor, turns each change into its topic
 (:func:`~aspen.hooks.topics.hook_event`) and offers it to every lane; each
 subscriber decides what it may see (:meth:`Subscriber.select`). Offering
 never waits: a full lane drops the event and counts it, so a slow
@@ -162,8 +163,12 @@ class HookDispatcher:
         queue_events: int = QUEUE_EVENTS,
         queue_bytes: int = QUEUE_BYTES,
         on_drop: Callable[[str, int], None] = lambda name, n: None,
+        idle_prefix: str | None = None,
     ) -> None:
+        """``idle_prefix``: where a subscriber's record is written; until a key
+        exists there, only that prefix is watched, not the whole key space."""
         self.kv = kv
+        self.idle_prefix = idle_prefix
         self.sources = {s.kind: s for s in sources}
         self.queue_events = queue_events
         self.queue_bytes = queue_bytes
@@ -178,6 +183,8 @@ class HookDispatcher:
         """The duty's work: deliver until cancelled, then persist the cursors."""
         flusher = None
         try:
+            if self.idle_prefix is not None:
+                await self._until_any(self.idle_prefix)
             for source in self.sources.values():
                 await self._reload(source)
             flusher = asyncio.create_task(self._flush_loop(), name="hooks-flush")
@@ -191,6 +198,17 @@ class HookDispatcher:
                 await lane.stop()
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._flush(lanes, everything=True))
+
+    async def _until_any(self, prefix: str) -> None:
+        """Return once a key exists under ``prefix``: a cluster without
+        subscribers pays for a watch of that prefix alone."""
+        revision = await self.kv.current_revision()
+        if (await self.kv.scan(prefix, limit=1)).entries:
+            return
+        async with contextlib.aclosing(self.kv.watch(prefix, revision + 1)) as changes:
+            async for change in changes:
+                if change.type == "put":
+                    return
 
     async def _stream(self) -> None:
         """One watch from the lowest cursor, until a new subscriber needs an

@@ -112,6 +112,7 @@ class HookService:
             queue_events=_positive(section, "hook_queue_events", QUEUE_EVENTS),
             queue_bytes=_positive(section, "hook_queue_bytes", QUEUE_BYTES),
             on_drop=on_drop,
+            idle_prefix=SUBS_PREFIX,  # the whole key space is watched only once a plugin has subscribed
         )
         self.duty = ClusterDuty(kv, DUTY, node_id, self.dispatcher.run)
 

@@ -14,7 +14,7 @@ import pytest
 
 from aspen.client import SyncClient
 from tests.etcd_fixtures import etcd_cluster, open_wiped_store  # noqa: F401
-from tests.hooks.test_plugin_hooks import home, until  # noqa: F401 -- a sandbox-reachable dir, polling
+from tests.hooks.real_nodes import until  # noqa: F401 -- polling (the sandbox-reachable `home` is in tests/conftest.py)
 from tests.node.node_process import NodeProcess
 
 
@@ -63,7 +63,7 @@ CONFIG = '[hooks]\nwebhook_allow = ["127.0.0.1/32"]\nmax_hooks_per_owner = 3\n'
 
 
 @pytest.fixture(params=["sqlite", pytest.param("etcd", marks=pytest.mark.etcd)])
-def node(request, home) -> Iterator[NodeProcess]:  # noqa: F811 -- the imported fixture
+def node(request, home) -> Iterator[NodeProcess]:
     """One node on each KV backend; etcd's store is wiped first."""
     (home / "aspen.toml").write_text(CONFIG)
     extra = ["--config", str(home / "aspen.toml")]

@@ -171,3 +171,19 @@ async def test_a_compacted_cursor_resumes_at_the_current_revision(kv):
     await until(lambda: ("k:after", rev, "hooks.kv.write_committed") in again.got)
     await run.stop()
     assert not [k for k, _, _ in again.got if k.startswith("k:gone")]
+
+
+async def test_an_idle_dispatcher_waits_for_a_subscriber_record(kv):
+    since = await kv.current_revision()
+    sub = Recorder("a", "k:")
+    run = Running(kv, [sub], idle_prefix="__plugins:testhooks:subs:")
+    run.source.since = since
+    run.task = asyncio.create_task(run.dispatcher.run())
+    await kv.put("k:before", b"v")
+    await asyncio.sleep(0.3)  # long enough for a dispatcher that did not wait to have loaded its lanes
+    assert run.dispatcher.lanes == {} and sub.got == []  # watching the subscriber records only
+    await kv.put("__plugins:testhooks:subs:a", b"{}")  # a subscriber appears
+    await until(lambda: len(run.dispatcher.lanes) == 1)
+    later = await kv.put("k:after", b"v")
+    await until(lambda: ("k:after", later, "hooks.kv.write_committed") in sub.got)
+    await run.stop()

@@ -1,42 +1,23 @@
-"""Hook events through real nodes: process plugins receive on_hook_event for
-their own prefixes only (a value only with kv_read), a slow one overflows
-into its drop counter and the hooks metric without slowing writers; the
-audit-logger WASM plugin audits every write at least once across a node
-SIGKILL; on a two-node etcd cluster exactly one node delivers."""
+"""Hook events through a real node: process plugins receive on_hook_event
+for their own prefixes only (a value only with kv_read), in order per key,
+and plugin events; a slow one overflows into its drop counter and the hooks
+metric without slowing writers; a bad pattern is refused with its code."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from aspen.client import SyncClient
-from tests.lifecycle.test_two_nodes import run
+from tests.hooks.real_nodes import config, install, until
 from tests.node.node_process import NodeProcess
 
 PROBE = Path(__file__).with_name("probe")
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def home():
-    """A data dir the sandbox's uid 65534 can reach (pytest's tmp_path is 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="aspen-hooks-", dir="/tmp"))
-    path.chmod(0o711)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def config(home: Path, node_id: str, extra: str = "") -> str:
-    cfg = home / f"{node_id}.toml"
-    cfg.write_text(f'[node]\nnode_id = "{node_id}"\n[plugins]\ndrain_seconds = 2\n{extra}')
-    return str(cfg)
 
 
 def probe(home: Path, name: str, type_: str, prefixes: list[str], patterns: str, *, read=True, sleep=0.0) -> Path:
@@ -50,21 +31,6 @@ def probe(home: Path, name: str, type_: str, prefixes: list[str], patterns: str,
     }  # fmt: skip
     (out / "plugin.json").write_text(json.dumps(manifest))
     return out
-
-
-def install(node: NodeProcess, path: Path, home: Path, *extra: str) -> None:
-    env = {**os.environ, "XDG_CONFIG_HOME": str(home / "config")}
-    run("plugin", "install", str(path), *extra, "--url", node.url, env=env)
-
-
-def until(condition, timeout: float = 30.0, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"not in time: {what}"
-        time.sleep(0.1)
 
 
 def kv_events(client: SyncClient, type_: str) -> list[dict]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -32,15 +31,6 @@ from tests.plugins.process.test_egress import hello_servers
 REPO = Path(__file__).resolve().parents[2]
 ECHO = REPO / "plugins" / "echo-process"
 NAME = "echo-process"
-
-
-@pytest.fixture
-def home():
-    """A data dir the sandbox's uid 65534 can reach (pytest's tmp_path is 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="aspen-proc-", dir="/tmp"))
-    path.chmod(0o711)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -1,11 +1,14 @@
 """hook probe: a process plugin that subscribes (at init) to the patterns in
-PROBE_PATTERNS and keeps every hook event it is handed, in order, in memory.
-``{Type}Events`` answers them; ``{Type}Call`` makes any host call
-(``{"method", "params"}``) and answers its result or error code.
+PROBE_PATTERNS and keeps every hook event it is handed, in order, in memory,
+with the wall-clock time its callback was entered (``entered``, for
+benchmarks/bench_hooks.py). ``{Type}Events {"from"?}`` answers them (from
+that index on); ``{Type}Call`` makes any host call (``{"method",
+"params"}``) and answers its result or error code.
 PROBE_SLEEP seconds per event make it a slow subscriber."""
 
 import asyncio
 import os
+import time
 
 from aspen.plugin_sdk import AspenError, Plugin, reply
 
@@ -23,6 +26,7 @@ async def init(host, params):
 
 @plugin.on("hook_event")
 async def on_hook_event(host, params):
+    params = {**params, "entered": time.time()}
     await asyncio.sleep(float(os.environ.get("PROBE_SLEEP", "0")))
     events.append(params)
     return {"ok": True}
@@ -30,7 +34,7 @@ async def on_hook_event(host, params):
 
 @plugin.handler(f"{TYPE}Events")
 def list_events(req):
-    return reply(f"{TYPE}Events", {"events": events})
+    return reply(f"{TYPE}Events", {"events": events[req.body.get("from", 0) :]})
 
 
 @plugin.handler(f"{TYPE}Call")
