@@ -32,14 +32,14 @@ import msgspec
 from aspen.errors import AspenError, ErrorCode
 from aspen.jobs.limits import JobLimits
 from aspen.jobs.sandbox import SANDBOX_WORKDIR, Sandbox, job_env
-from aspen.plugins.process.connection import Peer, PeerLimits, Serve
+from aspen.plugins.process.connection import PeerLimits, Serve
 from aspen.plugins.process.egress import EgressLimits, EgressProxy
 from aspen.plugins.process.process_tree import descendants, running, signal_group
-from aspen.plugins.process.protocol import EMPTY, FloodMeter, raw
+from aspen.plugins.process.protocol import EMPTY, raw
+from aspen.plugins.process.run import ProcessRun, StderrTail
 
 log = logging.getLogger("aspen.plugins.process")
 _decode = msgspec.json.Decoder().decode
-MAX_STDERR_LINE = 1000  # characters kept of one stderr line
 DRAIN_SECONDS = 1.0  # a grandchild that escaped may hold the pipes open: stop reading then
 
 
@@ -90,72 +90,6 @@ class _Permanent(Exception):
         self.error = error
 
 
-class StderrTail:
-    """The plugin's log: each line to the node's log, the last few kept."""
-
-    def __init__(self, name: str, lines: int) -> None:
-        self.name = name
-        self.lines: collections.deque[str] = collections.deque(maxlen=lines)
-        self._partial = b""
-
-    def feed(self, data: bytes) -> None:
-        *done, self._partial = (self._partial + data).split(b"\n")
-        self._partial = self._partial[-MAX_STDERR_LINE:]
-        for line in done:
-            text = line[:MAX_STDERR_LINE].decode(errors="replace").rstrip()
-            if text:
-                self.lines.append(text)
-                log.info("[plugin %s] %s", self.name, text)
-
-
-class _Run(asyncio.SubprocessProtocol):
-    """One process: its pipes, its peer, and how it ended."""
-
-    def __init__(self, sup: ProcessSupervisor) -> None:
-        loop = asyncio.get_running_loop()
-        self.sup = sup
-        self.transport: asyncio.SubprocessTransport | None = None
-        self.exited: asyncio.Future[int] = loop.create_future()
-        self.fault: asyncio.Future[str] = loop.create_future()
-        self.drained: asyncio.Future[None] = loop.create_future()  # exited and every pipe at its end
-        self.stderr_flood = FloodMeter(window=sup.peer_limits.flood_window, max_bytes=sup.peer_limits.flood_bytes)
-        self.peer = Peer(self._write, sup.serve, on_fault=self._fault, limits=sup.peer_limits, name=sup.spec.name)
-
-    def _write(self, data: bytes) -> None:
-        if self.transport is not None and not self.exited.done():
-            self.transport.get_pipe_transport(0).write(data)  # type: ignore[union-attr]
-
-    def _fault(self, reason: str) -> None:
-        if not self.fault.done():
-            self.fault.set_result(reason)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def pipe_data_received(self, fd: int, data: bytes) -> None:
-        if fd == 1:
-            self.peer.feed(data)
-        else:
-            if self.stderr_flood.add_bytes(len(data)):
-                self._fault(f"more than {self.stderr_flood.max_bytes} bytes of stderr in a window")
-            self.sup.stderr.feed(data)
-
-    def process_exited(self) -> None:
-        code = self.transport.get_returncode() if self.transport else None
-        if not self.exited.done():
-            self.exited.set_result(code if code is not None else -1)
-        self._fault(f"the process exited with status {code}")
-        self.peer.close(AspenError(ErrorCode.PLUGIN_TRAP, f"plugin '{self.sup.spec.name}': the process exited"))
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.drained.done():
-            self.drained.set_result(None)
-
-    @property
-    def pid(self) -> int | None:
-        return self.transport.get_pid() if self.transport else None
-
-
 class ProcessSupervisor:
     """``serve``: the plugin's calls into the node (a
     :class:`~aspen.plugins.process.host_calls.GatedHostCalls`)."""
@@ -184,7 +118,7 @@ class ProcessSupervisor:
         self.failure: AspenError | None = None
         self._failures: collections.deque[float] = collections.deque()
         self._ready = asyncio.Event()  # set while RUNNING, and once FAILED or STOPPED
-        self._run: _Run | None = None
+        self._run: ProcessRun | None = None
         self._task: asyncio.Task[None] | None = None
         active = spec.allowed_hosts and sandbox.active  # without the sandbox there is no namespace to guard
         self.egress = EgressProxy(spec.name, spec.allowed_hosts, egress) if active else None
@@ -276,7 +210,7 @@ class ProcessSupervisor:
     async def _restarting(self) -> None:
         while True:
             self.state = State.STARTING
-            run = self._run = _Run(self)
+            run = self._run = ProcessRun(self.spec.name, self.serve, self.peer_limits, self.stderr)
             try:
                 await self._spawn(run)
                 await self._handshake(run)
@@ -319,7 +253,7 @@ class ProcessSupervisor:
         log.error("plugin %s: %s", self.spec.name, error.message)
         self._ready.set()
 
-    async def _spawn(self, run: _Run) -> None:
+    async def _spawn(self, run: ProcessRun) -> None:
         spec = self.spec
         workdir = os.path.normpath(os.path.join(spec.directory, spec.cwd))
         command, ro_binds, proxy_env = spec.command, (), {}
@@ -346,7 +280,7 @@ class ProcessSupervisor:
             raise _Permanent(AspenError(ErrorCode.PLUGIN_LOAD_FAILED, f"cannot start {spec.command[0]!r}: {exc}"))
         # (a command missing inside the sandbox shows as an exit during the handshake)
 
-    async def _handshake(self, run: _Run) -> None:
+    async def _handshake(self, run: ProcessRun) -> None:
         spec, timeout = self.spec, self.policy.startup_timeout
         info = _decode(await self._during_start(run, run.peer.call("plugin_info", EMPTY, timeout)))
         if not isinstance(info, dict) or info.get("name") != spec.name:
@@ -363,7 +297,7 @@ class ProcessSupervisor:
         if ok != {"ok": True}:
             raise AspenError(ErrorCode.PLUGIN_LOAD_FAILED, f"init answered {ok!r}")
 
-    async def _during_start(self, run: _Run, call: Any) -> msgspec.Raw:
+    async def _during_start(self, run: ProcessRun, call: Any) -> msgspec.Raw:
         """A handshake call, cut short if the process dies first."""
         call = asyncio.ensure_future(call)
         await asyncio.wait([call, run.fault], return_when=asyncio.FIRST_COMPLETED)
@@ -372,7 +306,7 @@ class ProcessSupervisor:
             raise AspenError(ErrorCode.PLUGIN_LOAD_FAILED, f"during the handshake: {run.fault.result()}")
         return call.result()
 
-    async def _probe(self, run: _Run) -> None:
+    async def _probe(self, run: ProcessRun) -> None:
         while True:
             await asyncio.sleep(self.policy.health_interval)
             try:
@@ -383,7 +317,7 @@ class ProcessSupervisor:
                 run._fault(f"unhealthy: health answered {ok!r}")
                 return
 
-    async def _graceful(self, run: _Run) -> None:
+    async def _graceful(self, run: ProcessRun) -> None:
         grace = self.policy.stop_grace
         with suppress(AspenError):
             await run.peer.call("shutdown", EMPTY, grace)
@@ -394,7 +328,7 @@ class ProcessSupervisor:
         signal_group(run.pid, signal.SIGTERM)
         await _exits_within(run, grace)
 
-    async def _reap(self, run: _Run, tree: list[int] | None = None) -> None:
+    async def _reap(self, run: ProcessRun, tree: list[int] | None = None) -> None:
         """Nothing of the run left: its group killed, waited for, pipes closed.
         ``tree``: its processes, when they were listed before it was told to exit."""
         if run.transport is not None:
@@ -418,7 +352,7 @@ class ProcessSupervisor:
         run.peer.close(AspenError(ErrorCode.PLUGIN_TRAP, f"plugin '{self.spec.name}' was restarted"))
 
 
-async def _exits_within(run: _Run, seconds: float) -> bool:
+async def _exits_within(run: ProcessRun, seconds: float) -> bool:
     try:
         await asyncio.wait_for(asyncio.shield(run.exited), seconds)
         return True
