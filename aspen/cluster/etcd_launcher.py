@@ -11,6 +11,7 @@ second).
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -39,7 +40,35 @@ def find_etcd() -> str:
     return path
 
 
+_LOWEST_PORT = 10000
+_handed_out: set[int] = set()  # none of them bound yet, perhaps: never the same twice
+
+
+def _ephemeral_floor() -> int:
+    """The first port the kernel hands out as the source of outgoing connections."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def free_port() -> int:
+    """A loopback port free now, below the ephemeral range where the system has one:
+    a port the kernel picks (bind to 0) comes from the range it also gives outgoing
+    connections, so one of those could take it before the server we start binds it
+    (CI saw SeaweedFS's S3 gRPC port lost that way)."""
+    floor = _ephemeral_floor()
+    for _ in range(64 if floor > _LOWEST_PORT + 1000 else 0):
+        port = random.randrange(_LOWEST_PORT, floor)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
