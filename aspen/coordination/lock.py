@@ -7,18 +7,21 @@ that revision is the **fencing token**. The store's revision only ever
 grows (across restarts too, on both backends) and keys hold the lock in the
 order they were created, so the tokens of successive holders strictly
 increase — a resource that remembers the highest token it has seen can
-refuse a stale holder. A waiter watches only its predecessor's key, so a
-release wakes one waiter (no herd, no polling); a holder that dies loses the
-lock when its lease expires. Release revokes the lease.
+refuse a stale holder. The waiters of one process share one watch of the
+lock's keys (:mod:`lock_line`), so a release wakes one waiter with no read
+(no herd, no polling); a holder that dies loses the lock when its lease
+expires. Release revokes the lease.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import msgspec
 
 from aspen import clock
+from aspen.coordination.lock_line import LockLine, Turn
 from aspen.coordination.space import (
     Holder,
     base_key,
@@ -26,9 +29,7 @@ from aspen.coordination.space import (
     check_wait,
     decode_holder,
     encode,
-    is_delete,
     revoke_quietly,
-    wait_for,
     wait_timeout,
 )
 from aspen.errors import AspenError, ErrorCode
@@ -67,6 +68,7 @@ def _by_age(kvs: list[KeyValue]) -> list[KeyValue]:
 class Locks:
     def __init__(self, kv: KeyValueStore) -> None:
         self.kv = kv
+        self._lines: dict[str, LockLine] = {}  # lock prefix -> this process's waiters on it
 
     @staticmethod
     def prefix(name: str) -> str:
@@ -135,32 +137,52 @@ class Locks:
         ttl, timeout = check_ttl(ttl), check_wait(timeout)
         give_up = time.monotonic() + timeout
         started = clock.now_ms()
+        prefix = self.prefix(name)
         lease_id, key, kvs, revision = await self._enter(name, holder, owner, ttl)
+        if kvs[0].key == key:
+            return self._state(name, kvs[0], started + ttl * 1000)
+        mine = next(kv for kv in kvs if kv.key == key)
+        line = self._line(prefix, kvs, revision)
+        turn = line.join(key, mine.create_revision)
         won = False
         try:
             while True:
-                mine = next((kv for kv in kvs if kv.key == key), None)
-                if mine is None:  # our lease ran out while we waited
-                    raise AspenError(ErrorCode.LEASE_NOT_FOUND, f"the wait for lock {name!r} outlived its lease")
-                older = [kv for kv in kvs if kv.create_revision < mine.create_revision]
-                if not older:
-                    won = True
-                    return self._state(name, mine, started + ttl * 1000)
-                predecessor = older[-1].key
                 left = give_up - time.monotonic()
                 if left <= 0:
                     raise wait_timeout(name, timeout)
-                # wake on the predecessor's delete; at least every ttl/2 to keep our place alive
-                if not await wait_for(self.kv, predecessor, revision, min(left, ttl / 2),
-                                      lambda e, p=predecessor: is_delete(e) and e.kv.key == p):  # fmt: skip
+                # wake on our turn; at least every ttl/2 to keep our place alive
+                await asyncio.wait([turn], timeout=min(left, ttl / 2))
+                if not turn.done():
                     if give_up - time.monotonic() <= 0:
                         raise wait_timeout(name, timeout)
                     await self.kv.lease_keepalive(lease_id)
                     started = clock.now_ms()
-                kvs, revision = await self._contenders(self.prefix(name))
+                elif turn.result() is Turn.HELD:
+                    won = True
+                    return self._state(name, mine, started + ttl * 1000)
+                elif turn.result() is Turn.LOST:
+                    raise AspenError(ErrorCode.LEASE_NOT_FOUND, f"the wait for lock {name!r} outlived its lease")
+                else:  # the shared watch ended: read the line afresh
+                    self._leave(prefix, line, key)
+                    kvs, revision = await self._contenders(prefix)
+                    line = self._line(prefix, kvs, revision)
+                    turn = line.join(key, mine.create_revision)
         finally:
+            self._leave(prefix, line, key)
             if not won:
                 await revoke_quietly(self.kv, lease_id)
+
+    def _line(self, prefix: str, kvs: list[KeyValue], revision: int) -> LockLine:
+        """This process's line for the lock, started from the caller's read
+        of the contenders when there is none."""
+        line = self._lines.get(prefix)
+        if line is None or line.ended:
+            line = self._lines[prefix] = LockLine(self.kv, prefix, kvs, revision)
+        return line
+
+    def _leave(self, prefix: str, line: LockLine, key: str) -> None:
+        if line.leave(key) and self._lines.get(prefix) is line:
+            del self._lines[prefix]
 
     async def _held(self, name: str, token: int, owner: str | None) -> KeyValue:
         kvs, _ = await self._contenders(self.prefix(name))
