@@ -5,7 +5,8 @@ cluster, through the same client, in the same run.
 
 - lock, uncontended: one task, acquire + release in a loop.
   aspen: ``Locks.acquire`` (lease grant, one transaction: put our key and
-  read the contenders; wait for the predecessor's delete) and
+  read the contenders; wait on the process's shared line of the lock until
+  our key is the oldest, with no read) and
   ``Locks.release_holding`` (revoke the lease, which deletes our key and so
   hands the lock on; ``release`` by token, as the RPC does, reads the
   contenders first and revokes) — three round trips.
