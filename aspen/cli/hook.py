@@ -28,8 +28,8 @@ def add(
     webhook: Annotated[str | None, typer.Option("--webhook", help="POST the event, signed, to this URL.")] = None,
     mode: Annotated[str, typer.Option(help="direct, or job: through the job system's retries and dead-letter state.")] = "direct",
     timeout_ms: Annotated[int, typer.Option(help="Per attempt.")] = 5000,
-    retries: Annotated[int, typer.Option(help="Job retries after the first attempt.")] = 3,
-    backoff_ms: Annotated[int, typer.Option(help="Before the first job retry; doubled per retry.")] = 1000,
+    retries: Annotated[int, typer.Option(help="Retries after the first attempt (direct or job).")] = 3,
+    backoff_ms: Annotated[int, typer.Option(help="Before the first retry; doubled per retry, jittered, capped at 60 s.")] = 1000,
     url: UrlOpt = None, json: JsonOpt = False,
 ) -> None:  # fmt: skip
     """Add hook NAME with one action; prints the webhook signing key (shown only now)."""
@@ -77,7 +77,7 @@ def remove(name: str, url: UrlOpt = None, json: JsonOpt = False) -> None:
 @app.command()
 @reports_errors
 def metrics(name: Annotated[str | None, typer.Argument()] = None, url: UrlOpt = None, json: JsonOpt = False) -> None:
-    """Delivered, failed and dropped events per hook."""
+    """Delivered, failed (direct mode: after its retries, no dead letter) and dropped events per hook."""
     hooks = _send(url, "HookMetrics", {"name": name} if name else {})["hooks"]
     if json:
         print_json(hooks)

@@ -12,6 +12,9 @@ what the action does: submitting the job, or the called request's needs.
 In ``job`` mode a ``call`` or ``webhook`` runs inside a ``hook.action`` job,
 so the job system retries it with backoff and a hook that keeps failing ends
 ``dead``, the job system's dead-letter view (``aspen job list --state dead``).
+The job names the hook's incarnation (its record's ``create_revision``): once
+that hook is removed, or removed and added again, the job acts no more and
+ends ``failed`` with ``HOOK_NOT_FOUND``.
 """
 
 from __future__ import annotations
@@ -57,10 +60,11 @@ def may_read(node: Any, principal: Any, key: str) -> bool:
     return node.auth.verifier.allows(principal, needs_for("ReadKey", {"key": key}, None)[0], "ReadKey")
 
 
-async def load(kv: Any, name: str) -> tuple[HookRecord, HookSecret]:
+async def load(kv: Any, name: str, incarnation: int) -> tuple[HookRecord, HookSecret]:
+    """The hook, if it is still the one of that ``create_revision``."""
     found = await kv.batch_read([RECORDS_PREFIX + name, SECRET_PREFIX + name])
-    if found[0] is None or found[1] is None:
-        raise AspenError(ErrorCode.HOOK_NOT_FOUND, f"no hook {name!r}", name=name)
+    if found[0] is None or found[1] is None or found[0].create_revision != incarnation:
+        raise AspenError(ErrorCode.HOOK_NOT_FOUND, f"hook {name!r} was removed after this job was queued", name=name)
     return decode(found[0].value, HookRecord), decode(found[1].value, HookSecret)
 
 
@@ -116,13 +120,15 @@ async def act(node: Any, record: HookRecord, secret: HookSecret, payload: dict[s
         return {"response": response.type}
 
 
-async def deliver(node: Any, record: HookRecord, secret: HookSecret, payload: dict[str, Any]) -> dict[str, Any]:
+async def deliver(
+    node: Any, record: HookRecord, secret: HookSecret, incarnation: int, payload: dict[str, Any]
+) -> dict[str, Any]:
     """Direct mode acts now; job mode hands a call or webhook to a job."""
     if record.mode == "job" and record.action.kind != "job":
         owner(node, secret)
         spec = JobSpec(
             type=ACTION_JOB_TYPE,
-            payload={"hook": record.name, "event": payload},
+            payload={"hook": record.name, "incarnation": incarnation, "event": payload},
             retry=retry_policy(record),
             timeout_ms=record.timeout_ms + 1000,
             tags=[f"hook:{record.name}"],
@@ -144,17 +150,21 @@ class HookActionWorker:
         if not (
             isinstance(payload, dict)
             and isinstance(payload.get("hook"), str)
+            and type(payload.get("incarnation")) is int
             and isinstance(payload.get("event"), dict)
         ):
-            raise AspenError(ErrorCode.INVALID_JOB, 'a hook.action payload is {"hook": NAME, "event": {...}}')
+            raise AspenError(
+                ErrorCode.INVALID_JOB,
+                'a hook.action payload is {"hook": NAME, "incarnation": REVISION, "event": {...}}',
+            )
 
     async def execute(self, job: Job, ctx: JobContext) -> Any:
         self.validate(job.payload)
         name = job.payload["hook"]
         try:
-            record, secret = await load(ctx.kv, name)
-            if record.owner != job.submitter:  # a hook of that name, but not the one that made this job
-                raise AspenError(ErrorCode.HOOK_NOT_FOUND, f"hook {name!r} was replaced")
+            record, secret = await load(ctx.kv, name, job.payload["incarnation"])
+            if record.owner != job.submitter:  # only the hook's owner's jobs act as its owner
+                raise AspenError(ErrorCode.HOOK_NOT_FOUND, f"hook {name!r} is not this job submitter's")
             result = await act(self.node, record, secret, job.payload["event"])
         except TimeoutError:
             raise JobFailure(f"hook {name}: no answer in {job.timeout_ms} ms", code=ErrorCode.TIMEOUT) from None

@@ -7,7 +7,11 @@ checked against the owner *now*: a revoked or expired token delivers
 nothing, a KV event needs the owner's ``kv:watch`` or ``kv:read`` on its key
 and carries the value only with ``kv:read``; other topics (plugin, job,
 cluster summaries) need ``cluster:admin``. Direct deliveries run at most
-``[hooks] concurrency`` at once across all hooks, each within its timeout.
+``[hooks] concurrency`` at once across all hooks, each within its timeout,
+retried by the hook's own policy; handing an event to a job is retried by
+the dispatcher's. The delivering node counts every event's outcome in
+``aspen_hookapp_events_total{outcome}`` (delivered, failed, dropped: a
+closed set, not a series per hook; per hook, ``HookMetrics``).
 """
 
 from __future__ import annotations
@@ -16,12 +20,23 @@ import asyncio
 import hashlib
 from typing import Any
 
+from prometheus_client import Counter
+
 from aspen.coordination.duty import ClusterDuty
 from aspen.errors import AspenError
 from aspen.hookapp.actions import deliver, may_read, owner
-from aspen.hookapp.records import RECORDS_PREFIX, RESERVED_MARK, SECRET_PREFIX, HookRecord, HookSecret, decode
+from aspen.hookapp.records import (
+    RECORDS_PREFIX,
+    RESERVED_MARK,
+    SECRET_PREFIX,
+    HookRecord,
+    HookSecret,
+    acts_directly,
+    decode,
+    retry_policy,
+)
 from aspen.hookapp.store import cursors
-from aspen.hooks.dispatcher import HookDispatcher, Subscriber
+from aspen.hooks.dispatcher import DISPATCH_RETRY, HookDispatcher, Subscriber
 from aspen.hooks.topics import HookEvent, matches
 from aspen.plugins.host_functions import put_bytes
 from aspen.rpc.access import needs_for
@@ -30,6 +45,7 @@ from aspen.storage.pages import scan_all
 DUTY = "hooks-app"
 DEFAULT_CONCURRENCY = 8
 EVENT_OVERHEAD = 256  # bytes counted per queued event besides its value
+OUTCOMES = ("delivered", "failed", "dropped")
 
 
 def event_id(hook: str, topic: str, key: str, revision: int) -> str:
@@ -67,13 +83,17 @@ def payload_of(node: Any, record: HookRecord, secret: HookSecret, hook: HookEven
 
 
 class HookSubscriber:
-    def __init__(self, node: Any, record: HookRecord, secret: HookSecret, gate: asyncio.Semaphore) -> None:
+    def __init__(
+        self, node: Any, record: HookRecord, secret: HookSecret, incarnation: int, gate: asyncio.Semaphore
+    ) -> None:
         self.node = node
         self.record = record
         self.secret = secret
+        self.incarnation = incarnation  # the record's create_revision: a re-added hook is another
         self.gate = gate
         self.name = record.name
         self.start = record.since
+        self.retry = retry_policy(record) if acts_directly(record) else DISPATCH_RETRY
 
     def select(self, hook: HookEvent) -> tuple[dict[str, Any], int] | None:
         payload = payload_of(self.node, self.record, self.secret, hook)
@@ -81,7 +101,7 @@ class HookSubscriber:
 
     async def deliver(self, payload: dict[str, Any]) -> None:
         async with self.gate:
-            await deliver(self.node, self.record, self.secret, payload)
+            await deliver(self.node, self.record, self.secret, self.incarnation, payload)
 
 
 class HookSubscribers:
@@ -105,7 +125,7 @@ class HookSubscribers:
             record = decode(entry.value, HookRecord)
             secret = by_name.get(record.name)
             if secret is not None:
-                out[record.name] = HookSubscriber(self.node, record, secret, self.gate)
+                out[record.name] = HookSubscriber(self.node, record, secret, entry.create_revision, self.gate)
         return out
 
 
@@ -113,12 +133,30 @@ class HookAppService:
     """The node's part: stand for the duty; deliver while holding it."""
 
     def __init__(self, node: Any, concurrency: int = DEFAULT_CONCURRENCY) -> None:
+        self.node = node
+        self.events: Any = None  # the Prometheus counter, registered at start
         subscribers = HookSubscribers(node, asyncio.Semaphore(concurrency))
-        # the whole key space is watched only once there is a hook
-        self.dispatcher = HookDispatcher(node.kv, [subscribers], idle_prefix=RECORDS_PREFIX)
+        self.dispatcher = HookDispatcher(
+            node.kv,
+            [subscribers],
+            on_drop=lambda name, n: self.count("dropped", n),
+            on_done=lambda name, delivered: self.count("delivered" if delivered else "failed", 1),
+            idle_prefix=RECORDS_PREFIX,  # the whole key space is watched only once there is a hook
+        )
         self.duty = ClusterDuty(node.kv, DUTY, node.node_id, self.dispatcher.run)
 
+    def count(self, outcome: str, n: int) -> None:
+        if self.events is not None:
+            self.events.labels(outcome).inc(n)
+
     def start(self) -> None:
+        if self.events is None:
+            self.events = Counter(
+                "aspen_hookapp_events", "Hook events this node delivered, failed (after their retries) or dropped",
+                ["outcome"], registry=self.node.metrics.registry,
+            )  # fmt: skip
+            for outcome in OUTCOMES:  # every series from the start, at 0
+                self.events.labels(outcome)
         self.duty.start()
 
     async def stop(self) -> None:

@@ -30,6 +30,7 @@ MAX_PREFIX_BYTES = 512
 MAX_TARGET_BYTES = 2048
 MAX_TIMEOUT_MS = 60_000
 DEFAULT_TIMEOUT_MS = 5_000
+MAX_BACKOFF_MS = 60_000  # the cap of a hook's doubling backoff
 JOB_ACTION_TYPES = ("shell",)  # the job types a job action submits (its argument is the command)
 
 
@@ -69,7 +70,7 @@ class HookAdd(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     mode: Literal["direct", "job"] = "direct"
     timeout_ms: int = DEFAULT_TIMEOUT_MS
     retries: int = 3
-    backoff_ms: int = 1000  # before the first retry of a job, doubled per retry
+    backoff_ms: int = 1000  # before the first retry (direct or job), doubled per retry
 
 
 def check_name(name: object) -> str:
@@ -117,9 +118,17 @@ def job_target(action: HookAction) -> tuple[str, str]:
 
 
 def retry_policy(record: HookRecord) -> RetryPolicy:
+    """The hook's ``retries`` and ``backoff_ms``, doubled per retry up to a minute,
+    jittered: the same for its jobs and for its direct deliveries."""
     return RetryPolicy(
-        max_retries=record.retries, backoff_ms=record.backoff_ms, max_backoff_ms=max(record.backoff_ms, 60_000)
+        max_retries=record.retries, backoff_ms=record.backoff_ms, max_backoff_ms=max(record.backoff_ms, MAX_BACKOFF_MS)
     )
+
+
+def acts_directly(record: HookRecord) -> bool:
+    """A call or webhook in direct mode runs on the delivering node, which retries
+    it; any other action is, or hands the event to, a job with the retries."""
+    return record.mode == "direct" and record.action.kind != "job"
 
 
 def decode(raw: bytes, kind: type) -> Any:

@@ -9,8 +9,9 @@ lowest subscriber cursor, turns each change into its topic
 subscriber decides what it may see (:meth:`Subscriber.select`). Offering
 never waits: a full lane drops the event and counts it, so a slow
 subscriber slows neither writers nor the other subscribers. A lane delivers
-in revision order (so in order per key), retries a failing callback a few
-times with backoff, then counts it failed and goes on. Each lane's cursor
+in revision order (so in order per key), retries a failing callback by the
+subscriber's :class:`~aspen.jobs.model.RetryPolicy` (waiting behind it:
+order holds), then counts it failed and goes on. Each lane's cursor
 (the revision below which everything was handled) is persisted in batches;
 a node that takes over resumes from it, so delivery is at least once.
 
@@ -34,6 +35,7 @@ import msgspec
 from aspen.errors import AspenError, ErrorCode
 from aspen.hooks.subscriptions import Cursor, SubscriptionStore
 from aspen.hooks.topics import HookEvent, hook_event
+from aspen.jobs.model import RetryPolicy
 from aspen.storage.protocol import KeyValueStore
 from aspen.storage.records import PutOp, WatchEvent
 
@@ -41,8 +43,8 @@ log = logging.getLogger("aspen.hooks")
 
 QUEUE_EVENTS = 1000  # per subscriber
 QUEUE_BYTES = 16 << 20  # of values queued per subscriber
-RETRIES = 3  # after the first attempt
-RETRY_SECONDS = 0.1  # doubled per retry
+# a plugin's callback, or the hand-over of an event to a job: 0.1, 0.2, 0.4 s
+DISPATCH_RETRY = RetryPolicy(max_retries=3, backoff_ms=100, max_backoff_ms=400, jitter=0.0)
 FLUSH_SECONDS = 0.1
 IDLE_FLUSH_SECONDS = 10.0  # an idle lane's cursor follows the store this often …
 IDLE_FLUSH_REVISIONS = 16  # … when it lags by more than this
@@ -51,6 +53,7 @@ IDLE_FLUSH_REVISIONS = 16  # … when it lags by more than this
 class Subscriber(Protocol):
     name: str
     start: int  # events with a revision above it are for this subscriber
+    retry: RetryPolicy  # how a failing delivery is retried (DISPATCH_RETRY, unless its own)
 
     def select(self, hook: HookEvent) -> tuple[dict[str, Any], int] | None:
         """The payload to deliver (and its size in bytes), or None when the
@@ -124,28 +127,29 @@ class Lane:
                 self.wake.clear()
                 await self.wake.wait()
             _, payload, size = self.queue[0]
-            if await self._deliver(payload):
+            delivered = await self._deliver(payload)
+            if delivered:
                 self.counts.delivered += 1
             else:
                 self.counts.failed += 1
+            self.dispatcher.on_done(self.sub.name, delivered)
             self.queue.popleft()
             self.queued_bytes -= size
             self.dirty = True
 
     async def _deliver(self, payload: dict[str, Any]) -> bool:
-        delay = RETRY_SECONDS
-        for attempt in range(RETRIES + 1):
+        retry = self.sub.retry
+        for attempt in range(retry.max_retries + 1):
+            if attempt:
+                await asyncio.sleep(retry.delay_ms(attempt) / 1000)
             try:
                 await self.sub.deliver(payload)
                 return True
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 -- any failure is retried, then counted
-                if attempt == RETRIES:
-                    log.warning("hook %s to %s failed, skipped: %s", payload.get("topic"), self.sub.name, exc)
-                    return False
-            await asyncio.sleep(delay)
-            delay *= 2
+                error = exc
+        log.warning("hook %s to %s failed, skipped: %s", payload.get("topic"), self.sub.name, error)
         return False
 
     async def stop(self) -> None:
@@ -163,16 +167,20 @@ class HookDispatcher:
         queue_events: int = QUEUE_EVENTS,
         queue_bytes: int = QUEUE_BYTES,
         on_drop: Callable[[str, int], None] = lambda name, n: None,
+        on_done: Callable[[str, bool], None] = lambda name, delivered: None,
         idle_prefix: str | None = None,
     ) -> None:
         """``idle_prefix``: where a subscriber's record is written; until a key
-        exists there, only that prefix is watched, not the whole key space."""
+        exists there, only that prefix is watched, not the whole key space.
+        ``on_drop`` and ``on_done`` (delivered, or failed after its retries)
+        see every event a lane counts, for metrics."""
         self.kv = kv
         self.idle_prefix = idle_prefix
         self.sources = {s.kind: s for s in sources}
         self.queue_events = queue_events
         self.queue_bytes = queue_bytes
         self.on_drop = on_drop
+        self.on_done = on_done
         self.lanes: dict[tuple[str, str], Lane] = {}
         self._rewind = False
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from aspen.coordination.duty import ClusterDuty
 from aspen.errors import AspenError, ErrorCode
-from aspen.hooks.dispatcher import QUEUE_BYTES, QUEUE_EVENTS, HookDispatcher, Subscriber
+from aspen.hooks.dispatcher import DISPATCH_RETRY, QUEUE_BYTES, QUEUE_EVENTS, HookDispatcher, Subscriber
 from aspen.hooks.subscriptions import SubscriptionStore, decode_subscriptions
 from aspen.hooks.topics import HookEvent, matches
 from aspen.plugins.host_functions import put_bytes
@@ -38,6 +38,8 @@ def plugin_subscriptions(kv: KeyValueStore) -> SubscriptionStore:
 
 
 class PluginSubscriber:
+    retry = DISPATCH_RETRY
+
     def __init__(self, manifest: PluginManifest, patterns: tuple[str, ...], start: int, plugins: Any) -> None:
         self.name = manifest.name
         self.start = start

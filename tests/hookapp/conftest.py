@@ -19,20 +19,24 @@ from tests.node.node_process import NodeProcess
 
 
 class Receiver:
-    """Records each POST (headers, body); answers ``status``."""
+    """Records each POST (headers, body) and when it came; answers 500 to the
+    first ``fail_first``, then ``status``."""
 
     def __init__(self) -> None:
         self.status = 200
+        self.fail_first = 0
         self.delay = 0.0  # seconds before answering
         self.posts: list[tuple[dict[str, str], bytes]] = []
+        self.times: list[float] = []  # time.monotonic() of each POST
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                receiver.times.append(time.monotonic())
                 receiver.posts.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 time.sleep(receiver.delay)
-                self.send_response(receiver.status)
+                self.send_response(500 if len(receiver.posts) <= receiver.fail_first else receiver.status)
                 self.send_header("content-length", "0")
                 self.end_headers()
 

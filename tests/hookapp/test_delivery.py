@@ -84,7 +84,9 @@ def test_a_failing_webhook_is_retried_then_dead_lettered(node, receiver):
             },
         )  # fmt: skip
         key = added["signing_key"]
-        direct = {"name": "direct", "prefix": "bill/", "action": {"kind": "webhook", "target": receiver.url}}
+        direct = {
+            "name": "direct", "prefix": "bill/", "action": {"kind": "webhook", "target": receiver.url}, "backoff_ms": 50,
+        }  # fmt: skip
         c.call("HookAdd", direct)
         c.write_key("bill/7", b"42")
         dead = until(lambda: (j := tagged(c, "billing", state="dead")) and j, what="the dead-lettered job")
@@ -97,7 +99,7 @@ def test_a_failing_webhook_is_retried_then_dead_lettered(node, receiver):
             mac = hmac.new(bytes.fromhex(key), headers["x-aspen-timestamp"].encode() + b"." + body, hashlib.sha256)
             assert headers["x-aspen-signature"] == "sha256=" + mac.hexdigest()
         assert json.loads(posts[0][1])["event"]["key"] == "bill/7"
-        # Direct mode: the dispatcher's few quick retries, then counted failed (no job, no dead letter).
+        # Direct mode: the hook's retries (3 by default) on the node, then counted failed (no job, no dead letter).
         failed = until(lambda: (m := c.call("HookMetrics", {"name": "direct"})["hooks"][0])["failed"] == 1 and m)
         assert failed["delivered"] == 0 and not tagged(c, "direct")
         assert len([e for e in receiver.events() if e["hook"] == "direct"]) == 4
@@ -119,6 +121,7 @@ def test_a_webhook_that_does_not_answer_times_out(node, receiver):
             "prefix": "s/",
             "action": {"kind": "webhook", "target": receiver.url},
             "timeout_ms": 200,
+            "retries": 0,
         }
         c.call("HookAdd", hook)
         c.write_key("s/1", b"x")

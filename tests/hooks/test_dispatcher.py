@@ -10,19 +10,23 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aspen.hooks.dispatcher import HookDispatcher
+from aspen.hooks.dispatcher import DISPATCH_RETRY, HookDispatcher
 from aspen.hooks.subscriptions import SubscriptionStore
 from aspen.hooks.topics import HookEvent
+from aspen.jobs.model import RetryPolicy
 from aspen.storage.records import DeleteOp, PutOp
 
 
 class Recorder:
     """A subscriber: what it was handed, in order; ``delay`` per call; ``fail`` raises."""
 
+    retry = DISPATCH_RETRY
+
     def __init__(self, name: str, prefix: str, *, delay: float = 0.0, fail: bool = False) -> None:
         self.name, self.prefix, self.delay, self.fail = name, prefix, delay, fail
         self.start = 0
         self.got: list[tuple[str, int, str]] = []
+        self.calls = 0
 
     def select(self, hook: HookEvent) -> tuple[dict[str, Any], int] | None:
         if not hook.is_kv or not hook.key.startswith(self.prefix):
@@ -30,6 +34,7 @@ class Recorder:
         return {"topic": hook.topic, "event": hook.event}, 64
 
     async def deliver(self, payload: dict[str, Any]) -> None:
+        self.calls += 1
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.fail:
@@ -141,16 +146,19 @@ async def test_a_slow_subscriber_drops_without_slowing_writers_or_others(kv):
     assert not [d for d in dropped if d[0] == "fast"]
 
 
-async def test_a_failing_callback_is_retried_then_skipped(kv):
+async def test_a_failing_callback_is_retried_by_its_policy_then_skipped(kv):
     since = await kv.current_revision()
     bad = Recorder("bad", "k:", fail=True)
-    run = await Running(kv, [bad]).start(since)
+    bad.retry = RetryPolicy(max_retries=1, backoff_ms=10, max_backoff_ms=10)
+    done: list[tuple[str, bool]] = []
+    run = await Running(kv, [bad], on_done=lambda name, ok: done.append((name, ok))).start(since)
     await kv.put("k:1", b"v")
     await kv.put("k:2", b"v")
     lane = run.dispatcher.lane("test", "bad")
     await until(lambda: lane.counts.failed == 2, timeout=10)
     await run.stop()
     assert lane.counts.delivered == 0 and not lane.queue
+    assert bad.calls == 4 and done == [("bad", False), ("bad", False)]  # the subscriber's one retry each
 
 
 async def test_a_compacted_cursor_resumes_at_the_current_revision(kv):
