@@ -3,9 +3,10 @@
 A write is acknowledged only once its transaction is committed with
 ``synchronous=FULL`` (fsynced); concurrent writes share one commit (see
 :mod:`aspen.storage.sqlite_threads`). Watchers read the ``events`` table by
-cursor: a commit in this process wakes them at once, and they also poll at a
-short interval so that writes made by another process on the same file
-(two nodes sharing one database) reach them too. Leases expire through a
+cursor: a commit in this process wakes them at once, and one poller per
+store reads the file's revision at a short interval and wakes them all when
+another process on the same file (two nodes sharing one database) has
+written — one small read per interval however many watchers there are. Leases expire through a
 background task that revokes them like ``lease_revoke`` does, emitting
 delete events.
 """
@@ -71,7 +72,10 @@ class SqliteKvBackend:
             finish_group=ops.FinishGroup(event_retention),
             after_commit=self._after_commit,
         )
-        self._expiry = asyncio.get_running_loop().create_task(self._expire_leases_forever(lease_check_interval))
+        self._polled = revision  # the file's revision at the last poll
+        loop = asyncio.get_running_loop()
+        self._expiry = loop.create_task(self._expire_leases_forever(lease_check_interval))
+        self._poller = loop.create_task(self._poll_other_writers())
 
     @classmethod
     async def open(
@@ -236,6 +240,24 @@ class SqliteKvBackend:
 
     # --- watch ----------------------------------------------------------------
 
+    async def _poll_other_writers(self) -> None:
+        """Wake the watchers when the file moved past what this process wrote."""
+        while not self._closed:
+            await asyncio.sleep(self._poll)
+            if not self._watch_wakeups:
+                continue
+            try:
+                revision = await self._read(ops.read_revision)
+            except AspenError as exc:
+                if exc.code == ErrorCode.STORE_CLOSED:
+                    return
+                log.warning("watch poll failed: %s", exc)
+                continue
+            if revision > max(self._polled, self._revision_committed):
+                for wake in self._watch_wakeups:
+                    wake.set()
+            self._polled = revision
+
     def watch(self, lo: bytes, hi: bytes | None, start_revision: int | None) -> AsyncIterator[WatchEvent]:
         """``COMPACTED`` comes from the first ``anext``. ``None`` starts after
         the newest revision this process has written or read, fixed when
@@ -259,12 +281,7 @@ class SqliteKvBackend:
                 for event in events:
                     yield event
                 if len(events) < _WATCH_BATCH:
-                    # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
-                    # cancellation that races the wake-up, and a watch must stop
-                    # when its consumer is cancelled.
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(self._poll):
-                            await wake.wait()
+                    await wake.wait()  # a commit here, the poller, or close()
         finally:
             self._watch_wakeups.discard(wake)
 
@@ -275,11 +292,10 @@ class SqliteKvBackend:
         if self._closed:
             return
         self._closed = True
-        self._expiry.cancel()
-        try:
-            await self._expiry
-        except asyncio.CancelledError:
-            pass
+        for task in (self._expiry, self._poller):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await asyncio.to_thread(self._writer.stop)
         await asyncio.to_thread(self._reader.stop)
         for wake in self._watch_wakeups:

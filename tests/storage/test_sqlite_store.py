@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from aspen.errors import AspenError, ErrorCode
+from aspen.storage import sqlite_ops
 from aspen.storage.sqlite import SqliteKeyValueStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -278,4 +279,40 @@ async def test_concurrent_puts_are_group_committed(tmp_path: Path) -> None:
             assert kv is not None and kv.value == key.encode() and kv.mod_revision == revision
     finally:
         conn.set_trace_callback(None)
+        await store.close()
+
+
+async def test_idle_watchers_cost_one_small_read_per_poll_interval(tmp_path: Path, monkeypatch) -> None:
+    """Another process's writes are found by one poller per store, not by
+    every watcher reading the events table at every interval."""
+    calls = {"read_events": 0, "read_revision": 0}
+    for name in calls:
+        real = getattr(sqlite_ops, name)
+
+        def counted(*a, _real=real, _name=name):
+            calls[_name] += 1
+            return _real(*a)
+
+        monkeypatch.setattr(sqlite_ops, name, counted)
+    store = await SqliteKeyValueStore.open(tmp_path / "kv.db", watch_poll_interval=0.05)
+    try:
+        watches = [store.watch(f"w{i}/") for i in range(20)]
+        waiting = [asyncio.ensure_future(anext(w)) for w in watches]
+        for _ in range(200):  # each watcher makes its first read
+            if calls["read_events"] >= len(watches):
+                break
+            await asyncio.sleep(0.01)
+        before = dict(calls)
+        await asyncio.sleep(1.0)
+        assert calls["read_events"] == before["read_events"]  # no watcher read again
+        assert 5 <= calls["read_revision"] - before["read_revision"] <= 25  # ~20 polls of one row
+        await store.put("w7/x", b"1")  # a commit here still wakes the watcher at once
+        assert (await asyncio.wait_for(waiting[7], 5)).kv.key == "w7/x"
+        assert not any(t.done() for i, t in enumerate(waiting) if i != 7)
+    finally:
+        for t in waiting:
+            t.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        for w in watches:
+            await w.aclose()
         await store.close()
