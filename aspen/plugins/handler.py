@@ -73,6 +73,8 @@ class WasmPluginHandler:
             payload = _encode(message)
         except (TypeError, msgspec.EncodeError) as exc:
             raise AspenError(ErrorCode.BAD_REQUEST, f"request body is not JSON-serialisable: {exc}") from exc
+        except RecursionError:  # only in-process: over RPC the envelope's depth check refused it first
+            raise AspenError(ErrorCode.VALIDATION_ERROR, "request body nests too deep to encode") from None
         response = await self.runtime.call("handle_request", payload, self._decode, deadline=ctx.deadline)
         if response.type == "Error":
             body = response.body

@@ -154,6 +154,20 @@ async def test_deep_guest_output_is_bad_output(load, caplog):
     assert tracebacks(caplog) == []
 
 
+async def test_a_deep_in_process_request_body_is_validation_error(load, caplog):
+    """Over RPC the envelope's depth check refuses it first; a job or a
+    plugin's in-process call reaches the handler with the value itself."""
+    echo = await load("echo")
+    deep: list = []
+    for _ in range(DEEP):
+        deep = [deep]
+    with pytest.raises(AspenError) as err:
+        await echo.handle(Request("Echo", {"message": "x", "v": deep}), RequestContext())
+    assert err.value.code == ErrorCode.VALIDATION_ERROR and "nest" in err.value.message
+    assert (await echo.handle(Request("Echo", {"message": "x"}), RequestContext())).type == "Echo"
+    assert tracebacks(caplog) == []
+
+
 # --- plugin manifests ------------------------------------------------------------------
 
 
