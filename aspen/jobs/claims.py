@@ -52,6 +52,8 @@ class JobClaims(JobDependencies):
         (the embedded store commits them together)."""
         claimed: list[Job] = []
         wants = {t: n for t, n in wants.items() if n > 0}
+        if not wants or not await self._anything_ready():
+            return claimed
         now = now_ms()
         for rank in RANKS:
             for job_type in list(wants):
@@ -120,6 +122,8 @@ class JobClaims(JobDependencies):
     async def next_due_ms(self, job_types: Iterable[str]) -> int | None:
         """The earliest ``run_at`` of any ready job of these types (due or not)."""
         best: int | None = None
+        if not await self._anything_ready():
+            return best
         for job_type in job_types:
             for rank in RANKS:
                 page = await self.kv.scan(keys.ready_prefix(job_type, rank), limit=1)
@@ -127,6 +131,10 @@ class JobClaims(JobDependencies):
                     run_at = keys.parse_ready(page.entries[0].key)[2]
                     best = run_at if best is None else min(best, run_at)
         return best
+
+    async def _anything_ready(self) -> bool:
+        """One read for the common idle case, before a scan per (type, rank)."""
+        return bool((await self.kv.scan(keys.READY, limit=1)).entries)
 
     # --- the worker's side of a claim ---------------------------------------
 

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from aspen.clock import now_ms
+from aspen.jobs import keys
 from aspen.jobs.model import Job, JobFailure, JobSpec, JobState, Priority, RetryPolicy
 from aspen.jobs.pool import WorkerPool
 from aspen.jobs.store import JobStore
@@ -110,6 +111,29 @@ async def test_new_job_wakes_idle_pool_promptly(store, wait_for_state):
         job = await store.submit(JobSpec(type="rec"))
         await wait_for_state(job.id, JobState.SUCCEEDED)
         assert time.monotonic() - t0 < 3.0  # watch wake-up, not the 10 s poll
+
+
+async def test_an_idle_pool_scans_the_ready_queues_once_per_poll(store, wait_for_state, monkeypatch):
+    """With nothing ready, one read tells the claim loop so: not a scan per
+    job type and priority rank every poll interval."""
+    scans = []
+    real = store.kv.scan
+
+    async def counted(*a, **k):
+        if (a[0] if a else k.get("start") or "").startswith(keys.READY):
+            scans.append(1)
+        return await real(*a, **k)
+
+    monkeypatch.setattr(store.kv, "scan", counted)
+    rec = Recorder(job_types=("a", "b", "c", "d"))
+    async with pool_for(store, rec, poll_interval=0.1):
+        await asyncio.sleep(0.3)
+        scans.clear()
+        await asyncio.sleep(1.0)  # ~10 polls with nothing ready
+        idle = len(scans)
+        job = await store.submit(JobSpec(type="c"))
+        await wait_for_state(job.id, JobState.SUCCEEDED)  # work is still found
+    assert 5 <= idle <= 30, f"{idle} scans of the ready queues in a second of idling over 4 types"
 
 
 async def test_priorities_are_honoured(store, wait_for_state):
