@@ -15,7 +15,10 @@ cluster, through the same client, in the same run.
   owner, wait for the older keys' deletes, delete on unlock, revoke the
   session) — four round trips.
 - lock, 16-way contended: ``--workers`` tasks on one lock; completed
-  acquire+release cycles per second in total.
+  acquire+release cycles per second in total. Once through one store client
+  (the waiters of one node share its line), once spread over ``--clients``
+  clients, each with its own line, as waiters on several nodes are: every
+  line then receives every change of the lock's keys.
 - counter: ``--workers`` tasks incrementing one counter (``Counters.add``)
   against a raw read + compare-and-swap loop on a plain key.
 Backends alternate; each keeps its best round. Not part of the test run.
@@ -74,17 +77,18 @@ class EtcdRecipeLock:
 
 
 async def cycles(seconds: float, workers: int, one) -> float:
+    """Cycles per second of ``workers`` tasks; ``one(i)`` is worker i's cycle."""
     done = 0
     stop = time.monotonic() + seconds
 
-    async def worker() -> None:
+    async def worker(i: int) -> None:
         nonlocal done
         while time.monotonic() < stop:
-            await one()
+            await one(i)
             done += 1
 
     started = time.monotonic()
-    await asyncio.gather(*(worker() for _ in range(workers)))
+    await asyncio.gather(*(worker(i) for i in range(workers)))
     return done / (time.monotonic() - started)
 
 
@@ -96,17 +100,29 @@ async def run(args: argparse.Namespace) -> None:
             kv = await EtcdKeyValueStore.open(cluster.endpoints)
             locks, counters = Locks(kv), Counters(kv)
             recipe = EtcdRecipeLock(kv, "bench")
+            # --clients: as many store clients (each with its own Locks: its own line), workers spread over them
+            clients = [await EtcdKeyValueStore.open(cluster.endpoints) for _ in range(args.clients)]
+            spread_locks = [Locks(c) for c in clients]
+            spread_recipes = [EtcdRecipeLock(c, "spread") for c in clients]
 
-            async def aspen_lock() -> None:
+            async def aspen_lock(i: int) -> None:
                 await locks.release_holding(await locks.acquire("bench", ttl=10, timeout=60))
 
-            async def recipe_lock() -> None:
+            async def recipe_lock(i: int) -> None:
                 await recipe.unlock(*await recipe.lock())
 
-            async def aspen_incr() -> None:
+            async def aspen_spread(i: int) -> None:
+                mine = spread_locks[i % args.clients]
+                await mine.release_holding(await mine.acquire("spread", ttl=10, timeout=60))
+
+            async def recipe_spread(i: int) -> None:
+                mine = spread_recipes[i % args.clients]
+                await mine.unlock(*await mine.lock())
+
+            async def aspen_incr(i: int) -> None:
                 await counters.add("bench", 1)
 
-            async def raw_incr() -> None:
+            async def raw_incr(i: int) -> None:
                 current = await kv.get("raw/counter")
                 while True:
                     new = str(int(current.value) + 1 if current else 1).encode()
@@ -126,6 +142,9 @@ async def run(args: argparse.Namespace) -> None:
                 ),
                 (f"counter increment, {args.workers} writers", args.workers, aspen_incr, raw_incr, "raw CAS loop"),
             ]
+            if args.clients > 1:
+                label = f"lock acquire+release, {args.workers}-way contended over {args.clients} clients"
+                cases.insert(2, (label, args.workers, aspen_spread, recipe_spread, "etcd recipe"))
             print(f"etcd {args.members} member(s), {args.seconds}s per round, best of {args.rounds}\n")
             print("| case | aspen ops/s | baseline | baseline ops/s | ratio |\n|---|---:|---|---:|---:|")
             for label, n, ours, theirs, base in cases:
@@ -137,7 +156,8 @@ async def run(args: argparse.Namespace) -> None:
                     if not i % 2:
                         best_ours = max(best_ours, await cycles(args.seconds, n, ours))
                 print(f"| {label} | {best_ours:.0f} | {base} | {best_theirs:.0f} | {best_ours / best_theirs:.2f}x |")
-            await kv.close()
+            for c in (kv, *clients):
+                await c.close()
         finally:
             cluster.stop()
 
@@ -148,6 +168,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--members", type=int, default=3)
     p.add_argument("--workers", type=int, default=16)
+    p.add_argument("--clients", type=int, default=4, help="store clients for the spread contended case (1: skip it)")
     asyncio.run(run(p.parse_args()))
 
 
