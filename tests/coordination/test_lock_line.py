@@ -11,34 +11,7 @@ import pytest
 
 from aspen.coordination import Locks
 from aspen.errors import AspenError, ErrorCode
-
-
-class CountingStore:
-    """The store with its calls and its watches counted; ``fail_watches``
-    watches end with STORAGE_UNAVAILABLE before their first event."""
-
-    def __init__(self, kv, fail_watches: int = 0) -> None:
-        self._kv, self.calls, self.watches, self.fail_watches = kv, 0, 0, fail_watches
-
-    def watch(self, *a, **k):
-        self.watches += 1
-        if self.fail_watches:
-            self.fail_watches -= 1
-            return self._failing()
-        return self._kv.watch(*a, **k)
-
-    async def _failing(self):
-        raise AspenError(ErrorCode.STORAGE_UNAVAILABLE, "injected: the member went away")
-        yield  # an async generator
-
-    def __getattr__(self, name):
-        attr = getattr(self._kv, name)
-
-        async def counted(*a, **k):
-            self.calls += 1
-            return await attr(*a, **k)
-
-        return counted
+from tests.coordination.counting import CountingStore
 
 
 async def poll(condition, timeout: float = 10.0) -> None:

@@ -20,29 +20,11 @@ from aspen.coordination import (
 from aspen.coordination.queue_model import MAX_PAYLOAD_BYTES, QueueConfig
 from aspen.coordination.sequence import LocalSequence
 from aspen.errors import AspenError, ErrorCode
+from tests.coordination.counting import CountingStore
 
 
 def code(exc: pytest.ExceptionInfo) -> str:
     return exc.value.code
-
-
-class CountingStore:
-    """The store with every read and write counted (watches are not reads)."""
-
-    def __init__(self, kv) -> None:
-        self._kv, self.calls = kv, 0
-
-    def watch(self, *a, **k):
-        return self._kv.watch(*a, **k)
-
-    def __getattr__(self, name):
-        attr = getattr(self._kv, name)
-
-        async def counted(*a, **k):
-            self.calls += 1
-            return await attr(*a, **k)
-
-        return counted
 
 
 async def test_lock_tokens_increase_and_try_acquire_names_the_holder(any_kv):
