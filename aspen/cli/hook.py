@@ -77,7 +77,7 @@ def remove(name: str, url: UrlOpt = None, json: JsonOpt = False) -> None:
 @app.command()
 @reports_errors
 def metrics(name: Annotated[str | None, typer.Argument()] = None, url: UrlOpt = None, json: JsonOpt = False) -> None:
-    """Delivered, failed (direct mode: after its retries, no dead letter) and dropped events per hook."""
+    """Delivered, failed (direct mode: after its retries, no dead letter) and dropped events per hook, and the newest failure's reason."""
     hooks = _send(url, "HookMetrics", {"name": name} if name else {})["hooks"]
     if json:
         print_json(hooks)
@@ -85,7 +85,8 @@ def metrics(name: Annotated[str | None, typer.Argument()] = None, url: UrlOpt = 
     for h in hooks:
         counts = f"delivered {h['delivered']}\tfailed {h['failed']}\tdropped {h['dropped']}"
         token = "" if h["owner_token"] == "valid" else f"\towner token: {h['owner_token']}"
-        out.print(literal(f"{h['name']}\t{counts}{token}"))
+        last = f"\tlast error: {h['last_error']}" if h["last_error"] else ""
+        out.print(literal(f"{h['name']}\t{counts}{token}{last}"))
 
 
 @app.command()

@@ -210,6 +210,8 @@ class HookHandler:
                     "delivered": c.delivered,
                     "failed": c.failed,
                     "dropped": c.dropped,
+                    "last_error": c.last_error,
+                    "last_error_ms": c.last_error_ms,
                     "revision": c.revision,
                     "owner_token": verdict,
                 }

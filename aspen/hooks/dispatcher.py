@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from aspen.clock import now_ms
 from aspen.errors import AspenError, ErrorCode
 from aspen.hooks.subscriptions import Cursor, SubscriptionStore
 from aspen.hooks.topics import HookEvent, hook_event
@@ -150,6 +151,8 @@ class Lane:
             except Exception as exc:  # noqa: BLE001 -- any failure is retried, then counted
                 error = exc
         log.warning("hook %s to %s failed, skipped: %s", payload.get("topic"), self.sub.name, error)
+        why = f"{error.code}: {error.message}" if isinstance(error, AspenError) else f"{type(error).__name__}: {error}"
+        self.counts.last_error, self.counts.last_error_ms = why[:300], now_ms()
         return False
 
     async def stop(self) -> None:

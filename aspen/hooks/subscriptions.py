@@ -31,6 +31,8 @@ class Cursor(msgspec.Struct):
     delivered: int = 0
     dropped: int = 0  # queue overflow or a compacted gap
     failed: int = 0  # retried, then skipped
+    last_error: str = ""  # why the newest failed event failed ("CODE: message", at most 300 characters)
+    last_error_ms: int = 0  # when (wall clock)
 
 
 def decode_subscriptions(raw: bytes) -> Subscriptions:

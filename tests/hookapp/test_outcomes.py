@@ -7,6 +7,7 @@ dropped events in one closed set of series."""
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import pytest
@@ -44,6 +45,8 @@ def test_direct_mode_retries_by_the_hooks_own_policy(node, receiver):
             c.write_key("f/1", b"x")
             down = until(lambda: (m := counts(c, "down"))["failed"] == 1 and m, what="down's event to fail")
             assert down["delivered"] == 0 and len(receiver.posts) == 3  # retries + 1
+            assert down["last_error"].startswith("HOOK_DELIVERY_FAILED: ") and "answered 500" in down["last_error"]
+            assert abs(down["last_error_ms"] - time.time() * 1000) < 60_000
             assert len({h["x-aspen-event-id"] for h, _ in receiver.posts}) == 1
             up = until(lambda: (m := counts(c, "flaky"))["delivered"] == 1 and m, what="flaky's event")
             assert up["failed"] == 0 and len(flaky.posts) == 3  # two 500s, then delivered: no fourth
