@@ -151,7 +151,7 @@ class Lane:
             except Exception as exc:  # noqa: BLE001 -- any failure is retried, then counted
                 error = exc
         log.warning("hook %s to %s failed, skipped: %s", payload.get("topic"), self.sub.name, error)
-        why = f"{error.code}: {error.message}" if isinstance(error, AspenError) else f"{type(error).__name__}: {error}"
+        why = str(error) if isinstance(error, AspenError) else f"{type(error).__name__}: {error}"  # "CODE: message"
         self.counts.last_error, self.counts.last_error_ms = why[:300], now_ms()
         return False
 

@@ -52,8 +52,6 @@ class JobClaims(JobDependencies):
         (the embedded store commits them together)."""
         claimed: list[Job] = []
         wants = {t: n for t, n in wants.items() if n > 0}
-        if not wants or not await self._anything_ready():
-            return claimed
         now = now_ms()
         for rank in RANKS:
             for job_type in list(wants):
@@ -122,8 +120,6 @@ class JobClaims(JobDependencies):
     async def next_due_ms(self, job_types: Iterable[str]) -> int | None:
         """The earliest ``run_at`` of any ready job of these types (due or not)."""
         best: int | None = None
-        if not await self._anything_ready():
-            return best
         for job_type in job_types:
             for rank in RANKS:
                 page = await self.kv.scan(keys.ready_prefix(job_type, rank), limit=1)
@@ -132,8 +128,9 @@ class JobClaims(JobDependencies):
                     best = run_at if best is None else min(best, run_at)
         return best
 
-    async def _anything_ready(self) -> bool:
-        """One read for the common idle case, before a scan per (type, rank)."""
+    async def anything_ready(self) -> bool:
+        """Whether any job of any type is ready: one read, for a claim loop to
+        skip its scan per (type, rank) while the queues are empty."""
         return bool((await self.kv.scan(keys.READY, limit=1)).entries)
 
     # --- the worker's side of a claim ---------------------------------------

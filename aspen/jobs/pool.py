@@ -292,9 +292,12 @@ class WorkerPool:
                 if free > 0:
                     wants[job_type] = free
             claimed: list[Job] = []
+            ready = False
             if wants:
                 try:
-                    claimed = await self.store.claim(self.worker_id, self._lease, wants)
+                    ready = await self.store.anything_ready()  # one read while idle
+                    if ready:
+                        claimed = await self.store.claim(self.worker_id, self._lease, wants)
                 except Exception as exc:  # noqa: BLE001 - a supervision loop: log and go on, never die
                     log.warning("claim failed: %s", exc)
             for job in claimed:
@@ -302,7 +305,7 @@ class WorkerPool:
             if claimed:
                 continue
             timeout = self.poll_interval
-            if wants:
+            if ready:
                 with suppress(Exception):
                     due = await self.store.next_due_ms(wants)
                     if due is not None:

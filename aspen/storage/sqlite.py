@@ -6,9 +6,9 @@ A write is acknowledged only once its transaction is committed with
 cursor: a commit in this process wakes them at once, and one poller per
 store reads the file's revision at a short interval and wakes them all when
 another process on the same file (two nodes sharing one database) has
-written — one small read per interval however many watchers there are. Leases expire through a
-background task that revokes them like ``lease_revoke`` does, emitting
-delete events.
+written: one small read per interval however many watchers there are.
+Leases expire through a background task that revokes them like
+``lease_revoke`` does, emitting delete events.
 """
 
 from __future__ import annotations
