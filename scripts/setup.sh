@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything Aspen and its tests need on a fresh Debian machine:
-# system packages (etcd, bubblewrap, a C compiler), a virtualenv in .venv with the package
+# system packages (etcd, bubblewrap, a C compiler, BLAKE3's C sources), a virtualenv in .venv with the package
 # and its test extras, and the example/test WASM plugins built from source.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,7 @@ need=()
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v bwrap >/dev/null || need+=(bubblewrap)
 command -v cc >/dev/null || need+=(gcc)  # the plugin hand-off's C extension
+ls /usr/share/cargo/registry/blake3-*/c/blake3.h >/dev/null 2>&1 || need+=(librust-blake3-dev)  # BLAKE3's C sources, for aspen/storage/_treehash.c
 command -v wrk >/dev/null || need+=(wrk)  # HTTP load for benchmarks/bench_rpc.py and bench_http.py
 python3 -c 'import os, sysconfig; raise SystemExit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' \
     || need+=(python3-dev)

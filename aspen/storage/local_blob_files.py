@@ -79,5 +79,4 @@ class OpenBlob:
     hash: str
     file: object  # a binary file object opened for reading
     size: int
-    segments: bytes  # the table for segments [first_segment, ...)
-    first_segment: int
+    table: bytes  # the segment table, checked against ``hash`` when opened

@@ -1,11 +1,11 @@
-"""The local blob store's verified reads: whole segments read and checked against the
-table before a byte is handed out; a whole read also checks the root hash before its last
-chunk. A segment mismatch triggers a full re-hash: a good file means only the table was
-damaged (rebuilt); otherwise the file is quarantined and ``BLOB_CORRUPT`` raised. This
-catches a flipped bit even when mtime and size are intact (bit rot).
-
-BLAKE3's own tree is not used for this: the ``blake3`` package exposes no subtree chaining
-values, and no maintained bao/outboard package exists on PyPI."""
+"""The local blob store's verified reads: the segment table is checked against the
+address when the blob is opened (its chaining values merge into the root hash), then
+whole segments are read and checked against it before a byte is handed out, so every
+byte handed out is verified against the root and a whole read hashes it once. A table
+that fails, or a segment mismatch, triggers a full re-hash: a good file means only the
+table was damaged (rebuilt; also how a table from before chaining values is replaced);
+otherwise the file is quarantined and ``BLOB_CORRUPT`` raised. This catches a flipped
+bit even when mtime and size are intact (bit rot)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,18 @@ import os
 import time
 from collections.abc import AsyncIterator
 
-from blake3 import blake3
-
 from aspen.errors import AspenError, ErrorCode
 from aspen.storage.blob_args import check_hash, check_read
 from aspen.storage.local_blob_files import OpenBlob, fsync_dir
-from aspen.storage.segments import DIGEST_SIZE, SEGMENT_SIZE, SegmentHasher, bad_segment
+from aspen.storage.segments import (
+    DIGEST_SIZE,
+    SEGMENT_SIZE,
+    SegmentHasher,
+    bad_segment,
+    segment_count,
+    segment_span,
+    table_matches,
+)
 
 
 class VerifiedReads:
@@ -35,21 +41,16 @@ class VerifiedReads:
     async def get_stream(
         self, hash: str, *, offset: int = 0, length: int | None = None, chunk_size: int = 1 << 20
     ) -> AsyncIterator[bytes]:
-        """Yields only bytes whose segments verified; a whole read also checks
-        the root hash before its last chunk."""
+        """Yields only bytes whose segments verified against the checked table."""
         h = check_hash(hash)
         check_read(offset, length, chunk_size)
         blob = await asyncio.to_thread(self._open, h, offset, length)
         try:
             end = blob.size if length is None else offset + length
-            root = blake3() if offset == 0 and end == blob.size else None
             step = max(SEGMENT_SIZE, chunk_size - chunk_size % SEGMENT_SIZE)
-            pos = blob.first_segment * SEGMENT_SIZE
-            if root is not None and blob.size == 0:
-                await asyncio.to_thread(self._check_root, blob, root)
-            limit = min(blob.size, -(-end // SEGMENT_SIZE) * SEGMENT_SIZE)  # the segments ``_open`` fetched
+            pos, limit = segment_span(offset, end, blob.size)
             while pos < end:
-                data = await asyncio.to_thread(self._read_verified, blob, pos, min(pos + step, limit), root)
+                data = await asyncio.to_thread(self._read_verified, blob, pos, min(pos + step, limit))
                 lo, hi = max(offset - pos, 0), min(end - pos, len(data))
                 for i in range(lo, hi, chunk_size):
                     yield data[i : min(i + chunk_size, hi)]
@@ -59,70 +60,59 @@ class VerifiedReads:
 
     def _open(self, h: str, offset: int, length: int | None) -> OpenBlob:
         with self._read_txn() as db:
-            row = db.execute("SELECT size FROM blobs WHERE hash = ?", (h,)).fetchone()
+            row = db.execute("SELECT size, segments FROM blobs WHERE hash = ?", (h,)).fetchone()
             if row is None:
                 raise AspenError(ErrorCode.BLOB_NOT_FOUND, f"blob {h} not found", hash=h)
-            size = row[0]
-            end = size if length is None else offset + length
-            if offset > size or end > size:
-                raise AspenError(
-                    ErrorCode.INVALID_RANGE,
-                    f"range {offset}..{end} is outside blob of {size} bytes",
-                    offset=offset,
-                    length=length,
-                    size=size,
-                )
-            first = offset // SEGMENT_SIZE
-            last = -(-end // SEGMENT_SIZE)
-            (segments,) = db.execute(
-                "SELECT substr(segments, ?, ?) FROM blobs WHERE hash = ?",
-                (first * DIGEST_SIZE + 1, (last - first) * DIGEST_SIZE, h),
-            ).fetchone()
+        size, table = row[0], bytes(row[1] or b"")
+        end = size if length is None else offset + length
+        if offset > size or end > size:
+            raise AspenError(
+                ErrorCode.INVALID_RANGE,
+                f"range {offset}..{end} is outside blob of {size} bytes",
+                offset=offset,
+                length=length,
+                size=size,
+            )
         try:
             f = open(self._path(h), "rb")  # noqa: SIM115 (closed by get_stream)
         except FileNotFoundError as exc:
             raise AspenError(ErrorCode.BLOB_NOT_FOUND, f"blob {h} not found", hash=h) from exc
-        blob = OpenBlob(h, f, size, bytes(segments or b""), first)
+        blob = OpenBlob(h, f, size, table)
         try:
             if os.fstat(f.fileno()).st_size != size:
                 self._corrupt(blob, "file size differs from the recorded size")
+            if not table_matches(table, h, size):
+                self._recheck(blob)
         except BaseException:
             f.close()
             raise
         return blob
 
-    def _read_verified(self, blob: OpenBlob, start: int, stop: int, root: blake3 | None) -> bytes:
+    def _read_verified(self, blob: OpenBlob, start: int, stop: int) -> bytes:
         """Read [start, stop) (segment aligned, or to the end) and check it."""
         blob.file.seek(start)
         data = blob.file.read(stop - start)
         if len(data) != stop - start:
             self._corrupt(blob, "file is shorter than recorded")
-        rel = start - blob.first_segment * SEGMENT_SIZE  # ``blob.segments`` starts at first_segment
-        if bad_segment(data, rel, blob.segments) is not None:
+        first = start // SEGMENT_SIZE
+        span = slice(first * DIGEST_SIZE, (first + segment_count(len(data))) * DIGEST_SIZE)
+        if bad_segment(data, first, blob.table[span], blob.size) is not None:
             self._recheck(blob)  # raises when the file is corrupt
-            if bad_segment(data, rel, blob.segments) is not None:
+            if bad_segment(data, first, blob.table[span], blob.size) is not None:
                 self._corrupt(blob, "file changed while being read")
-        if root is not None:
-            root.update(data)
-            if stop == blob.size:
-                self._check_root(blob, root)
         return data
 
-    def _check_root(self, blob: OpenBlob, root: blake3) -> None:
-        if root.hexdigest() != blob.hash:
-            self._corrupt(blob, "content does not match its hash")
-
     def _recheck(self, blob: OpenBlob) -> None:
-        """A segment mismatched: re-hash the whole file. A good file means the
-        table was damaged: rebuild it and refresh ``blob``. Else quarantine."""
+        """Re-hash the whole file. A good file means the table was damaged: rebuild it
+        and refresh ``blob``. Else quarantine."""
         h, table = self._hash_file(blob.file)
         if h != blob.hash:
             self._corrupt(blob, "content does not match its hash")
-        if table[blob.first_segment * DIGEST_SIZE :].startswith(blob.segments):
+        if table == blob.table:
             return
         with self._write_txn() as db:
             db.execute("UPDATE blobs SET segments = ? WHERE hash = ?", (table, blob.hash))
-        blob.segments = table[blob.first_segment * DIGEST_SIZE :]
+        blob.table = table
 
     @staticmethod
     def _hash_file(f) -> tuple[str, bytes]:

@@ -1,14 +1,15 @@
 """Verified reads of the S3 blob backend: a ranged GET widened to whole 256 KiB segments,
-each block checked against the segment table (and, for a whole read, the root hash)
-before a byte is handed out.
+each block checked against the segment table before a byte is handed out.
 
-Hashing overlaps the transfer: a block's check runs on worker threads (``blake3``
-releases the GIL; the segment pass and the root pass at once) while the next block is
-received, and the block is handed out only once its check passed. Checks run one after another, in order, because the root hash is fed in
-order and a check may rebuild the table the next one uses. (The root cannot be derived
-from the verified segment digests instead of a second pass: the ``blake3`` package exposes
-no subtree chaining values.) A GET that breaks off is resumed at the last whole block
-received, up to ``READ_ATTEMPTS`` times (reads are idempotent).
+The table is checked against the blob's address first (its chaining values merge into
+the root hash, :func:`aspen.storage.segments.table_matches`); a table that fails is
+rebuilt from the object, or the blob is corrupt. A segment that then matches its entry
+is verified against the address, so a whole read hashes every byte once and its root
+check is the table's. A block's check runs on a worker thread (the hashing releases the
+GIL) while the next block is received, and the block is handed out only once its check
+passed; checks run in order, because a check may rebuild the table the next one uses. A
+GET that breaks off is resumed at the last whole block received, up to ``READ_ATTEMPTS``
+times (reads are idempotent).
 """
 
 from __future__ import annotations
@@ -17,12 +18,18 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from blake3 import blake3
-
 from aspen.errors import AspenError, ErrorCode
 from aspen.storage import s3_meta as meta
 from aspen.storage.s3_client import READ_ATTEMPTS, ObjectMissing
-from aspen.storage.segments import SEGMENT_SIZE, SegmentHasher, bad_segment
+from aspen.storage.segments import (
+    DIGEST_SIZE,
+    EMPTY_HASH,
+    SEGMENT_SIZE,
+    SegmentHasher,
+    bad_segment,
+    segment_count,
+    table_matches,
+)
 
 if TYPE_CHECKING:
     from aspen.storage.s3_blobs import S3BlobStore
@@ -35,11 +42,12 @@ class _Damaged(Exception):
 
 
 async def verified(
-    store: S3BlobStore, cur: meta.Loaded, table: bytes, start: int, stop: int, step: int, *, whole: bool
+    store: S3BlobStore, cur: meta.Loaded, table: bytes, start: int, stop: int, step: int
 ) -> AsyncIterator[tuple[int, bytes]]:
     """(offset, block) of [start, stop) (segment aligned) in verified blocks of ``step``
     bytes (a multiple of the segment size)."""
-    root = blake3() if whole else None
+    if not table_matches(table, cur.hash, cur.meta.size):
+        table = await repaired_table(store, cur)
     received, failures = start, 0
     prev: tuple[int, bytes, asyncio.Future[bytes]] | None = None
     check: asyncio.Future[bytes] | None = None
@@ -47,7 +55,7 @@ async def verified(
         while received < stop:
             try:
                 async for block in _blocks(store, cur, received, stop, step):
-                    check = asyncio.ensure_future(_check(store, cur, received, block, table, root, prev))
+                    check = asyncio.ensure_future(_check(store, cur, received, block, table, prev))
                     if prev is not None:
                         table = await prev[2]
                         yield prev[0], prev[1]
@@ -98,27 +106,31 @@ async def _check(
     pos: int,
     block: bytes,
     table: bytes,
-    root: blake3 | None,
     prev: tuple[int, bytes, asyncio.Future[bytes]] | None,
 ) -> bytes:
-    """Raise BLOB_CORRUPT unless every segment of ``block`` matches (and, for a whole read,
-    the root hash at the end); a damaged table (the object re-hashes to its address) is
-    rebuilt and returned. Waits for the previous block's check, so checks stay in order; the
-    segment digests and the root run on two worker threads at once (two passes, two cores)."""
+    """Raise BLOB_CORRUPT unless every segment of ``block`` matches its entry; a table
+    rebuilt meanwhile (the object re-hashes to its address) is returned. Waits for the
+    previous block's check, so checks stay in order."""
     if prev is not None:
         table = await asyncio.shield(prev[2])
     run = asyncio.to_thread if len(block) >= THREAD_BLOCK else _inline
-    passes = [run(bad_segment, block, pos, table)] + ([run(root.update, block)] if root is not None else [])
-    bad = (await asyncio.gather(*passes))[0]
-    if bad is not None:
-        ok, table = await rehash(store, cur)
-        if not ok:
-            await corrupt(store, cur, "content does not match its hash")
-        await store.kv.put(meta.SEG + cur.hash, table)
-        if await run(bad_segment, block, pos, table) is not None:
+    first = pos // SEGMENT_SIZE
+    span = slice(first * DIGEST_SIZE, (first + segment_count(len(block))) * DIGEST_SIZE)
+    if await run(bad_segment, block, first, table[span], cur.meta.size) is not None:
+        table = await repaired_table(store, cur)
+        if await run(bad_segment, block, first, table[span], cur.meta.size) is not None:
             await corrupt(store, cur, "object changed while being read")
-    if root is not None and pos + len(block) == cur.meta.size and root.hexdigest() != cur.hash:
+    return table
+
+
+async def repaired_table(store: S3BlobStore, cur: meta.Loaded) -> bytes:
+    """Re-hash the object: its table, stored again, when the object matches its address
+    (the table was damaged, or written before entries were chaining values); else
+    BLOB_CORRUPT."""
+    ok, table = await rehash(store, cur)
+    if not ok:
         await corrupt(store, cur, "content does not match its hash")
+    await store.kv.put(meta.SEG + cur.hash, table)
     return table
 
 
@@ -126,7 +138,7 @@ async def rehash(store: S3BlobStore, cur: meta.Loaded) -> tuple[bool, bytes]:
     """Stream the whole object through the hasher: (matches its address, segment table)."""
     hasher = SegmentHasher()
     if cur.meta.size == 0:
-        return blake3(b"").hexdigest() == cur.hash, b""
+        return EMPTY_HASH == cur.hash, b""
     try:
         _, _, body = await store.objects.get_range(cur.meta.object, 0, cur.meta.size)
         async for chunk in body:

@@ -1,48 +1,71 @@
-"""BLAKE3 over a whole blob and over each 256 KiB segment, fed in order.
+"""A blob's segment table: one 32-byte entry per 256 KiB segment, the segment's chaining
+value in the blob's BLAKE3 tree (:mod:`aspen.storage.tree_hash`); a blob of one segment
+has its root hash as its only entry, and an empty blob an empty table.
 
-The segment table (32 bytes per segment) lets a ranged read verify exactly the
-segments it touches before handing out a byte; the root hash is the blob's
-address. The local and the S3 blob stores both hash through it.
+The entries merge into the root hash, so a table is checked against the blob's address
+before it is trusted (:func:`table_matches`), and a segment that matches its entry is
+then verified against the address itself: a ranged read checks only the segments it
+touches, a whole read hashes every byte once. The local and the S3 blob stores both
+hash through here. A table written before entries were chaining values (each segment
+hashed on its own) fails :func:`table_matches`; both stores then re-hash the blob and
+store the new table, the same repair as for a damaged one.
 """
 
 from __future__ import annotations
 
 from blake3 import blake3
 
+from aspen.storage.tree_hash import root_of, segment_cvs
+
 SEGMENT_SIZE = 256 * 1024
 DIGEST_SIZE = 32
+EMPTY_HASH = blake3(b"").hexdigest()
+
+
+def segment_count(size: int) -> int:
+    return -(-size // SEGMENT_SIZE)
 
 
 class SegmentHasher:
-    """Root hash and segment table of a byte stream."""
+    """Root hash and segment table of a byte stream. The last segment is held back until
+    more bytes arrive (or :meth:`finish`): only then is it known not to be the blob's
+    only one, whose entry is its root hash."""
 
     def __init__(self) -> None:
-        self._root = blake3()
-        self._segment = blake3()
-        self._fill = 0
+        self._held = bytearray()
         self._table = bytearray()
         self.size = 0
 
     def update(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data).cast("B")
-        self._root.update(view)
-        pos = 0
-        while pos < len(view):
-            take = min(SEGMENT_SIZE - self._fill, len(view) - pos)
-            self._segment.update(view[pos : pos + take])
-            self._fill += take
-            pos += take
-            if self._fill == SEGMENT_SIZE:
-                self._table += self._segment.digest()
-                self._segment.reset()
-                self._fill = 0
         self.size += len(view)
+        pos = min(SEGMENT_SIZE - len(self._held), len(view))
+        self._held += view[:pos]
+        if pos == len(view):
+            return
+        self._table += segment_cvs(self._held, len(self._table) // DIGEST_SIZE)
+        full = (len(view) - pos - 1) // SEGMENT_SIZE  # segments certainly followed by more bytes
+        if full:
+            self._table += segment_cvs(view[pos : pos + full * SEGMENT_SIZE], len(self._table) // DIGEST_SIZE)
+        self._held = bytearray(view[pos + full * SEGMENT_SIZE :])
 
     def finish(self) -> tuple[str, bytes]:
         """(hex root hash, segment table); call once."""
-        if self._fill:
-            self._table += self._segment.digest()
-        return self._root.hexdigest(), bytes(self._table)
+        if not self._table:
+            root = blake3(self._held).digest()
+            return root.hex(), root if self._held else b""
+        self._table += segment_cvs(self._held, len(self._table) // DIGEST_SIZE)
+        return root_of(self._table).hex(), bytes(self._table)
+
+
+def table_matches(table: bytes, hash: str, size: int) -> bool:
+    """Whether ``table`` is the whole table of the blob ``hash`` of ``size`` bytes."""
+    count = segment_count(size)
+    if len(table) != count * DIGEST_SIZE:
+        return False
+    if count <= 1:
+        return (table.hex() if count else EMPTY_HASH) == hash
+    return root_of(table).hex() == hash
 
 
 def segment_span(offset: int, end: int, size: int) -> tuple[int, int]:
@@ -52,12 +75,16 @@ def segment_span(offset: int, end: int, size: int) -> tuple[int, int]:
     return first * SEGMENT_SIZE, min(size, last * SEGMENT_SIZE)
 
 
-def bad_segment(data: bytes | memoryview, start: int, table: bytes) -> int | None:
-    """Index of the first segment of ``data`` (read from segment-aligned ``start``)
-    whose digest differs from ``table`` (the whole blob's), else None."""
+def bad_segment(data: bytes | memoryview, first: int, expected: bytes, size: int) -> int | None:
+    """Index of the first segment of ``data`` (segments ``first``… of a blob of ``size``
+    bytes, read whole) whose entry differs from ``expected`` (the table's entries for
+    exactly those segments), else None."""
     view = memoryview(data)
-    for pos in range(0, len(view), SEGMENT_SIZE):
-        index = (start + pos) // SEGMENT_SIZE
-        if blake3(view[pos : pos + SEGMENT_SIZE]).digest() != table[index * DIGEST_SIZE : (index + 1) * DIGEST_SIZE]:
-            return index
+    if segment_count(size) == 1:
+        got = blake3(view).digest()
+    else:
+        got = segment_cvs(view, first)
+    for pos in range(0, max(len(got), len(expected)), DIGEST_SIZE):
+        if got[pos : pos + DIGEST_SIZE] != expected[pos : pos + DIGEST_SIZE]:
+            return first + pos // DIGEST_SIZE
     return None

@@ -6,7 +6,8 @@ import pytest
 from blake3 import blake3
 
 from aspen.errors import AspenError, ErrorCode
-from aspen.storage.segments import SEGMENT_SIZE
+from aspen.storage.segments import SEGMENT_SIZE, table_matches
+from aspen.storage.tree_hash import segment_cvs
 from tests.blobs.conftest import pseudo_random
 
 
@@ -86,7 +87,21 @@ async def test_damaged_segment_table_is_rebuilt_not_reported(store, backend):
     await backend.write_table(store, h, b"\0" * 96)
     assert await store.get_bytes(h, offset=SEGMENT_SIZE, length=10) == data[SEGMENT_SIZE : SEGMENT_SIZE + 10]
     table = await backend.read_table(store, h)
-    assert table[32:64] == blake3(data[SEGMENT_SIZE : 2 * SEGMENT_SIZE]).digest()
+    assert table[32:64] == segment_cvs(data[SEGMENT_SIZE : 2 * SEGMENT_SIZE], 1)
+    assert table_matches(table, h, len(data))
+    assert await store.get_bytes(h) == data
+
+
+async def test_table_of_standalone_segment_hashes_is_replaced_on_read(store, backend):
+    """Tables written before entries were chaining values (each segment hashed on its own)
+    fail the check against the address; the first read re-hashes and stores the new table."""
+    data = pseudo_random(3 * SEGMENT_SIZE + 17)
+    h = (await store.add_bytes(data)).hash
+    old = b"".join(blake3(data[i : i + SEGMENT_SIZE]).digest() for i in range(0, len(data), SEGMENT_SIZE))
+    await backend.write_table(store, h, old)
+    assert not table_matches(old, h, len(data))
+    assert await store.get_bytes(h, offset=SEGMENT_SIZE + 3, length=5) == data[SEGMENT_SIZE + 3 : SEGMENT_SIZE + 8]
+    assert await backend.read_table(store, h) == segment_cvs(data, 0)
     assert await store.get_bytes(h) == data
 
 
