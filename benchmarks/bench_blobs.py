@@ -2,9 +2,10 @@
 
 Baseline ("raw"): the least any correct store must do — write the bytes to a
 file while hashing them with BLAKE3, fsync; read them back while hashing.
-Aspen: ``LocalBlobStore.add_stream`` / ``get_stream`` (plus per-segment
-hashes, rename, directory fsync, SQLite row; verified reads) and a 4 KiB
-range read (verifies one 256 KiB segment).
+Aspen: ``LocalBlobStore.add_stream`` / ``get_stream`` (plus the segment
+table of chaining values, rename, directory fsync, SQLite row; reads verified
+against the table, the table against the address) and a 4 KiB range read
+(verifies one 256 KiB segment).
 
 S3 column (``--backends s3``): a SeaweedFS started here; baseline ("raw
 aiobotocore"): the chosen client library putting the same 1 MiB chunks as a
