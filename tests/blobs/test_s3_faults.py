@@ -158,9 +158,12 @@ SLOW_WRITER = textwrap.dedent(
     """
     import asyncio, sys
     from blake3 import blake3
+    from aspen.storage import s3_running
     from aspen.storage.s3_blobs import S3BlobStore
     from aspen.storage.s3_settings import settings_from_url
     from aspen.storage.sqlite import SqliteKeyValueStore
+
+    s3_running.LEASE_TTL = 2  # the killed writer's registration expires soon after it
 
     async def main(url, kv_path):
         kv = await SqliteKeyValueStore.open(kv_path)
