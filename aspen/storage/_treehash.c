@@ -40,65 +40,104 @@ static unsigned popcount64(uint64_t x) {
   return n;
 }
 
-/* Non-root chaining value of segment ``index`` (``len`` bytes, 1..SEGMENT_LEN).
- * The hasher is set up as if the segments before it had been hashed: its chunk
- * counter at their end and one placeholder on the CV stack for each complete
- * subtree they would have left there (popcount of the segment count, segments
- * being 2^8 chunks), so its lazy merging sees the stack depth it expects; the
- * placeholders are never merged, since nothing is fed past this segment. */
-static void segment_cv(const uint8_t *data, size_t len, uint64_t index, uint8_t out[32]) {
-  blake3_hasher h;
-  blake3_hasher_init(&h);
+/* Start ``h`` on segment ``index`` as if the segments before it had been hashed:
+ * its chunk counter at their end and one placeholder on the CV stack for each
+ * complete subtree they would have left there (popcount of the segment count,
+ * segments being 2^8 chunks), so its lazy merging sees the stack depth it
+ * expects; the placeholders are never merged, since nothing is fed past this
+ * segment. Returns that depth, for segment_finish. */
+static unsigned segment_begin(blake3_hasher *h, uint64_t index) {
+  blake3_hasher_init(h);
   unsigned base = popcount64(index);
-  h.chunk.chunk_counter = index * SEGMENT_CHUNKS;
-  memset(h.cv_stack, 0, (size_t)base * BLAKE3_OUT_LEN);
-  h.cv_stack_len = (uint8_t)base;
-  blake3_hasher_update(&h, data, len);
+  h->chunk.chunk_counter = index * SEGMENT_CHUNKS;
+  memset(h->cv_stack, 0, (size_t)base * BLAKE3_OUT_LEN);
+  h->cv_stack_len = (uint8_t)base;
+  return base;
+}
 
+/* The non-root chaining value of the segment fed to ``h`` (1..SEGMENT_LEN bytes). */
+static void segment_finish(blake3_hasher *h, unsigned base, uint8_t out[32]) {
   uint8_t cv[32];
   unsigned remaining;
-  if (h.chunk.buf_len > 0 || h.chunk.blocks_compressed > 0) {
+  if (h->chunk.buf_len > 0 || h->chunk.blocks_compressed > 0) {
     uint32_t words[8];
-    memcpy(words, h.chunk.cv, sizeof words);
-    uint8_t flags = h.chunk.flags | CHUNK_END | (h.chunk.blocks_compressed == 0 ? CHUNK_START : 0);
-    blake3_compress_in_place(words, h.chunk.buf, h.chunk.buf_len, h.chunk.chunk_counter, flags);
+    memcpy(words, h->chunk.cv, sizeof words);
+    uint8_t flags = h->chunk.flags | CHUNK_END | (h->chunk.blocks_compressed == 0 ? CHUNK_START : 0);
+    blake3_compress_in_place(words, h->chunk.buf, h->chunk.buf_len, h->chunk.chunk_counter, flags);
     store_words(cv, words);
-    remaining = h.cv_stack_len;
+    remaining = h->cv_stack_len;
   } else {
-    remaining = h.cv_stack_len - 2u;
-    parent_cv(&h.cv_stack[remaining * BLAKE3_OUT_LEN], 0, cv);
+    remaining = h->cv_stack_len - 2u;
+    parent_cv(&h->cv_stack[remaining * BLAKE3_OUT_LEN], 0, cv);
   }
   while (remaining > base) {
     uint8_t block[64];
     remaining--;
-    memcpy(block, &h.cv_stack[remaining * BLAKE3_OUT_LEN], 32);
+    memcpy(block, &h->cv_stack[remaining * BLAKE3_OUT_LEN], 32);
     memcpy(block + 32, cv, 32);
     parent_cv(block, 0, cv);
   }
   memcpy(out, cv, 32);
 }
 
+/* The chaining values of the segments in the concatenation of ``pieces``
+ * (segments may span pieces), the first being segment ``first``. */
+static void hash_pieces(const Py_buffer *pieces, Py_ssize_t n, uint64_t first, uint8_t *dst) {
+  blake3_hasher h;
+  unsigned base = 0;
+  size_t filled = 0;
+  uint64_t done = 0;
+  for (Py_ssize_t i = 0; i < n; i++) {
+    const uint8_t *src = pieces[i].buf;
+    size_t left = (size_t)pieces[i].len;
+    while (left > 0) {
+      if (filled == 0) base = segment_begin(&h, first + done);
+      size_t take = left < SEGMENT_LEN - filled ? left : SEGMENT_LEN - filled;
+      blake3_hasher_update(&h, src, take);
+      src += take;
+      left -= take;
+      filled += take;
+      if (filled == SEGMENT_LEN) {
+        segment_finish(&h, base, dst + 32 * done++);
+        filled = 0;
+      }
+    }
+  }
+  if (filled > 0) segment_finish(&h, base, dst + 32 * done);
+}
+
 static PyObject *segment_cvs(PyObject *self, PyObject *args) {
-  Py_buffer data;
+  PyObject *data, *seq;
   unsigned long long first;
-  if (!PyArg_ParseTuple(args, "y*K", &data, &first)) return NULL;
-  Py_ssize_t count = (data.len + SEGMENT_LEN - 1) / SEGMENT_LEN;
-  PyObject *out = PyBytes_FromStringAndSize(NULL, count * 32);
-  if (out == NULL) {
-    PyBuffer_Release(&data);
-    return NULL;
+  if (!PyArg_ParseTuple(args, "OK", &data, &first)) return NULL;
+  int single = PyObject_CheckBuffer(data);
+  if (single) {
+    seq = PyTuple_Pack(1, data);
+  } else {
+    seq = PySequence_Fast(data, "segment_cvs takes a buffer or a sequence of buffers");
   }
+  if (seq == NULL) return NULL;
+  Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), got = 0, total = 0;
+  Py_buffer *pieces = PyMem_Calloc(n ? (size_t)n : 1, sizeof(Py_buffer));
+  PyObject *out = NULL;
+  if (pieces == NULL) {
+    PyErr_NoMemory();
+    goto done;
+  }
+  for (; got < n; got++) {
+    if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, got), &pieces[got], PyBUF_C_CONTIGUOUS) < 0) goto done;
+    total += pieces[got].len;
+  }
+  out = PyBytes_FromStringAndSize(NULL, (total + SEGMENT_LEN - 1) / SEGMENT_LEN * 32);
+  if (out == NULL) goto done;
   uint8_t *dst = (uint8_t *)PyBytes_AS_STRING(out);
-  const uint8_t *src = data.buf;
-  Py_ssize_t total = data.len;
   Py_BEGIN_ALLOW_THREADS
-  for (Py_ssize_t i = 0; i < count; i++) {
-    Py_ssize_t pos = i * SEGMENT_LEN;
-    Py_ssize_t len = total - pos < SEGMENT_LEN ? total - pos : SEGMENT_LEN;
-    segment_cv(src + pos, (size_t)len, first + (uint64_t)i, dst + 32 * i);
-  }
+  hash_pieces(pieces, n, (uint64_t)first, dst);
   Py_END_ALLOW_THREADS
-  PyBuffer_Release(&data);
+done:
+  for (Py_ssize_t i = 0; i < got; i++) PyBuffer_Release(&pieces[i]);
+  PyMem_Free(pieces);
+  Py_DECREF(seq);
   return out;
 }
 
@@ -133,7 +172,8 @@ static PyObject *root_of(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"segment_cvs", segment_cvs, METH_VARARGS,
-     "segment_cvs(data, first_index) -> the chaining values of data's 256 KiB segments, 32 bytes each"},
+     "segment_cvs(data, first_index) -> the chaining values of the 256 KiB segments of data (a buffer, or a "
+     "sequence of buffers taken as their concatenation), 32 bytes each"},
     {"root_of", root_of, METH_VARARGS, "root_of(table) -> the 32-byte root hash over two or more chaining values"},
     {NULL, NULL, 0, NULL},
 };

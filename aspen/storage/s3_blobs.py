@@ -233,7 +233,9 @@ class S3BlobStore:
             return
         data = self.cache.get(h)
         if data is None and self.cache.fits(size):
-            data = b"".join([b async for _, b in verified(self, cur, table, 0, size, SEGMENT_SIZE * 16)])
+            data = b"".join(
+                [piece async for _, block in verified(self, cur, table, 0, size, SEGMENT_SIZE * 4) for piece in block]
+            )
             self.cache.put(h, data)
         if data is not None:
             for i in range(offset, end, chunk_size):
@@ -244,9 +246,11 @@ class S3BlobStore:
         start, stop = segment_span(offset, end, size)
         step = max(SEGMENT_SIZE, chunk_size - chunk_size % SEGMENT_SIZE)
         async for at, block in verified(self, cur, table, start, stop, step):
-            lo, hi = max(offset - at, 0), min(end - at, len(block))
-            for i in range(lo, hi, chunk_size):
-                yield block[i : min(i + chunk_size, hi)]
+            for piece in block:  # body chunks as received: cut to the range and chunk_size, never joined
+                lo, hi = max(offset - at, 0), min(end - at, len(piece))
+                for i in range(lo, hi, chunk_size):
+                    yield piece[i : min(i + chunk_size, hi)]
+                at += len(piece)
 
     # --- metadata ----------------------------------------------------------
 

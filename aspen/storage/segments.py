@@ -13,9 +13,15 @@ store the new table, the same repair as for a damaged one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 from blake3 import blake3
 
 from aspen.storage.tree_hash import root_of, segment_cvs
+
+if TYPE_CHECKING:
+    from aspen.storage.tree_hash_py import Buffer
 
 SEGMENT_SIZE = 256 * 1024
 DIGEST_SIZE = 32
@@ -75,15 +81,18 @@ def segment_span(offset: int, end: int, size: int) -> tuple[int, int]:
     return first * SEGMENT_SIZE, min(size, last * SEGMENT_SIZE)
 
 
-def bad_segment(data: bytes | memoryview, first: int, expected: bytes, size: int) -> int | None:
+def bad_segment(data: Buffer | Sequence[Buffer], first: int, expected: bytes, size: int) -> int | None:
     """Index of the first segment of ``data`` (segments ``first``… of a blob of ``size``
-    bytes, read whole) whose entry differs from ``expected`` (the table's entries for
-    exactly those segments), else None."""
-    view = memoryview(data)
+    bytes, read whole; a buffer or a sequence of buffers taken as their concatenation)
+    whose entry differs from ``expected`` (the table's entries for exactly those
+    segments), else None."""
     if segment_count(size) == 1:
-        got = blake3(view).digest()
+        hasher = blake3()
+        for piece in [data] if isinstance(data, (bytes, bytearray, memoryview)) else data:
+            hasher.update(piece)
+        got = hasher.digest()
     else:
-        got = segment_cvs(view, first)
+        got = segment_cvs(data, first)
     for pos in range(0, max(len(got), len(expected)), DIGEST_SIZE):
         if got[pos : pos + DIGEST_SIZE] != expected[pos : pos + DIGEST_SIZE]:
             return first + pos // DIGEST_SIZE

@@ -10,8 +10,11 @@ blobs are hashed by the ``blake3`` package either way."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
+Buffer = bytes | bytearray | memoryview
 IV = np.array(
     [0x6A09E667, 0xBB67AE85, 0x3C6EF372, 0xA54FF53A, 0x510E527F, 0x9B05688C, 0x1F83D9AB, 0x5BE0CD19], np.uint32
 )
@@ -117,7 +120,11 @@ def _bytes(cvs: np.ndarray) -> bytes:
     return cvs.T.astype("<u4").tobytes()
 
 
-def segment_cvs(data: bytes | bytearray | memoryview, first_index: int) -> bytes:
+def segment_cvs(data: Buffer | Sequence[Buffer], first_index: int) -> bytes:
+    """Chaining values of the 256 KiB segments of ``data``: a buffer, or a sequence of
+    buffers taken as their concatenation (joined here; the native module reads them in place)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        data = b"".join(data)
     view = memoryview(data).cast("B")
     segment = SEGMENT_CHUNKS * CHUNK_LEN
     whole = len(view) // segment * segment

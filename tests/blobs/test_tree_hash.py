@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import glob
+import itertools
 
 import pytest
 from blake3 import blake3
@@ -87,6 +88,39 @@ def test_bad_segment_names_the_first_damaged_segment():
     assert bad_segment(data[S:], 1, table[32:], len(data)) == 2
     assert bad_segment(data[: 2 * S], 0, table[:64], len(data)) is None
     assert bad_segment(data[3 * S :], 3, table[64:96], len(data)) == 3  # an entry of another segment
+
+
+def _cut(data: bytes, at: list[int]) -> list[bytes]:
+    edges = [0, *at, len(data)]
+    return [data[a:b] for a, b in itertools.pairwise(edges)]
+
+
+@pytest.mark.parametrize("module", [tree_hash, tree_hash_py])
+@pytest.mark.parametrize("size", [0, 1, S, 3 * S + 1025, 4 * S])
+def test_pieces_hash_as_their_concatenation_wherever_they_are_cut(module, size):
+    """A read hands its body chunks over unjoined; segments straddle them anywhere."""
+    data = pseudo_random(size)
+    whole = tree_hash.segment_cvs(data, 3)
+    for at in ([], [0], [1], [S - 1, S, S + 1], list(range(100_003, size, 100_003)), [size // 2, size // 2]):
+        pieces = _cut(data, [a for a in at if a <= size])
+        assert module.segment_cvs(pieces, 3) == whole, at
+        assert module.segment_cvs(tuple(map(memoryview, pieces)), 3) == whole, at
+
+
+@pytest.mark.parametrize("module", [tree_hash, tree_hash_py])
+@pytest.mark.parametrize("junk", [5, None, [b"ok", 7], [b"ok", "text"]])
+def test_segment_cvs_refuses_what_is_not_bytes(module, junk):
+    with pytest.raises(TypeError):
+        module.segment_cvs(junk, 0)
+
+
+@pytest.mark.parametrize("size", [S, 4 * S])  # one segment (its entry is the root hash), and several
+def test_bad_segment_takes_pieces_too(size):
+    data = bytearray(pseudo_random(size))
+    _, table = _hashed(bytes(data))
+    assert bad_segment(_cut(bytes(data), [7, S // 2 + 1]), 0, table, size) is None
+    data[S - 1] ^= 1
+    assert bad_segment(_cut(bytes(data), [7, S // 2 + 1]), 0, table, size) == 0
 
 
 def _hashed(data: bytes) -> tuple[str, bytes]:
