@@ -58,7 +58,9 @@ class VerifiedReads:
         finally:
             await asyncio.to_thread(blob.file.close)
 
-    def _open(self, h: str, offset: int, length: int | None) -> OpenBlob:
+    def _open(self, h: str, offset: int, length: int | None, *, check_table: bool = True) -> OpenBlob:
+        """The open file and its record; the table checked against the address (re-hashed
+        or quarantined when it fails) unless the caller re-hashes the file anyway."""
         with self._read_txn() as db:
             row = db.execute("SELECT size, segments FROM blobs WHERE hash = ?", (h,)).fetchone()
             if row is None:
@@ -81,7 +83,7 @@ class VerifiedReads:
         try:
             if os.fstat(f.fileno()).st_size != size:
                 self._corrupt(blob, "file size differs from the recorded size")
-            if not table_matches(table, h, size):
+            if check_table and not table_matches(table, h, size):
                 self._recheck(blob)
         except BaseException:
             f.close()
@@ -151,9 +153,9 @@ class VerifiedReads:
 
     def _verify(self, h: str) -> bool:
         try:
-            blob = self._open(h, 0, None)
+            blob = self._open(h, 0, None, check_table=False)
             try:
-                self._recheck(blob)
+                self._recheck(blob)  # one pass: it rebuilds a table that fails, too
             finally:
                 blob.file.close()
         except AspenError as exc:

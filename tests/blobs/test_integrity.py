@@ -6,7 +6,7 @@ import pytest
 from blake3 import blake3
 
 from aspen.errors import AspenError, ErrorCode
-from aspen.storage.segments import SEGMENT_SIZE, table_matches
+from aspen.storage.segments import SEGMENT_SIZE, SegmentHasher, table_matches
 from aspen.storage.tree_hash import segment_cvs
 from tests.blobs.conftest import pseudo_random
 
@@ -103,6 +103,18 @@ async def test_table_of_standalone_segment_hashes_is_replaced_on_read(store, bac
     assert await store.get_bytes(h, offset=SEGMENT_SIZE + 3, length=5) == data[SEGMENT_SIZE + 3 : SEGMENT_SIZE + 8]
     assert await backend.read_table(store, h) == segment_cvs(data, 0)
     assert await store.get_bytes(h) == data
+
+
+async def test_verify_rebuilds_a_stale_table_in_one_pass(store, backend, monkeypatch):
+    data = pseudo_random(3 * SEGMENT_SIZE + 17)
+    h = (await store.add_bytes(data)).hash
+    await backend.write_table(store, h, b"\0" * 128)
+    passes = []
+    finish = SegmentHasher.finish
+    monkeypatch.setattr(SegmentHasher, "finish", lambda self: passes.append(self.size) or finish(self))
+    assert await store.verify(h) is True
+    assert passes == [len(data)]  # the whole blob hashed once, not once to rebuild and once to verify
+    assert await backend.read_table(store, h) == segment_cvs(data, 0)
 
 
 async def test_good_copy_after_quarantine_is_served(store, backend):
