@@ -9,6 +9,13 @@ that cannot renew (its lease expired during a pause, storage unreachable for
 two thirds of the TTL) cancels its work and stands again. Between a leader's
 last renewal and its lease's expiry two nodes may briefly both run: duties
 are at-least-once and keep their progress in the store.
+
+A node that restarts (same ``node_id``) first drops the candidacies its
+previous process left: that process is gone, so waiting out their TTL would
+only leave the duty undone for that long. A node id is generated once and
+kept in the data directory (or set in the config); two live processes with
+one id would take the duty from each other this way once, at start, then
+elect as usual.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aspen.coordination.election import Elections, Leader
-from aspen.coordination.space import MAX_WAIT_SECONDS
+from aspen.coordination.space import MAX_WAIT_SECONDS, decode_holder, revoke_quietly
 from aspen.errors import AspenError, ErrorCode
 from aspen.storage.protocol import KeyValueStore
 
@@ -64,7 +71,17 @@ class ClusterDuty:
                 await self._task
             self._task = None
 
+    async def _drop_previous_candidacies(self) -> None:
+        for kv in await self._elections.candidates(self.name):
+            if kv.lease and decode_holder(kv.value).owner == self.node_id:
+                log.info("duty %s: dropping candidacy %d of this node's previous process", self.name, kv.lease)
+                await revoke_quietly(self._elections.kv, kv.lease)
+
     async def _run(self) -> None:
+        try:
+            await self._drop_previous_candidacies()
+        except AspenError as exc:  # storage unreachable: they expire within their TTL anyway
+            log.warning("duty %s: cannot look for previous candidacies: %s", self.name, exc)
         while True:
             try:
                 leader = await self._elections.campaign(

@@ -69,6 +69,10 @@ class Elections:
         page = await self.kv.scan(self.prefix(name), limit=MAX_CANDIDATES + 1)
         return sorted(page.entries, key=lambda kv: kv.create_revision), page.revision
 
+    async def candidates(self, name: str) -> list[KeyValue]:
+        """Every candidacy for ``name``, oldest (the leader) first."""
+        return (await self._candidates(name))[0]
+
     async def leader(self, name: str) -> Leader | None:
         found, _ = await self._candidates(name)
         return self._leader(name, found[0]) if found else None

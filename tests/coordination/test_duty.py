@@ -70,3 +70,26 @@ async def test_a_vanished_leader_is_replaced_within_its_ttl(any_kv) -> None:
         assert b.leader.lease_id != dead.lease_id and b.leader.token > dead.token
     finally:
         await b.stop()
+
+
+async def test_a_restarted_node_drops_its_previous_candidacy_at_once(any_kv) -> None:
+    """A node that crashed left a candidacy with a long TTL; its next process (same
+    node id) leads at once, while another node's candidacy is waited for."""
+    elections = Elections(any_kv, space=DUTY_SPACE)
+    before_crash = await elections.campaign("timers", owner="n1", candidate="n1", ttl=60)  # never renewed
+    other = await elections.campaign("hooks", owner="n2", candidate="n2", ttl=60)
+    timers = ClusterDuty(any_kv, "timers", "n1", asyncio.Event().wait, ttl=60)
+    hooks = ClusterDuty(any_kv, "hooks", "n1", asyncio.Event().wait, ttl=60)
+    timers.start()
+    hooks.start()
+    try:
+        await _until(lambda: timers.leading, timeout=5)  # not the 60 s the old lease has left
+        assert timers.leader.token > before_crash.token
+        assert [kv.lease for kv in await elections.candidates("timers")] == [timers.leader.lease_id]
+        assert not hooks.leading  # n2's candidacy is another node's: it stays
+        assert (await elections.leader("hooks")).lease_id == other.lease_id
+        await elections.resign("hooks", other.lease_id)
+        await _until(lambda: hooks.leading, timeout=5)
+    finally:
+        await timers.stop()
+        await hooks.stop()
