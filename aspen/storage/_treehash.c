@@ -110,12 +110,8 @@ static PyObject *segment_cvs(PyObject *self, PyObject *args) {
   PyObject *data, *seq;
   unsigned long long first;
   if (!PyArg_ParseTuple(args, "OK", &data, &first)) return NULL;
-  int single = PyObject_CheckBuffer(data);
-  if (single) {
-    seq = PyTuple_Pack(1, data);
-  } else {
-    seq = PySequence_Fast(data, "segment_cvs takes a buffer or a sequence of buffers");
-  }
+  seq = PyObject_CheckBuffer(data) ? PyTuple_Pack(1, data)
+                                   : PySequence_Fast(data, "segment_cvs takes a buffer or a sequence of buffers");
   if (seq == NULL) return NULL;
   Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), got = 0, total = 0;
   Py_buffer *pieces = PyMem_Calloc(n ? (size_t)n : 1, sizeof(Py_buffer));

@@ -123,7 +123,7 @@ def _bytes(cvs: np.ndarray) -> bytes:
 def segment_cvs(data: Buffer | Sequence[Buffer], first_index: int) -> bytes:
     """Chaining values of the 256 KiB segments of ``data``: a buffer, or a sequence of
     buffers taken as their concatenation (joined here; the native module reads them in place)."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
+    if not isinstance(data, Buffer):
         data = b"".join(data)
     view = memoryview(data).cast("B")
     segment = SEGMENT_CHUNKS * CHUNK_LEN
