@@ -10,6 +10,7 @@ import httpx
 
 from aspen.errors import AspenError, ErrorCode
 from aspen.node.config import load_config
+from aspen.node.metrics import BUCKETS, RpcMetrics
 from aspen.node.server import open_node
 from aspen.rpc.handler import Request, RequestContext, Response
 from tests.node.admin_token import auth_headers, envelope
@@ -46,3 +47,18 @@ async def test_codes_outside_the_catalogue_count_as_other(tmp_path):
     assert series == {"OTHER": "50.0", "PLUGIN_TRAP": "1.0"}
     outcomes = set(re.findall(r'aspen_rpc_requests_total\{outcome="([^"]+)"', text))
     assert outcomes <= {"ok", "disconnected", "OTHER", *ErrorCode}
+
+
+def test_latency_buckets_are_cumulative_and_a_bound_is_inclusive():
+    metrics = RpcMetrics()
+    for seconds in (0.0001, 0.001, 0.0011, 3.0, 60.0):  # 0.001 sits on a bound: le="0.001" counts it
+        metrics.observe("Ping", "ok", seconds)
+    text = metrics.render().decode()
+    buckets = dict(re.findall(r'aspen_rpc_request_seconds_bucket\{le="([^"]+)",type="Ping"\} (\S+)', text))
+    assert buckets["0.0005"] == "1.0" and buckets["0.001"] == "2.0" and buckets["0.0025"] == "3.0"
+    assert buckets["2.5"] == "3.0" and buckets["5.0"] == "4.0" and buckets["10.0"] == "4.0" and buckets["+Inf"] == "5.0"
+    assert list(buckets) == [*map(str, BUCKETS), "+Inf"]
+    assert 'aspen_rpc_request_seconds_count{type="Ping"} 5.0' in text
+    total = float(re.search(r'aspen_rpc_request_seconds_sum\{type="Ping"\} (\S+)', text).group(1))
+    assert abs(total - 63.0022) < 1e-9
+    assert 'aspen_rpc_requests_total{outcome="ok",type="Ping"} 5.0' in text
