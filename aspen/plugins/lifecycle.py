@@ -110,6 +110,7 @@ class ManagedPlugin:
         self.public_types = handler.public_types
         self.priority = handler.priority
         self.app_id = handler.app_id
+        self.keeps_deadline = handler.keeps_deadline  # the runtime's timer, not a second one in the registry
         self.metrics = PluginMetrics()
 
     @property

@@ -15,6 +15,7 @@ import pytest
 from aspen import handoff
 from aspen.errors import AspenError
 from aspen.handoff import plain
+from aspen.plugins.lifecycle import ManagedPlugin
 from aspen.plugins.manifest import PluginLimits
 from aspen.rpc.handler import Request, RequestContext
 from aspen.rpc.registry import HandlerRegistry
@@ -99,6 +100,16 @@ async def test_the_request_deadline_holds_without_the_registry_timer(load):
     reply = await registry.dispatch(Request("Spin", {}), RequestContext(deadline=time.monotonic() + 0.3))
     assert reply.type == "Error" and reply.body["code"] == "TIMEOUT"
     assert time.monotonic() - start < 2.0
+
+
+async def test_a_served_plugin_is_timed_by_its_runtime_alone(load):
+    """What the reconciler registers (ManagedPlugin) keeps the handler's own
+    deadline: the registry sets no second timer, and TIMEOUT is the runtime's."""
+    faults = ManagedPlugin(await load("hostile/faults", limits=PluginLimits(timeout_ms=2000)), 1)
+    registry = HandlerRegistry([faults])
+    assert registry.snapshot().untimed["Spin"] is faults
+    reply = await registry.dispatch(Request("Spin", {}), RequestContext(deadline=time.monotonic() + 0.3))
+    assert reply.body["code"] == "TIMEOUT" and "plugin 'faults' handle_request" in reply.body["message"]
 
 
 def test_extism_helper_threads_never_preempt_a_guest(built):
