@@ -54,6 +54,7 @@ class ErrorCode(StrEnum):
     ORIGIN_NOT_ALLOWED = "ORIGIN_NOT_ALLOWED"  # a browser Origin not in [node] allowed_origins
     UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"  # /v1/rpc takes only JSON or msgpack
     TLS_VERIFY_FAILED = "TLS_VERIFY_FAILED"  # the node's certificate did not verify (see --cacert)
+    LISTEN_ADDRESS_IN_USE = "LISTEN_ADDRESS_IN_USE"  # node start: something else serves on listen/metrics_listen
     TIMEOUT = "TIMEOUT"
     UNAVAILABLE = "UNAVAILABLE"
     SHUTTING_DOWN = "SHUTTING_DOWN"

@@ -1,5 +1,5 @@
 """bench_http: the node over HTTP under wrk, against bare Starlette servers
-on the same HTTP stack (same uvicorn settings, protocol and event loop),
+on the same HTTP stack (the node's own serving code and event loop),
 measured in the same run.
 
 - Echo goes through the echo plugin (POST /v1/rpc → registry → WASM); its
@@ -15,6 +15,9 @@ measured in the same run.
   lets it find httptools): goal node ≥ 2× it on Ping and Echo.
 - ``--variant NAME=VAR=VALUE[,VAR=VALUE…]`` adds a node started with those
   environment variables (e.g. ``plain=ASPEN_HANDOFF=python``).
+- ``--node-args NAME=ARGS`` adds a node started with those arguments (e.g.
+  ``uvicorn=--http-server uvicorn``: the node on the other server, its
+  baselines staying on ``--http-server``, auto by default).
 - ``--contention`` keeps a CPU-bound process running beside everything.
 
 Node requests carry the admin token (bench_rpc measures an attenuated one).
@@ -51,12 +54,12 @@ from http_load import (
     wrk,
 )
 
-from aspen.node.event_loop import LOOP_FACTORY, new_event_loop
-from aspen.node.server import HTTP_PROTOCOL
+from aspen.node.config import load_config
+from aspen.node.event_loop import new_event_loop
+from aspen.node.http_server import HTTP_PROTOCOL, server_kind
 from aspen.plugins.build import build_all
 from aspen.plugins.manifest import NodePluginLimits
 
-SETTINGS = {"log_level": "warning", "access_log": False, "lifespan": "off", "http": HTTP_PROTOCOL, "loop": LOOP_FACTORY}
 REQUESTS = {
     "Ping": b'{"type":"Ping","body":{}}',
     "ReadKey": b'{"type":"ReadKey","body":{"key":"bench/key"}}',
@@ -67,7 +70,10 @@ BASELINE = textwrap.dedent(
     """
     import asyncio, sys, threading
     from concurrent.futures import ThreadPoolExecutor
-    import extism, uvicorn
+    import extism
+    from aspen.node.config import load_config
+    from aspen.node.event_loop import run
+    from aspen.node.http_server import serve_apps
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.requests import Request
@@ -99,7 +105,8 @@ BASELINE = textwrap.dedent(
         return Response(out, media_type="application/json")
 
     app = Starlette(routes=[Route("/v1/rpc", rpc, methods=["POST"])])
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), **{settings!r})
+    config = load_config(listen=f"127.0.0.1:{{sys.argv[1]}}", http_server={server!r}, log_level="warning")
+    run(serve_apps(config, app, None, asyncio.Event()))  # the node's own serving code and loop
     """
 )
 
@@ -140,6 +147,9 @@ def main() -> None:
     ap.add_argument("--before", help="also run the node of this commit")
     ap.add_argument("--before-http", choices=("h11", "auto"), default="h11")
     ap.add_argument("--variant", action="append", default=[], help="NAME=VAR=VALUE[,VAR=VALUE…]: another node")
+    ap.add_argument("--node-args", action="append", default=[], help="NAME=ARGS: another node, started with ARGS")
+    ap.add_argument("--http-server", default="auto", choices=("auto", "granian", "uvicorn"),
+                    help="the nodes' and the bare servers' stack")  # fmt: skip
     ap.add_argument("--contention", action="store_true", help="a CPU-bound process runs beside everything")
     args = ap.parse_args()
     require_wrk()
@@ -150,9 +160,14 @@ def main() -> None:
     tree = None
     targets: list[tuple[str, str, str | None]] = []  # (name, url, token)
     try:
-        for name, env in [("node", {}), *map(parse_variant, args.variant)]:
+        server = server_kind(load_config(http_server=args.http_server))
+        nodes = [("node", {}, ()), *((*parse_variant(v), ()) for v in args.variant)]
+        nodes += [(name, {}, tuple(argv.split())) for name, _, argv in (a.partition("=") for a in args.node_args)]
+        for name, env, argv in nodes:
             port = free_port()
-            proc = start_node(work / name, port, "--allow-unsigned-plugins", env={**os.environ, **env})
+            proc = start_node(
+                work / name, port, "--allow-unsigned-plugins", "--http-server", server, *argv, env={**os.environ, **env}
+            )
             procs.append(proc)
             url = f"http://127.0.0.1:{port}"
             wait_up(url, proc)
@@ -165,7 +180,7 @@ def main() -> None:
         script = work / "baseline.py"
         script.write_text(BASELINE.format(
             answers=answers, wasm=str(REPO / "plugins" / "echo" / "plugin.wasm"),
-            workers=NodePluginLimits().concurrency, settings=SETTINGS,
+            workers=NodePluginLimits().concurrency, server=server,
         ))  # fmt: skip
         for pool in ("anyio", "executor"):
             port = free_port()
@@ -219,7 +234,8 @@ GOALS = {("Echo", "baseline"): 1.5, ("Ping", "baseline"): 1.0, ("ReadKey", "base
 
 def report(args, requests, targets, per_round, loads) -> None:
     print(f"bench_http: wrk -t1 -c{args.connections} -d{args.duration}s, {args.rounds} alternating rounds, "
-          f"http={HTTP_PROTOCOL} loop={new_event_loop.__module__}, {os.cpu_count()} cores"
+          f"server={server_kind(load_config(http_server=args.http_server))} (uvicorn's http={HTTP_PROTOCOL}) "
+          f"loop={new_event_loop.__module__}, {os.cpu_count()} cores"
           f"{', a CPU-bound process beside' if args.contention else ''}; load average before/after each round: "
           f"{' | '.join(loads)}")  # fmt: skip
     print(

@@ -1,6 +1,6 @@
 """bench_rpc: Ping and ReadKey requests per second against one Aspen node,
 load from wrk, against a bare Starlette endpoint that returns the same JSON
-bytes under the same uvicorn settings, measured in the same run. Every
+bytes on the node's own HTTP server and loop, measured in the same run. Every
 request to the node carries a real attenuated token (Authorization: Bearer).
 
     .venv/bin/python benchmarks/bench_rpc.py [--connections 32] [--duration 10] [--rounds 2] [--before COMMIT]
@@ -35,21 +35,15 @@ from http_load import (
     wrk,
 )
 
-from aspen.node.event_loop import LOOP_FACTORY
-from aspen.node.server import HTTP_PROTOCOL
-
-# the node's uvicorn.Config too
-SERVER_SETTINGS = {
-    "log_level": "warning",
-    "access_log": False,
-    "lifespan": "off",
-    "http": HTTP_PROTOCOL,
-    "loop": LOOP_FACTORY,
-}
+from aspen.node.config import load_config
+from aspen.node.http_server import server_kind
 
 BASELINE = textwrap.dedent(
     """
-    import sys, uvicorn
+    import asyncio, sys
+    from aspen.node.config import load_config
+    from aspen.node.event_loop import run
+    from aspen.node.http_server import serve_apps
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
@@ -63,7 +57,8 @@ BASELINE = textwrap.dedent(
         return Response(answer, media_type="application/json")
 
     app = Starlette(routes=[Route("/v1/rpc", rpc, methods=["POST"])])
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), **{settings!r})
+    config = load_config(listen=f"127.0.0.1:{{sys.argv[1]}}", log_level="warning")
+    run(serve_apps(config, app, None, asyncio.Event()))  # the node's own serving code and loop
     """
 )
 
@@ -159,9 +154,7 @@ def main() -> None:
             for name, body in requests.items()
         }
         assert b'"Error"' not in answers["ReadKey"] and b'"Error"' not in answers["Ping"], answers
-        (work / "baseline.py").write_text(
-            BASELINE.format(pong=answers["Ping"], read=answers["ReadKey"], settings=SERVER_SETTINGS)
-        )
+        (work / "baseline.py").write_text(BASELINE.format(pong=answers["Ping"], read=answers["ReadKey"]))
         base = subprocess.Popen([sys.executable, str(work / "baseline.py"), str(base_port)])
         procs.append(base)
         wait_up(base_url, base)
@@ -200,7 +193,7 @@ def main() -> None:
                         best[(name, target)] = run
 
         print(f"bench_rpc: wrk -t1 -c{args.connections} -d{args.duration}s, {args.rounds} rounds, "
-              f"uvicorn {SERVER_SETTINGS}, {os.cpu_count()} cores shared by wrk and the server; "
+              f"server={server_kind(load_config())}, {os.cpu_count()} cores shared by wrk and the server; "
               f"node requests carry an attenuated token ({len(token)} chars)")  # fmt: skip
         print(f"{'request':<8} {'server':<9} {'best req/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
         for name in requests:

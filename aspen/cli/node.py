@@ -32,14 +32,18 @@ def start(
     allow_unsigned_plugins: Annotated[
         bool, typer.Option(help="Load plugins without a trusted signature (local development only).")
     ] = False,
+    http_server: Annotated[
+        str | None, typer.Option(help="auto (granian when installed), granian or uvicorn. Default auto.")
+    ] = None,
 ) -> None:
     """Start a node on the embedded default (SQLite + blob directory); SIGTERM drains and stops it."""
     from aspen.node.event_loop import run
     from aspen.node.server import serve  # the server stack loads only for this command
 
     cfg = load_config(
-        config, data_dir=data_dir, listen=listen, log_level=log_level, etcd=etcd.split(",") if etcd else None
-    )
+        config, data_dir=data_dir, listen=listen, log_level=log_level, etcd=etcd.split(",") if etcd else None,
+        http_server=http_server,
+    )  # fmt: skip
     if blob_store is not None:
         cfg.sections.setdefault("blobs", {}).update(backend="s3", url=blob_store)
     if allow_unsigned_plugins:

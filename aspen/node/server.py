@@ -1,16 +1,15 @@
 """The composition root: open the stores, build the registry from the
 ``aspen.handlers`` entry points, serve, and shut down in order.
 
-Shutdown on SIGTERM/SIGINT: uvicorn stops accepting and waits for in-flight
-requests (at most ``drain_seconds``); watch streams end because
-``services.stopping`` is set; then handlers stop and the stores close, so
-every acknowledged write is on disk.
+Shutdown on SIGTERM/SIGINT: the HTTP server (:mod:`aspen.node.http_server`)
+stops accepting and waits for in-flight requests (at most ``drain_seconds``);
+watch streams end because ``services.stopping`` is set; then handlers stop
+and the stores close, so every acknowledged write is on disk.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import ssl
@@ -18,16 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import uvicorn
-
 from aspen.auth.service import AuthService
 from aspen.cluster.blob_replication import ReplicatedBlobStore
 from aspen.errors import AspenError, ErrorCode
 from aspen.node.app import build_app, build_metrics_app
 from aspen.node.blob_backend import open_s3_blobs
 from aspen.node.blob_gc import BlobGc, blobs_config
-from aspen.node.config import NodeConfig, split_listen
+from aspen.node.config import NodeConfig
 from aspen.node.http_guard import HttpGuard
+from aspen.node.http_server import check_listen_free, serve_apps, server_kind
 from aspen.node.services import NodeServices
 from aspen.node.watches import WatchHub
 from aspen.rpc.handler import HANDLERS_ENTRY_POINT_GROUP
@@ -39,15 +37,6 @@ if TYPE_CHECKING:
     from aspen.storage.etcd_security import EtcdSecurity
 
 log = logging.getLogger(__name__)
-
-# httptools (C) when it is installed, which the dependency list sees to; h11 (pure Python)
-# otherwise. With it Ping and Echo serve about twice the requests/s of h11 (benchmarks/RESULTS.md).
-try:
-    import httptools  # noqa: F401
-
-    HTTP_PROTOCOL = "httptools"
-except ImportError:
-    HTTP_PROTOCOL = "h11"
 
 
 @dataclass
@@ -186,68 +175,16 @@ async def open_node(config: NodeConfig) -> Node:
     return Node(services, build_app(services), local_blobs, blob_gc)
 
 
-class _Server(uvicorn.Server):
-    """Tells the node it is stopping the moment the signal arrives, so long
-    streams (watches) end while uvicorn drains ordinary requests."""
-
-    def __init__(self, config: uvicorn.Config, stopping: asyncio.Event) -> None:
-        super().__init__(config)
-        self._stopping = stopping
-
-    def handle_exit(self, sig, frame) -> None:
-        self._stopping.set()
-        super().handle_exit(sig, frame)
-        # uvicorn re-raises captured signals when serve() returns, which would
-        # kill the process before the stores close; we exit 0 after closing.
-        self._captured_signals.clear()
-
-
-class _MetricsServer(uvicorn.Server):
-    """The ``metrics_listen`` listener: the main server owns the signals and
-    stops this one when it has drained."""
-
-    @contextlib.contextmanager
-    def capture_signals(self):
-        yield
-
-
 async def serve(config: NodeConfig) -> None:
     check_server_tls(config)
+    check_listen_free(config)
     node = await open_node(config)
-    server = _Server(
-        uvicorn.Config(
-            node.app,
-            host=config.host,
-            port=config.port,
-            log_level=config.log_level,
-            access_log=False,
-            lifespan="off",
-            http=HTTP_PROTOCOL,
-            proxy_headers=False,  # the peer address is the socket's: X-Forwarded-For must not pick a rate-limit bucket
-            timeout_graceful_shutdown=config.drain_seconds,
-            ssl_certfile=config.tls_cert,
-            ssl_keyfile=config.tls_key,
-        ),
-        node.services.stopping,
-    )
-    metrics = None
-    if config.metrics_listen is not None:
-        host, port = split_listen(config.metrics_listen)
-        app = build_metrics_app(node.services)
-        quiet = {"log_level": config.log_level, "access_log": False, "lifespan": "off", "http": HTTP_PROTOCOL}
-        metrics = _MetricsServer(uvicorn.Config(app, host=host, port=port, **quiet))
+    metrics_app = None if config.metrics_listen is None else build_metrics_app(node.services)
     try:
         log.info(
-            "aspen node %s serving on %s, data in %s", node.services.node_id, config.listen, node.services.data_dir
-        )
-        if metrics is None:
-            await server.serve()
-        else:
-            scraping = asyncio.ensure_future(metrics.serve())
-            try:
-                await server.serve()
-            finally:
-                metrics.should_exit = True
-                await scraping
+            "aspen node %s serving on %s (%s), data in %s",
+            node.services.node_id, config.listen, server_kind(config), node.services.data_dir,
+        )  # fmt: skip
+        await serve_apps(config, node.app, metrics_app, node.services.stopping)
     finally:
         await node.close()

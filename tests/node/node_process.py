@@ -17,6 +17,7 @@ import httpx
 from aspen.client.credentials import forget, remember
 
 ASPEN = str(Path(sys.executable).with_name("aspen"))
+HTTP_SERVERS = ("granian", "uvicorn")  # [node] http_server: the e2e tests of drain and shutdown run on both
 
 
 def free_port() -> int:

@@ -20,10 +20,11 @@ import time
 
 import blake3
 import httpx
+import pytest
 
 from aspen.node.config import load_config
 from aspen.node.server import open_node
-from tests.node.node_process import NodeProcess, admin_headers
+from tests.node.node_process import HTTP_SERVERS, NodeProcess, admin_headers
 
 CHUNK = b"d" * 65536
 
@@ -37,9 +38,10 @@ async def probe(url: str) -> int | str:
         return type(exc).__name__
 
 
-async def test_sigterm_drains_an_in_flight_upload_and_healthz_stops_answering_200(tmp_path):
+@pytest.mark.parametrize("server", HTTP_SERVERS)
+async def test_sigterm_drains_an_in_flight_upload_and_healthz_stops_answering_200(tmp_path, server):
     data = tmp_path / "data"
-    proc = NodeProcess(data).start()
+    proc = NodeProcess(data, "--http-server", server).start()
     started, release = asyncio.Event(), asyncio.Event()
 
     async def slow_body():

@@ -7,14 +7,16 @@ import asyncio
 import time
 
 import httpx
+import pytest
 
 from aspen import AspenError, Client
-from tests.node.node_process import NodeProcess
+from tests.node.node_process import HTTP_SERVERS, NodeProcess
 
 
-async def test_sigterm_under_load_loses_no_acknowledged_write(tmp_path):
+@pytest.mark.parametrize("server", HTTP_SERVERS)
+async def test_sigterm_under_load_loses_no_acknowledged_write(tmp_path, server):
     data = tmp_path / "data"
-    proc = NodeProcess(data).start()
+    proc = NodeProcess(data, "--http-server", server).start()
     acked: dict[str, bytes] = {}
     stop = asyncio.Event()
 
