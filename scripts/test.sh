@@ -2,8 +2,8 @@
 # The README's test command: set up a fresh machine, then run the suite.
 # With no arguments it first runs the plugin and event-loop tests once on the
 # plain hand-off (aspen/handoff/plain.py, as on a machine without a C compiler), the node
-# tests on uvicorn (the HTTP server without granian) and the blob tests on the segment
-# tree's twin (aspen/storage/tree_hash_py.py), then everything.
+# tests on granian (the other HTTP server) and the blob tests on the segment tree's twin
+# (aspen/storage/tree_hash_py.py), then everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -12,7 +12,7 @@ bash scripts/setup.sh
 if [ $# -eq 0 ]; then
     ASPEN_HANDOFF=python .venv/bin/python -m pytest -q -p no:cacheprovider \
         tests/plugins tests/node/test_event_loop.py
-    ASPEN_HTTP_SERVER=uvicorn .venv/bin/python -m pytest -q -p no:cacheprovider tests/node
+    ASPEN_HTTP_SERVER=granian .venv/bin/python -m pytest -q -p no:cacheprovider tests/node
     ASPEN_TREEHASH=python .venv/bin/python -m pytest -q -p no:cacheprovider \
         tests/blobs/test_tree_hash.py tests/blobs/test_integrity.py tests/blobs/test_add_get.py
 fi

@@ -33,7 +33,7 @@ def start(
         bool, typer.Option(help="Load plugins without a trusted signature (local development only).")
     ] = False,
     http_server: Annotated[
-        str | None, typer.Option(help="auto (granian when installed), granian or uvicorn. Default auto.")
+        str | None, typer.Option(help="uvicorn or granian. Default auto: $ASPEN_HTTP_SERVER, else uvicorn.")
     ] = None,
 ) -> None:
     """Start a node on the embedded default (SQLite + blob directory); SIGTERM drains and stops it."""

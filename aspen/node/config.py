@@ -27,7 +27,7 @@ class NodeConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_request_seconds: float = 30.0  # cap on any caller's deadline
     drain_seconds: float = 10.0  # how long SIGTERM waits for in-flight requests
     log_level: str = "info"
-    http_server: Literal["auto", "granian", "uvicorn"] = "auto"  # auto: granian when installed (aspen.node.http_server)
+    http_server: Literal["auto", "granian", "uvicorn"] = "auto"  # auto: ASPEN_HTTP_SERVER, else uvicorn
     metrics_listen: str | None = None  # HOST:PORT: serve /metrics there (only there) instead
     # browsers: Host names besides the node's own (listen, advertise_url, localhost,
     # 127.0.0.1, ::1; "*" turns the check off), and the Origins allowed to call it

@@ -1,13 +1,12 @@
 """The HTTP servers a node can run its ASGI apps on, behind one call.
 
-``[node] http_server``: ``granian`` (Rust: hyper and tokio), ``uvicorn``
-(httptools when installed, else h11, all Python), or ``auto`` — granian
-when it is installed, which the dependency list sees to, else uvicorn
-(``ASPEN_HTTP_SERVER`` overrides ``auto``).
-bench_http and bench_servers picked granian: the node served 1.5–1.7× the
-Echo requests/s on it (its socket I/O and HTTP parsing run on its own
-threads, without the GIL, so the plugin workers wait less for it) and the
-same Ping (benchmarks/RESULTS.md).
+``[node] http_server``: ``uvicorn`` (httptools when installed, else h11, all
+Python), ``granian`` (Rust: hyper and tokio, embedded in the node's loop),
+or ``auto`` (the default): ``ASPEN_HTTP_SERVER`` when set, else uvicorn.
+The numbers split (benchmarks/RESULTS.md, session 11): on a quiet machine
+the node served 1.6× the Echo requests/s on granian, but 0.7× with a
+CPU-bound process beside it, and 0.8–0.9× the ReadKey and 0.9× the Ping
+either way; so uvicorn stays the default and granian is a choice.
 
 Either way the behaviour is the same: on SIGTERM/SIGINT ``stopping`` is set
 first (long streams end), the listener stops accepting, in-flight requests
@@ -60,19 +59,13 @@ def check_listen_free(config: NodeConfig) -> None:
 
 
 def server_kind(config: NodeConfig) -> str:
-    """``granian`` or ``uvicorn``: what ``config.http_server`` means on this
-    machine. ``auto`` honours ``ASPEN_HTTP_SERVER`` first (CI runs the node
-    tests once with ``uvicorn``, the fallback)."""
+    """``granian`` or ``uvicorn``: what ``config.http_server`` means.
+    ``auto`` is ``ASPEN_HTTP_SERVER`` when set (CI runs the node tests once
+    with ``granian``), else uvicorn."""
     if config.http_server != "auto":
         return config.http_server
     forced = os.environ.get("ASPEN_HTTP_SERVER")
-    if forced in ("granian", "uvicorn"):
-        return forced
-    try:
-        import granian  # noqa: F401
-    except ImportError:
-        return "uvicorn"
-    return "granian"
+    return forced if forced in ("granian", "uvicorn") else "uvicorn"
 
 
 async def serve_apps(config: NodeConfig, app: Any, metrics_app: Any | None, stopping: asyncio.Event) -> None:
