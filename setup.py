@@ -1,5 +1,6 @@
-"""The compiled parts, both optional (each has a pure-Python twin that passes the suite):
-the GIL-free hand-off the plugin runtime waits on (aspen/handoff/_eventcount.c) and the
+"""The compiled parts, all optional (each has a pure-Python twin that passes the suite):
+the GIL-free hand-off the plugin runtime waits on (aspen/handoff/_eventcount.c), the
+plugin workers that call libextism without the GIL (aspen/handoff/_calls.c, POSIX threads) and the
 BLAKE3 segment tree of the blob stores (aspen/storage/_treehash.c), which compiles in
 the official BLAKE3 C implementation from Debian's librust-blake3-dev when it is
 installed. Everything else is in pyproject.toml."""
@@ -47,6 +48,16 @@ extensions = [
         optional=True,  # without a compiler: aspen.handoff.plain, slower but the same
     )
 ]
+if os.name == "posix":  # without it: Python worker threads (aspen.plugins.python_workers)
+    extensions.append(
+        Extension(
+            "aspen.handoff._calls",
+            ["aspen/handoff/_calls.c"],
+            extra_compile_args=["-O2", "-std=gnu11"],
+            extra_link_args=["-pthread"],
+            optional=True,
+        )
+    )
 if (b3 := blake3_sources()) is not None:  # without them: aspen.storage.tree_hash_py
     include, sources, macros = b3
     extensions.append(

@@ -9,8 +9,9 @@ from typing import Any
 import msgspec
 
 from aspen.errors import AspenError, ErrorCode
+from aspen.plugins.faults import bad_output, check_output_depth, decode_json_object
 from aspen.plugins.manifest import PluginManifest
-from aspen.plugins.runtime import PluginRuntime, bad_output, check_output_depth, decode_json_object
+from aspen.plugins.runtime import PluginRuntime
 from aspen.rpc.handler import Request, RequestContext, Response
 
 _encode = msgspec.json.Encoder().encode

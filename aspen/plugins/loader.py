@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aspen.errors import AspenError, ErrorCode
 from aspen.plugins import bundle
+from aspen.plugins.faults import decode_json_object
 from aspen.plugins.gate import PluginGate
 from aspen.plugins.handler import WasmPluginHandler
 from aspen.plugins.loop_bridge import HostEnv
@@ -40,7 +41,7 @@ from aspen.plugins.manifest import (
 from aspen.plugins.namespace import effective_prefixes
 from aspen.plugins.process_runtime import default_kind
 from aspen.plugins.rules import DEFAULT_LIMITS, LOAD, check_manifest
-from aspen.plugins.runtime import PluginRuntime, decode_json_object
+from aspen.plugins.runtime import PluginRuntime
 from aspen.plugins.signing import wasm_hash
 from aspen.plugins.state import LifecycleState
 from aspen.storage.protocol import BlobStore, KeyValueStore

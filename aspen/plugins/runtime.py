@@ -6,8 +6,10 @@ CPU-bound plugin every core; each worker thread owns its instance, so an
 instance is never used by two threads.
 The wall-clock limit is Extism's ``timeout_ms``, which really interrupts a
 looping guest; memory is capped with ``max_pages``. A faulted instance is
-dropped and replaced, so the next call starts clean. How calls and results
-cross between the loop and the workers is in :mod:`aspen.handoff`.
+dropped and replaced, so the next call starts clean. The workers are
+:class:`~aspen.plugins.native_workers.NativeWorkers` (calls run without the
+GIL) where ``aspen/handoff/_calls.c`` is built, else (or with
+``ASPEN_HANDOFF=python``) :class:`~aspen.plugins.python_workers.PythonWorkers`.
 """
 
 from __future__ import annotations
@@ -22,64 +24,24 @@ from collections.abc import Callable
 from typing import Any
 
 import extism
-import msgspec
 
 from aspen.errors import AspenError, ErrorCode
-from aspen.handoff import PARK_NS, EventCount
+from aspen.handoff import NATIVE_CALLS
 from aspen.plugins.extism_bridge import HOST_FUNCTIONS
-from aspen.plugins.loop_bridge import CallContext, HostEnv
+from aspen.plugins.faults import FAULT_CODES, bad_output, decode_json_object
+from aspen.plugins.loop_bridge import HostEnv
 from aspen.plugins.manifest import EffectiveLimits
 from aspen.plugins.state import SERVING, LifecycleState
-from aspen.rpc.nesting import check_depth
+
+if NATIVE_CALLS:
+    from aspen.plugins.native_workers import NativeWorkers as Workers
+else:
+    from aspen.plugins.python_workers import PythonWorkers as Workers
 
 log = logging.getLogger("aspen.plugins")
 
-FAULT_CODES = frozenset(
-    {ErrorCode.PLUGIN_TRAP, ErrorCode.PLUGIN_TIMEOUT, ErrorCode.PLUGIN_OOM, ErrorCode.PLUGIN_BAD_OUTPUT}
-)
-# Faults after which the instance's state is suspect; BAD_OUTPUT leaves it sound.
-INSTANCE_FAULTS = frozenset({ErrorCode.PLUGIN_TRAP, ErrorCode.PLUGIN_TIMEOUT, ErrorCode.PLUGIN_OOM})
 DEGRADED_AFTER = 3  # consecutive faults
-MAX_OUTPUT_DEPTH = 64  # nesting of a guest's JSON output, checked before decoding
 QUEUED_PER_INSTANCE = 16  # calls waiting for a free instance before PLUGIN_OVERLOADED
-
-
-def classify(plugin: str, export: str, exc: extism.Error) -> AspenError:
-    """Map an Extism call failure to a stable plugin error code."""
-    text = str(exc)
-    if text == "timeout":
-        return AspenError(
-            ErrorCode.PLUGIN_TIMEOUT, f"plugin '{plugin}' {export} exceeded its time limit", plugin=plugin
-        )
-    if text == "oom":
-        return AspenError(ErrorCode.PLUGIN_OOM, f"plugin '{plugin}' {export} ran out of memory", plugin=plugin)
-    return AspenError(ErrorCode.PLUGIN_TRAP, f"plugin '{plugin}' {export} failed: {text[:500]}", plugin=plugin)
-
-
-def bad_output(plugin: str, message: str) -> AspenError:
-    return AspenError(ErrorCode.PLUGIN_BAD_OUTPUT, f"plugin '{plugin}': {message}", plugin=plugin)
-
-
-_decode_json = msgspec.json.Decoder().decode
-
-
-def check_output_depth(plugin: str, export: str, raw: bytes) -> None:
-    """Guest output nested too deep for the decoder is ``PLUGIN_BAD_OUTPUT``."""
-    try:
-        check_depth(raw, max_depth=MAX_OUTPUT_DEPTH, code=ErrorCode.PLUGIN_BAD_OUTPUT)
-    except AspenError as exc:
-        raise bad_output(plugin, f"{export} output: {exc.message}") from None
-
-
-def decode_json_object(plugin: str, export: str, raw: bytes) -> dict[str, Any]:
-    check_output_depth(plugin, export, raw)
-    try:
-        value = _decode_json(raw)
-    except msgspec.DecodeError:
-        raise bad_output(plugin, f"{export} returned output that is not JSON") from None
-    if not isinstance(value, dict):
-        raise bad_output(plugin, f"{export} must return a JSON object")
-    return value
 
 
 def _native_threads() -> set[int]:
@@ -118,28 +80,6 @@ def _batch_new_threads(make: Callable[[], Any], *, last: bool = False) -> Any:
     return made
 
 
-class _Job:
-    """One call crossing to a worker, which settles ``future`` on ``loop``."""
-
-    __slots__ = ("data", "deadline", "decode", "export", "future", "loop")
-
-    def __init__(self, loop, export, data, deadline, decode) -> None:
-        self.loop = loop
-        self.future: asyncio.Future = loop.create_future()
-        self.export = export
-        self.data = data
-        self.deadline = deadline
-        self.decode = decode
-
-
-def _settle(future: asyncio.Future, ok: bool, value: Any) -> None:
-    if not future.done():  # the caller gave up (cancelled)
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
-
-
 def admit(runtime: Any, data: bytes, lifecycle: bool) -> None:
     """What every runtime kind refuses before a call: any call but a
     lifecycle one unless it serves, and input over its limit."""
@@ -158,8 +98,8 @@ def admit(runtime: Any, data: bytes, lifecycle: bool) -> None:
 class PluginRuntime:
     """A plugin's instances and worker threads. Each worker thread owns one
     instance for its whole life (replaced after a fault), so an instance is
-    never touched by two threads; jobs reach the workers through one queue,
-    results come back with ``call_soon_threadsafe`` (:mod:`aspen.handoff`)."""
+    never touched by two threads. Here: admission, the queue quota, the
+    deadline, fault counting and the health state; the workers carry the calls."""
 
     def __init__(self, name: str, wasm: bytes, env: HostEnv, limits: EffectiveLimits) -> None:
         self.name = name
@@ -176,14 +116,12 @@ class PluginRuntime:
             "memory": {"max_pages": limits.memory_pages},
         }
         self._compiled = _batch_new_threads(lambda: extism.extism.CompiledPlugin(manifest, functions=HOST_FUNCTIONS))
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._submitted = EventCount()  # bumped after every put on _jobs
-        self._workers: list[threading.Thread] = []
+        self._workers = Workers(self)
         self._pending = 0
         self._drained: asyncio.Future[None] | None = None  # made by stop() while calls run
         self._max_pending = limits.concurrency * (1 + QUEUED_PER_INSTANCE)
         self._time_limit = limits.timeout_ms / 1000 + 1.0  # seconds; Extism interrupts the guest first
-        first = self._new_instance()
+        first = self.new_instance()
         self._exports = {
             export: bool(first.function_exists(export))
             for export in (
@@ -194,7 +132,14 @@ class PluginRuntime:
         self._spare: queue.SimpleQueue[extism.Plugin] = queue.SimpleQueue()
         self._spare.put(first)  # the first worker adopts it
 
-    def _new_instance(self) -> extism.Plugin:
+    def spare_instance(self) -> extism.Plugin | None:
+        """The instance made at load, to the first worker that asks (on its thread)."""
+        try:
+            return self._spare.get_nowait()
+        except queue.Empty:
+            return None
+
+    def new_instance(self) -> extism.Plugin:
         try:
             return _batch_new_threads(lambda: extism.Plugin(self._compiled), last=True)
         except extism.Error as exc:
@@ -213,58 +158,6 @@ class PluginRuntime:
     def worker_count(self) -> int:
         return len(self._workers)
 
-    # --- on a worker thread ---------------------------------------------------
-
-    def _work(self) -> None:
-        try:
-            instance: extism.Plugin | None = self._spare.get_nowait()
-        except queue.Empty:
-            instance = None
-        jobs, submitted = self._jobs, self._submitted
-        while True:
-            seen = submitted.value()  # read before looking, so no put goes unnoticed
-            if jobs.empty():
-                submitted.wait(seen, PARK_NS)
-                continue
-            try:
-                job = jobs.get_nowait()
-            except queue.Empty:  # another worker took it
-                continue
-            if job is None:
-                return
-            if job.future.done():  # the caller gave up; a racy read off the loop (GIL-atomic), _settle checks again
-                continue
-            try:
-                if instance is None:
-                    instance = self._new_instance()
-                ok, value = True, self._run(instance, job)
-            except AspenError as exc:
-                ok, value = False, exc
-                if exc.code in INSTANCE_FAULTS:
-                    instance = None  # a faulted instance is never reused
-            except Exception as exc:  # a host bug: report it, keep the worker alive
-                self.env.gate.log.log(
-                    "worker-error", logging.ERROR, "plugin %s: worker failed", self.name, exc_info=True
-                )
-                ok, value = False, AspenError(ErrorCode.INTERNAL, f"plugin '{self.name}': internal error: {exc}")
-            try:
-                job.loop.call_soon_threadsafe(_settle, job.future, ok, value)
-            except RuntimeError:  # the loop is gone; nobody is waiting
-                pass
-
-    def _run(self, instance: extism.Plugin, job: _Job) -> Any:
-        if time.monotonic() >= job.deadline:
-            raise AspenError(ErrorCode.TIMEOUT, f"plugin '{self.name}': the request expired while queued")
-        try:
-            buf = instance.call(job.export, job.data, parse=None, host_context=CallContext(self.env, job.deadline))
-        except extism.Error as exc:
-            raise classify(self.name, job.export, exc) from None
-        if len(buf) > self.limits.max_output_bytes:
-            raise bad_output(
-                self.name, f"{job.export} output is {len(buf)} bytes, the limit is {self.limits.max_output_bytes}"
-            )
-        return job.decode(bytes(buf))
-
     # --- on the event loop ----------------------------------------------------
 
     async def call(
@@ -277,7 +170,7 @@ class PluginRuntime:
         lifecycle: bool = False,
     ) -> Any:
         """Run ``export`` on a pooled instance; ``decode`` turns the output into
-        the result on the worker thread. A fault raises its ``PLUGIN_*`` error
+        the result (on the loop with native workers). A fault raises its ``PLUGIN_*`` error
         and counts toward Degraded, a clean call restores Ready. ``lifecycle``
         calls (info, init, shutdown) pass while the plugin is loading or stopping."""
         admit(self, data, lifecycle)
@@ -286,16 +179,12 @@ class PluginRuntime:
         limit = time.monotonic() + self._time_limit
         deadline = limit if deadline is None else min(deadline, limit)
         if self._pending >= len(self._workers) < self.limits.concurrency:  # every worker is busy
-            worker = threading.Thread(target=self._work, name=f"plugin-{self.name}", daemon=True)
-            worker.start()
-            self._workers.append(worker)
-        job = _Job(asyncio.get_running_loop(), export, data, deadline, decode)
+            self._workers.add()
+        future = self._workers.submit(export, data, deadline, decode)
         self._pending += 1
-        self._jobs.put(job)
-        self._submitted.bump()
         try:
             async with asyncio.timeout(deadline - time.monotonic()):
-                result = await job.future
+                result = await future
         except TimeoutError:
             raise AspenError(
                 ErrorCode.TIMEOUT, f"plugin '{self.name}' {export} did not finish before its deadline"
@@ -363,9 +252,4 @@ class PluginRuntime:
             except AspenError as exc:
                 log.warning("plugin %s: plugin_shutdown failed: %s", self.name, exc.message)
         self.state = LifecycleState.STOPPED
-        for _ in self._workers:
-            self._jobs.put(None)
-            self._submitted.bump()
-        for worker in self._workers:
-            await asyncio.to_thread(worker.join)
-        self._workers.clear()
+        await self._workers.stop()

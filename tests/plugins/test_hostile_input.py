@@ -18,13 +18,13 @@ from typer.testing import CliRunner
 from aspen.cli.main import app
 from aspen.errors import AspenError, ErrorCode
 from aspen.plugins.extism_bridge import MAX_ARG_DEPTH, host_reply
+from aspen.plugins.faults import MAX_OUTPUT_DEPTH
 from aspen.plugins.host_functions import IMPLEMENTATIONS
 from aspen.plugins.lifecycle_handler import create
 from aspen.plugins.log_throttle import INTERVAL_SECONDS
 from aspen.plugins.loop_bridge import CallContext
 from aspen.plugins.manifest import MAX_MANIFEST_DEPTH, PluginPermissions
 from aspen.plugins.rules import parse_manifest
-from aspen.plugins.runtime import MAX_OUTPUT_DEPTH
 from aspen.rpc.handler import Request, RequestContext
 from aspen.rpc.registry import HandlerRegistry
 
