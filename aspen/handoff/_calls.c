@@ -30,7 +30,7 @@
 #include <sys/eventfd.h>
 #endif
 
-enum { DONE_OK = 0, DONE_FAULT = 1, DONE_EXPIRED = 2, DONE_TOO_LARGE = 3, DONE_NO_INSTANCE = 4, DONE_HOST_OOM = 5 };
+enum { DONE_OK = 0, DONE_FAULT = 1, DONE_EXPIRED = 2, DONE_TOO_LARGE = 3, DONE_NO_INSTANCE = 4, DONE_HOST_OOM = 5, DONE_CANCELLED = 6 };
 
 typedef int32_t (*call_fn)(void *, const char *, const uint8_t *, uint64_t, void *);
 typedef uint64_t (*len_fn)(void *);
@@ -46,6 +46,7 @@ typedef struct Job {
     uintptr_t host_context;
     int64_t deadline_ns;
     int status;
+    int cancelled; /* the caller gave up while it waited: never run */
     uint8_t *out; /* output bytes, or the error text of a fault */
     uint64_t out_len;
 } Job;
@@ -111,6 +112,10 @@ static int copy_out(Job *j, const void *from, uint64_t len) {
 
 /* Run one job on `plugin`; 1 when the instance faulted and must be replaced. */
 static int run(Shared *s, void *plugin, Job *j) {
+    if (j->cancelled) {
+        finish(s, j, DONE_CANCELLED);
+        return 0;
+    }
     if (plugin == NULL) {
         finish(s, j, DONE_NO_INSTANCE);
         return 1;
@@ -221,6 +226,22 @@ static PyObject *CallQueue_stop_one(CallQueue *self, PyObject *Py_UNUSED(ignored
     return enqueue(self, j);
 }
 
+/* cancel(id): a job still waiting is never run (it comes back DONE_CANCELLED). */
+static PyObject *CallQueue_cancel(CallQueue *self, PyObject *arg) {
+    unsigned long long id = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred()) return NULL;
+    Shared *s = self->s;
+    pthread_mutex_lock(&s->lock);
+    for (Job *j = s->head; j; j = j->next) {
+        if (j->id == id && j->export_ != NULL) {
+            j->cancelled = 1;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    Py_RETURN_NONE;
+}
+
 /* take() -> [(id, status, payload)]: the finished jobs, oldest first; payload
  * is the output (OK), the error text (FAULT), else the output length. */
 static PyObject *CallQueue_take(CallQueue *self, PyObject *Py_UNUSED(ignored)) {
@@ -267,6 +288,7 @@ static PyMethodDef CallQueue_methods[] = {
     {"wait", (PyCFunction)CallQueue_wait, METH_NOARGS, "Without the GIL, until a job is queued."},
     {"submit", (PyCFunction)CallQueue_submit, METH_VARARGS,
      "submit(id, export, data, host_context, timeout_ns): queue a call; host_context is a cffi handle's address."},
+    {"cancel", (PyCFunction)CallQueue_cancel, METH_O, "cancel(id): if still queued, the job never runs."},
     {"stop_one", (PyCFunction)CallQueue_stop_one, METH_NOARGS, "Make one serving worker return."},
     {"take", (PyCFunction)CallQueue_take, METH_NOARGS, "take() -> [(id, status, payload)], oldest first."},
     {"fileno", (PyCFunction)CallQueue_fileno, METH_NOARGS, "The descriptor that turns readable when calls finish."},
@@ -361,7 +383,8 @@ PyMODINIT_FUNC PyInit__calls(void) {
         || PyModule_AddIntConstant(m, "DONE_EXPIRED", DONE_EXPIRED) < 0
         || PyModule_AddIntConstant(m, "DONE_TOO_LARGE", DONE_TOO_LARGE) < 0
         || PyModule_AddIntConstant(m, "DONE_NO_INSTANCE", DONE_NO_INSTANCE) < 0
-        || PyModule_AddIntConstant(m, "DONE_HOST_OOM", DONE_HOST_OOM) < 0) {
+        || PyModule_AddIntConstant(m, "DONE_HOST_OOM", DONE_HOST_OOM) < 0
+        || PyModule_AddIntConstant(m, "DONE_CANCELLED", DONE_CANCELLED) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -80,7 +80,10 @@ class NativeWorkers:
         worker.start()
         self._threads.append(worker)
 
-    def submit(self, export: str, data: bytes, deadline: float, decode: Callable[[bytes], Any]) -> asyncio.Future:
+    def submit(
+        self, export: str, data: bytes, deadline: float, decode: Callable[[bytes], Any]
+    ) -> tuple[asyncio.Future, int]:
+        """Queue a call: its future, and the ticket :meth:`abandon` takes."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             if self._loop is not None and not self._loop.is_closed():
@@ -97,7 +100,11 @@ class NativeWorkers:
         except MemoryError:
             del self._waiting[call_id]
             raise
-        return future
+        return future, call_id
+
+    def abandon(self, call_id: int) -> None:
+        """The caller gave up: if the call still waits, it never runs."""
+        self._queue.cancel(call_id)
 
     async def stop(self) -> None:
         for _ in self._threads:

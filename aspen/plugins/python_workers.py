@@ -67,11 +67,17 @@ class PythonWorkers:
         worker.start()
         self._threads.append(worker)
 
-    def submit(self, export: str, data: bytes, deadline: float, decode: Callable[[bytes], Any]) -> asyncio.Future:
+    def submit(
+        self, export: str, data: bytes, deadline: float, decode: Callable[[bytes], Any]
+    ) -> tuple[asyncio.Future, None]:
+        """Queue a call: its future, and the ticket :meth:`abandon` takes."""
         job = _Job(asyncio.get_running_loop(), export, data, deadline, decode)
         self._jobs.put(job)
         self._submitted.bump()
-        return job.future
+        return job.future, None
+
+    def abandon(self, _ticket: None) -> None:
+        """Nothing to do: a worker skips a job whose future is done."""
 
     async def stop(self) -> None:
         for _ in self._threads:

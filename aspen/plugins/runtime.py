@@ -180,7 +180,7 @@ class PluginRuntime:
         deadline = limit if deadline is None else min(deadline, limit)
         if self._pending >= len(self._workers) < self.limits.concurrency:  # every worker is busy
             self._workers.add()
-        future = self._workers.submit(export, data, deadline, decode)
+        future, ticket = self._workers.submit(export, data, deadline, decode)
         self._pending += 1
         try:
             async with asyncio.timeout(deadline - time.monotonic()):
@@ -194,6 +194,8 @@ class PluginRuntime:
                 self._record_fault(exc)
             raise
         finally:
+            if future.cancelled():  # the deadline passed, or the caller was cancelled
+                self._workers.abandon(ticket)
             self._pending -= 1
             if not self._pending and self._drained is not None and not self._drained.done():
                 self._drained.set_result(None)

@@ -1,8 +1,8 @@
 """The plugin workers: native (calls run without the GIL) where the extension
 is built, Python workers otherwise; CI runs this file on both. Answers reach
-their own callers, a call that expired while queued never runs, an instance
-that cannot be replaced is the next call's error, and stopping ends every
-worker."""
+their own callers, a call that expired or was given up while queued never
+runs, an instance that cannot be replaced is the next call's error, and
+stopping ends every worker."""
 
 from __future__ import annotations
 
@@ -58,6 +58,22 @@ async def test_a_call_that_expired_while_queued_never_runs(load):
     with pytest.raises(AspenError) as err:
         await blocker
     assert err.value.code == ErrorCode.PLUGIN_TIMEOUT
+
+
+async def test_a_call_whose_caller_gave_up_while_queued_never_runs(load):
+    faults = await load("hostile/faults", limits=PluginLimits(timeout_ms=1500, concurrency=1))
+    blocker = asyncio.create_task(faults.handle(Request("Spin", {}), RequestContext()))
+    await asyncio.sleep(0.05)  # the only instance spins for 1.5 s
+    given_up = [asyncio.create_task(faults.handle(Request("Spin", {}), RequestContext())) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    for task in given_up:
+        task.cancel()
+    with pytest.raises(AspenError):
+        await blocker
+    start = time.monotonic()
+    assert (await faults.handle(Request("Fine", {}), RequestContext())).type == "Fine"
+    assert time.monotonic() - start < 0.8  # a given-up spin that ran would hold the instance 1.5 s more
+    assert faults.runtime.pending == 0
 
 
 async def test_an_instance_that_cannot_be_replaced_is_the_next_calls_error(load, monkeypatch):
